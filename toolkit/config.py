@@ -1,0 +1,153 @@
+"""Config dataclasses: YAML files + CLI overrides, validated.
+
+Every command has a dataclass config (like TRL's ``SFTConfig``). Values come from, in order:
+the dataclass defaults, a YAML file (``--config``), then ``--flag value`` overrides. An unknown
+or ill-typed key raises :class:`ConfigError` naming the key and where it came from.
+
+Example:
+    >>> from dataclasses import dataclass
+    >>> @dataclass
+    ... class C:
+    ...     k: int = 4
+    >>> load_config(C, {"k": 8}).k
+    8
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A recipe or config value is unknown, ill-typed or invalid."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0] if args else Any, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = args if args else (Any, Any)
+        return {_coerce(k, kt, where): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if origin is typing.Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
+    """Build dataclass ``cls`` from a mapping, naming any unknown or ill-typed key."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}"
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level")
+    return data
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into a copy of ``base`` (dicts merge, everything else replaces)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_config(cls: type[T], source: str | Path | dict | None = None,
+                overrides: dict | None = None) -> T:
+    """Defaults ← YAML file or dict ← overrides; validated into ``cls``."""
+    where = str(source) if isinstance(source, (str, Path)) else "config"
+    data = read_yaml(source) if isinstance(source, (str, Path)) else dict(source or {})
+    data = merge(data, overrides or {})
+    return from_dict(cls, data, where)
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+# ---------------------------------------------------------------- CLI flags from dataclass fields
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add ``--field-name VALUE`` for every field of ``cls`` (values parsed as YAML scalars)."""
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        help_ = f.metadata.get("help", "")
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"), dest=f"cfg__{f.name}", default=argparse.SUPPRESS,
+            metavar=f.name.upper(), help=help_ or argparse.SUPPRESS if f.metadata.get("hidden") else help_,
+        )
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    """The ``--field`` values the user typed, parsed as YAML (``8`` → int, ``[a, b]`` → list)."""
+    out = {}
+    for key, raw in vars(args).items():
+        if key.startswith("cfg__"):
+            try:
+                out[key[5:]] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+            except yaml.YAMLError:
+                out[key[5:]] = raw
+    return out

