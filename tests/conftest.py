@@ -39,3 +39,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A running local Hub-compatible server (toolkit.hub.HubServer) on a tmp root.
+
+    Tokens: alice (write) ``hf_alicewritetoken``, bob (read) ``hf_bobreadtoken``.
+    Use ``HfApi(endpoint=hub.url, token=...)`` or a subprocess with ``HF_ENDPOINT=hub.url``.
+    """
+    from toolkit.hub.server import HubServer
+    with HubServer(tmp_path / "hub", tokens={"alice": ("hf_alicewritetoken", "write"),
+                                             "bob": ("hf_bobreadtoken", "read")}) as server:
+        yield server
