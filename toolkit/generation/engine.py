@@ -1,0 +1,218 @@
+"""The local in-process engine: batched, seeded sampling with transformers + a KV cache.
+
+Each row has its own ``torch.Generator`` seeded from its request, so the same seed gives the same
+text whatever else shares the batch. Prompts are left-padded with proper attention masks and
+position ids; finished rows leave the batch (the KV cache is compacted) so long tails stay cheap.
+
+Example:
+    >>> engine = LocalEngine("tiny-random", batch_size=8)                   # doctest: +SKIP
+    >>> prompt = engine.render_chat([{"role": "user", "content": "What is 2+3?"}])
+    >>> [c] = engine.generate([Request(prompt, SamplingParams(max_new_tokens=16, seed=0))])
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from ..models import load_model, model_info
+from .base import Completion, Request, SamplingParams
+
+StepCallback = Callable[[int, int, str], None]   # (request index, token id, token text)
+
+
+@dataclass
+class _Row:
+    index: int
+    params: SamplingParams
+    generator: torch.Generator
+    prompt_len: int
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    text: str = ""
+    finish: str = ""
+
+
+class LocalEngine:
+    """A :class:`~toolkit.generation.base.Generator` over a transformers model (+ LoRA adapters).
+
+    ``adapters`` maps names to PEFT adapter dirs (or Hub ids); a request picks one by
+    ``Request.adapter``; requests without one use ``default_adapter`` (``None``: the base model).
+    """
+
+    def __init__(self, model: str, adapters: dict[str, str] | None = None,
+                 default_adapter: str | None = None, batch_size: int = 16):
+        info = model_info(model)
+        self.model_id, self.model_revision = info.hub_id, info.revision
+        self.model, self.tokenizer = load_model(model)
+        self.adapters = dict(adapters or {})
+        if self.adapters:
+            from peft import PeftModel
+            names = list(self.adapters)
+            self.model = PeftModel.from_pretrained(self.model, self.adapters[names[0]],
+                                                   adapter_name=names[0])
+            for name in names[1:]:
+                self.model.load_adapter(self.adapters[name], adapter_name=name)
+            self.model.eval()
+        if default_adapter is not None and default_adapter not in self.adapters:
+            raise ValueError(f"default_adapter {default_adapter!r} is not among {list(self.adapters)}")
+        self.default_adapter = default_adapter
+        self.batch_size = batch_size
+        self.device = next(self.model.parameters()).device
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
+        self.eos_ids.discard(None)
+        self.max_length = getattr(self.model.config, "max_position_embeddings", 2048)
+
+    # ------------------------------------------------------------------ Generator protocol
+    def render_chat(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def generate(self, requests: Sequence[Request], progress: bool = True) -> list[Completion]:
+        """Completions in request order; requests are grouped by adapter and length-sorted."""
+        out: list[Completion | None] = [None] * len(requests)
+        order = sorted(range(len(requests)),
+                       key=lambda i: (str(self._adapter_of(requests[i])), -len(requests[i].prompt)))
+        bar = tqdm(total=len(requests), desc="generate", unit="seq", disable=not progress)
+        start, tokens = time.perf_counter(), 0
+        i = 0
+        while i < len(order):
+            adapter = self._adapter_of(requests[order[i]])
+            batch = [order[i]]
+            while (len(batch) < self.batch_size and i + len(batch) < len(order)
+                   and self._adapter_of(requests[order[i + len(batch)]]) == adapter):
+                batch.append(order[i + len(batch)])
+            for j, c in zip(batch, self.generate_batch([requests[j] for j in batch])):
+                out[j] = c
+                tokens += c.completion_tokens
+            i += len(batch)
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
+        bar.close()
+        return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ one batch
+    def _adapter_of(self, req: Request) -> str | None:
+        name = req.adapter if req.adapter is not None else self.default_adapter
+        if name is not None and name not in self.adapters:
+            raise ValueError(f"unknown adapter {name!r}; loaded: {list(self.adapters)}")
+        return name
+
+    def _adapter_context(self, name: str | None):
+        if not self.adapters:
+            return contextlib.nullcontext()
+        if name is None:
+            return self.model.disable_adapter()
+        self.model.set_adapter(name)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def generate_batch(self, requests: Sequence[Request], on_token: StepCallback | None = None
+                       ) -> list[Completion]:
+        """Decode one batch (all requests must use the same adapter)."""
+        from transformers import DynamicCache
+
+        prompts = [self.encode(r.prompt) for r in requests]
+        rows = []
+        for i, (r, ids) in enumerate(zip(requests, prompts)):
+            g = torch.Generator().manual_seed(r.params.seed if r.params.seed is not None
+                                              else random.getrandbits(63))
+            rows.append(_Row(i, r.params, g, len(ids)))
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        cache = DynamicCache()
+        active = list(range(len(rows)))
+        with self._adapter_context(self._adapter_of(requests[0])):
+            while active:
+                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+                if cache.get_seq_length() > 0:
+                    position_ids = position_ids[:, -input_ids.shape[1]:]
+                logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                                    past_key_values=cache, use_cache=True).logits[:, -1, :].float()
+                logprobs = torch.log_softmax(logits, dim=-1)
+                next_ids, keep = [], []
+                for b, ri in enumerate(active):
+                    row = rows[ri]
+                    tok = self._pick(logits[b], row.params, row.generator)
+                    row.ids.append(tok)
+                    row.logprobs.append(float(logprobs[b, tok]))
+                    self._check_finish(row, tok)
+                    if on_token is not None:
+                        on_token(row.index, tok, "")
+                    if not row.finish:
+                        keep.append(b)
+                        next_ids.append(tok)
+                if len(keep) < len(active):
+                    if not keep:
+                        break
+                    idx = torch.tensor(keep, device=self.device)
+                    cache.reorder_cache(idx)
+                    mask = mask.index_select(0, idx)
+                    active = [active[b] for b in keep]
+                input_ids = torch.tensor(next_ids, device=self.device).unsqueeze(1)
+                mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+        return [self._completion(row) for row in rows]
+
+    def _pick(self, logits: torch.Tensor, p: SamplingParams, g: torch.Generator) -> int:
+        if p.greedy:
+            return int(logits.argmax())
+        logits = logits / p.temperature
+        if p.top_k > 0:
+            kth = torch.topk(logits, min(p.top_k, logits.shape[-1])).values[-1]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        if p.top_p < 1.0:
+            sorted_p, sorted_i = torch.sort(probs, descending=True)
+            drop = sorted_p.cumsum(-1) - sorted_p > p.top_p
+            sorted_p[drop] = 0
+            probs = torch.zeros_like(probs).scatter(0, sorted_i, sorted_p)
+        return int(torch.multinomial(probs.cpu(), 1, generator=g))
+
+    def _check_finish(self, row: _Row, tok: int) -> None:
+        if tok in self.eos_ids:
+            row.ids.pop(), row.logprobs.pop()
+            row.finish = "eos_token"
+            return
+        if row.params.stop:
+            row.text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+            tail = row.text[-(max(map(len, row.params.stop)) + 16):]
+            if any(s in tail for s in row.params.stop):
+                row.finish = "stop"
+                return
+        if len(row.ids) >= row.params.max_new_tokens or row.prompt_len + len(row.ids) >= self.max_length:
+            row.finish = "length"
+
+    def _completion(self, row: _Row) -> Completion:
+        text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        if row.finish == "stop":  # cut at the first stop string, keeping it (TGI keeps it too)
+            cut = min((text.find(s) + len(s) for s in row.params.stop if s in text), default=len(text))
+            text = text[:cut]
+        return Completion(text=text, prompt_tokens=row.prompt_len, completion_tokens=len(row.ids),
+                          finish_reason=row.finish or "length", token_ids=row.ids,
+                          token_logprobs=row.logprobs)
+
+    # ------------------------------------------------------------------ scoring
+    @torch.inference_mode()
+    def token_logprobs(self, texts: Sequence[str], adapter: str | None = None) -> list[list[float]]:
+        """Log-probability of every token of each text given its prefix (first token: none).
+
+        This is what TGI's ``decoder_input_details`` returns; adaptation cost builds on it.
+        """
+        out = []
+        with self._adapter_context(adapter if adapter is not None else self.default_adapter):
+            for text in texts:
+                ids = torch.tensor([self.encode(text)], device=self.device)
+                logits = self.model(input_ids=ids).logits[0, :-1].float()
+                lp = torch.log_softmax(logits, dim=-1).gather(1, ids[0, 1:, None])[:, 0]
+                out.append(lp.tolist())
+        return out
