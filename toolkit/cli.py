@@ -55,6 +55,11 @@ def cmd_sample(args):
     _print_json(sample_command(_cfg(args)))
 
 
+def cmd_verify(args):
+    from .stages.verify import verify_command
+    _print_json(verify_command(_cfg(args)))
+
+
 def cmd_rft(args):
     from .stages.rft import RftConfig, rft_command
     _print_json(rft_command(_cfg(args)))
@@ -92,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .stages.rft import RftConfig
     from .stages.sample import SampleConfig
     from .stages.train import TrainConfig
+    from .stages.verify import VerifyConfig
 
     parser = argparse.ArgumentParser(prog="qup", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -109,8 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output directory")
 
     _add(sub, "sample", cmd_sample, "Sample k traces per problem from the SLM (resumable)",
-         "qup sample --model tiny-random --source ../shared/data/svamp --limit 8 --k 4 --out runs/x/self",
+         "qup sample --model tiny-random --source svamp --limit 8 --k 4 --out runs/x/samples",
          SampleConfig)
+    _add(sub, "verify", cmd_verify, "Extract and verify each trace's answer (math-verify)",
+         "qup verify --traces runs/x/samples --out runs/x/self", VerifyConfig)
     _add(sub, "rft", cmd_rft, "Verify traces and keep correct, de-duplicated ones (rejection sampling)",
          "qup rft --traces runs/x/self --out runs/x/rft --max-per-problem 4", RftConfig)
     _add(sub, "train", cmd_train, "LoRA SFT of the SLM on a trace dataset (TRL + PEFT)",

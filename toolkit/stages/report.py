@@ -1,0 +1,59 @@
+"""``report``: a markdown table and a PNG plot comparing the base model with each trained variant."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def write_report(run_dir: str | Path, summary: dict) -> Path:
+    """Write ``report.md`` and ``report.png`` into ``run_dir`` from a run summary; return the .md."""
+    run_dir = Path(run_dir)
+    evals = summary["evaluations"]  # name -> metrics (base first)
+    data = summary.get("data", {})
+    lines = [f"# QUP run `{summary['name']}`", "",
+             f"Model: `{summary['model']}`. Held-out problems: `{summary['eval_source']}` "
+             f"({next(iter(evals.values()))['total']} problems, greedy pass@1).", "",
+             "## Accuracy on the same held-out problems", "",
+             "| model | trained on | train rows | accuracy | correct / total | stopped | mean tokens |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, m in evals.items():
+        rows = data.get(name, {}).get("rows", "—") if name != "base" else "—"
+        lines.append(f"| {'base' if name == 'base' else 'base + LoRA'} | {name if name != 'base' else '—'} "
+                     f"| {rows} | {_pct(m['accuracy'])} | {m['correct']} / {m['total']} "
+                     f"| {m['stopped']} / {m['total']} | {m['mean_completion_tokens']:.0f} |")
+    lines += ["", "## Training data variants", "",
+              "| variant | rows | problems | correct rate | mean tokens |", "|---|---:|---:|---:|---:|"]
+    for name, d in data.items():
+        lines.append(f"| {name} | {d['rows']} | {d['problems']} | {_pct(d['correct_rate'])} "
+                     f"| {d['mean_completion_tokens']:.0f} |")
+    if summary.get("published"):
+        lines += ["", "## Published", "", "| what | repo | revision |", "|---|---|---|"]
+        lines += [f"| {p['what']} | `{p['repo']}` | `{p['revision']}` |" for p in summary["published"]]
+    lines += ["", "![accuracy](report.png)", ""]
+    md = run_dir / "report.md"
+    md.write_text("\n".join(lines))
+    _plot(evals, run_dir / "report.png")
+    return md
+
+
+def _plot(evals: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(evals)
+    acc = [100 * evals[n]["accuracy"] for n in names]
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(names), 3.2))
+    bars = ax.bar(names, acc, color=["#888"] + ["#f4a300"] * (len(names) - 1))
+    for b, n in zip(bars, names):
+        ax.annotate(f"{evals[n]['correct']}/{evals[n]['total']}", (b.get_x() + b.get_width() / 2,
+                    b.get_height()), ha="center", va="bottom", fontsize=9)
+    ax.set_ylabel("pass@1 (%)")
+    ax.set_ylim(0, max(acc + [1]) * 1.3)
+    ax.set_title("held-out accuracy: base vs trained variants")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,75 @@
+"""``rft``: rejection-sampling fine-tuning data — the SLM's own traces that verify as correct.
+
+Keeps correct traces, drops exact duplicates (after whitespace normalisation) and near
+duplicates (word 3-gram Jaccard similarity ≥ ``near_dup_threshold`` to a kept trace of the same
+problem), and caps the traces kept per problem.
+
+Example:
+    >>> rft_command(RftConfig(traces="runs/x/self", out="runs/x/rft"))           # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from datasets import Dataset
+
+from ..config import ConfigError
+from .io import load, save
+from .verify import verify, verify_summary
+
+
+@dataclass
+class RftConfig:
+    traces: str = field(default="", metadata={"help": "sampled traces (a `qup sample` output dir)"})
+    out: str = field(default="", metadata={"help": "output dataset dir"})
+    max_per_problem: int = field(default=4, metadata={"help": "keep at most this many per problem"})
+    near_dup_threshold: float = field(default=0.9, metadata={"help": "3-gram Jaccard above which "
+                                                              "two traces are near duplicates"})
+
+    def __post_init__(self):
+        if self.max_per_problem < 1:
+            raise ConfigError(f"max_per_problem must be >= 1, got {self.max_per_problem}")
+        if not 0 < self.near_dup_threshold <= 1:
+            raise ConfigError(f"near_dup_threshold must be in (0, 1], got {self.near_dup_threshold}")
+
+
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+|[^\w\s]", text.lower())
+    return {tuple(words[i:i + 3]) for i in range(max(1, len(words) - 2))}
+
+
+def _jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def rft(ds: Dataset, cfg: RftConfig) -> Dataset:
+    """Correct, de-duplicated traces, at most ``cfg.max_per_problem`` per problem."""
+    if "" in set(ds["verify_status"]):
+        ds = verify(ds)
+    kept: dict[str, list[tuple[str, set]]] = {}
+    keep = []
+    for i, row in enumerate(ds):
+        if not row["correct"]:
+            continue
+        norm = " ".join(row["completion"].split())
+        shingles = _shingles(norm)
+        seen = kept.setdefault(row["problem_id"], [])
+        if len(seen) >= cfg.max_per_problem or any(
+                norm == n or _jaccard(shingles, s) >= cfg.near_dup_threshold for n, s in seen):
+            continue
+        seen.append((norm, shingles))
+        keep.append(i)
+    out = ds.select(keep)
+    return out.map(lambda r: {"variant": "rft", "parent_id": r["trace_id"]}, desc="rft",
+                   load_from_cache_file=False)
+
+
+def rft_command(cfg: RftConfig) -> dict:
+    if not cfg.traces or not cfg.out:
+        raise ConfigError("rft: 'traces' and 'out' are required")
+    traces = verify(load(cfg.traces))
+    out = rft(traces, cfg)
+    save(out, cfg.out)
+    return {"out": cfg.out, "self": verify_summary(traces), "rft_rows": len(out),
+            "rft_problems": len(set(out["problem_id"]))}

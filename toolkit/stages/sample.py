@@ -1,0 +1,167 @@
+"""``sample``: the SLM writes k traces per problem (the ``self`` variant).
+
+Every row records its provenance: problem id, sample index, seed, model id and revision, prompt
+template id, sampling params, rendered prompt, token counts and finish reason. Work is written in
+shards of problems, so a killed run resumes without redoing finished problems.
+
+Example:
+    >>> cfg = SampleConfig(model="tiny-random", source="svamp", limit=4, k=2, out="runs/x/self")
+    >>> sample_command(cfg)                                                  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import Dataset, concatenate_datasets
+
+from ..config import ConfigError
+from ..generation import Generator, Request, SamplingParams, make_generator
+from ..prompts import load_prompt
+from ..schema import TRACE, empty_trace
+from ..sources import SourceConfig, load_problems
+from .io import save
+
+log = logging.getLogger(__name__)
+
+
+def _h(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class SampleConfig:
+    model: str = field(default="tiny-random", metadata=_h("preset, model dir or Hub id of the SLM"))
+    source: str = field(default="", metadata=_h("problem source (shared-data name/folder, file, Hub id)"))
+    split: str = field(default="test", metadata=_h("split of the source"))
+    offset: int = field(default=0, metadata=_h("skip this many problems"))
+    limit: int | None = field(default=None, metadata=_h("use at most this many problems"))
+    k: int = field(default=4, metadata=_h("traces per problem"))
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 0
+    max_new_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    seed: int = field(default=0, metadata=_h("base seed; each trace's seed derives from it"))
+    prompt: str = field(default="math_cot", metadata=_h("prompt template name or .txt path"))
+    batch_size: int = field(default=16, metadata=_h("sequences per forward pass (local backend)"))
+    shard_size: int = field(default=32, metadata=_h("problems per resumable shard"))
+    backend: str = field(default="local", metadata=_h("local | endpoint"))
+    endpoints: list[str] = field(default_factory=list, metadata=_h("endpoint URLs (backend=endpoint)"))
+    api: str = field(default="tgi", metadata=_h("tgi | openai (backend=endpoint)"))
+    concurrency: int = 16
+    cache_dir: str = field(default="", metadata=_h("request cache dir (backend=endpoint)"))
+    out: str = field(default="", metadata=_h("output dataset dir (save_to_disk)"))
+
+    def __post_init__(self):
+        if self.k < 1:
+            raise ConfigError(f"k must be >= 1, got {self.k}")
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
+        self.params(0)  # validates sampling params early
+
+    def params(self, seed: int) -> SamplingParams:
+        try:
+            return SamplingParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                  top_p=self.top_p, top_k=self.top_k, do_sample=self.temperature > 0,
+                                  stop=list(self.stop), seed=seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+    def source_config(self) -> SourceConfig:
+        if not self.source:
+            raise ConfigError("sample: 'source' is required (e.g. --source svamp)")
+        return SourceConfig(source=self.source, split=self.split, offset=self.offset, limit=self.limit)
+
+    def generator(self) -> Generator:
+        opts = {}
+        if self.backend == "endpoint":
+            opts = dict(endpoints=self.endpoints, api=self.api, concurrency=self.concurrency,
+                        cache_dir=self.cache_dir or None)
+        return make_generator(self.model, backend=self.backend, batch_size=self.batch_size, **opts)
+
+
+def trace_seed(base: int, problem_id: str, index: int) -> int:
+    """A stable per-trace seed: the same (base, problem, index) gives the same seed anywhere."""
+    return int(hashlib.sha256(f"{base}:{problem_id}:{index}".encode()).hexdigest()[:15], 16)
+
+
+def _rows(problems: Dataset, cfg: SampleConfig, gen: Generator) -> list[dict]:
+    template = load_prompt(cfg.prompt)
+    requests, meta = [], []
+    for p in problems:
+        prompt = gen.render_chat(template.messages(p["question"]))
+        for i in range(cfg.k):
+            params = cfg.params(trace_seed(cfg.seed, p["id"], i))
+            requests.append(Request(prompt, params))
+            meta.append((p, i, params))
+    rows = []
+    for (p, i, params), c in zip(meta, gen.generate(requests)):
+        row = empty_trace()
+        row.update({k: p[k] for k in ("id", "question", "gold_answer", "gold_solution", "source", "split")})
+        row.update(problem_id=p["id"], trace_id=f"{p['id']}#{i}", sample_index=i, seed=params.seed,
+                   model_id=gen.model_id, model_revision=gen.model_revision, prompt_id=template.id,
+                   params=params.to_json(), prompt=requests[len(rows)].prompt, completion=c.text,
+                   prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
+                   finish_reason=c.finish_reason, variant="self")
+        rows.append(row)
+    return rows
+
+
+def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
+           shard_dir: str | Path | None = None) -> Dataset:
+    """k traces per problem as a TRACE dataset; with ``shard_dir``, finished shards are reused."""
+    if shard_dir is None:
+        return Dataset.from_list(_rows(problems, cfg, generator), features=TRACE)
+    shard_dir = Path(shard_dir)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    _check_shard_config(shard_dir, cfg)
+    shards = []
+    n = len(problems)
+    for s, start in enumerate(range(0, n, cfg.shard_size)):
+        path = shard_dir / f"shard-{s:05d}.parquet"
+        ids = problems[start:start + cfg.shard_size]["id"]
+        if path.exists():
+            done = Dataset.from_parquet(str(path), features=TRACE)
+            if sorted(set(done["problem_id"])) == sorted(ids):
+                log.info("shard %d: reusing %d finished traces", s, len(done))
+                shards.append(done)
+                continue
+        log.info("shard %d/%d: sampling %d problems x %d", s + 1, -(-n // cfg.shard_size), len(ids), cfg.k)
+        ds = Dataset.from_list(_rows(problems.select(range(start, start + len(ids))), cfg, generator),
+                               features=TRACE)
+        tmp = path.with_suffix(".tmp")
+        ds.to_parquet(str(tmp))
+        tmp.replace(path)  # atomic: a killed run never leaves a half-written shard
+        shards.append(ds)
+    return concatenate_datasets(shards) if shards else Dataset.from_list([], features=TRACE)
+
+
+def _check_shard_config(shard_dir: Path, cfg: SampleConfig) -> None:
+    """Shards are only reused by the same sampling setup (model, prompt, params, k, shard size)."""
+    keys = ("model", "k", "temperature", "top_p", "top_k", "max_new_tokens", "stop", "seed",
+            "prompt", "shard_size")
+    want = {k: getattr(cfg, k) for k in keys}
+    path = shard_dir / "sample_config.json"
+    if path.exists():
+        have = json.loads(path.read_text())
+        if have != want:
+            diff = sorted(k for k in keys if have.get(k) != want[k])
+            raise ConfigError(f"{shard_dir} holds shards sampled with other settings ({diff}); "
+                              "use another --out or delete it")
+    else:
+        path.write_text(json.dumps(want, indent=2))
+
+
+def sample_command(cfg: SampleConfig) -> dict:
+    """Load problems, sample (resumably), save the ``self`` variant to ``cfg.out``."""
+    if not cfg.out:
+        raise ConfigError("sample: 'out' is required (e.g. --out runs/x/self)")
+    problems = load_problems(cfg.source_config())
+    ds = sample(problems, cfg, cfg.generator(), shard_dir=Path(cfg.out) / "shards")
+    save(ds, cfg.out)
+    return {"out": cfg.out, "problems": len(problems), "traces": len(ds),
+            "completion_tokens": int(sum(ds["completion_tokens"]))}
