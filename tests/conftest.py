@@ -42,13 +42,17 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def hub(tmp_path):
+def hub(tmp_path, monkeypatch):
     """A running local Hub-compatible server (toolkit.hub.HubServer) on a tmp root.
 
     Tokens: alice (write) ``hf_alicewritetoken``, bob (read) ``hf_bobreadtoken``.
-    Use ``HfApi(endpoint=hub.url, token=...)`` or a subprocess with ``HF_ENDPOINT=hub.url``.
+    Use ``HfApi(endpoint=hub.url, token=...)`` or a subprocess with ``HF_ENDPOINT=hub.url``
+    and ``HF_HUB_DISABLE_XET=1`` (Xet is disabled in-process here: the server speaks LFS).
     """
+    import huggingface_hub.constants
     from toolkit.hub.server import HubServer
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     with HubServer(tmp_path / "hub", tokens={"alice": ("hf_alicewritetoken", "write"),
                                              "bob": ("hf_bobreadtoken", "read")}) as server:
         yield server

@@ -1,0 +1,281 @@
+"""``/api/...`` routes of the Hub server: whoami, repos, info, preupload, commit, tree, refs, commits.
+
+Shapes follow ``huggingface_hub`` (hf_api.py, _commit_api.py); e.g. ``GET /api/datasets/alice/x/refs``
+returns ``{"branches": [{"name", "ref", "targetCommit"}], "tags": [...], "converts": [], ...}``.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from urllib.parse import parse_qs
+
+from starlette.responses import JSONResponse, Response
+
+from .storage import REPO_TYPES, HubError
+
+PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+
+
+def repo_url(ctx, repo_type: str, repo_id: str) -> str:
+    return f"{ctx.base_url}/{PREFIX[repo_type]}{repo_id}"
+
+
+def json_body(ctx) -> dict:
+    try:
+        data = json.loads(ctx.body or b"{}")
+    except ValueError as e:
+        raise HubError(400, f"Request body is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise HubError(400, "Request body must be a JSON object")
+    return data
+
+
+def handle(ctx) -> Response:
+    seg, m = ctx.segments, ctx.method
+    if seg == ["api", "whoami-v2"]:
+        return whoami(ctx)
+    if seg[:2] == ["api", "repos"] and m == "POST" and len(seg) == 3 and seg[2] in ("create", "delete"):
+        return create_repo(ctx) if seg[2] == "create" else delete_repo(ctx)
+    if seg == ["api", "validate-yaml"]:
+        return JSONResponse({"errors": [], "warnings": []})
+    if len(seg) >= 4 and seg[1].endswith("s") and seg[1][:-1] in REPO_TYPES:
+        repo_type, repo_id, rest = seg[1][:-1], f"{seg[2]}/{seg[3]}", seg[4:]
+        action, args = (rest[0], rest[1:]) if rest else ("", [])
+        fn = ROUTES.get((m if m != "HEAD" else "GET", action))
+        if fn is not None:
+            return fn(ctx, repo_type, repo_id, args)
+    raise HubError(404, f"Not found: {ctx.method} /{'/'.join(seg)}")
+
+
+def whoami(ctx) -> Response:
+    if ctx.user is None:
+        raise HubError(401, "Invalid username or password.")
+    return JSONResponse({"type": "user", "id": ctx.user, "name": ctx.user, "fullname": ctx.user,
+                         "email": None, "emailVerified": False, "isPro": False, "orgs": [],
+                         "auth": {"type": "access_token",
+                                  "accessToken": {"displayName": ctx.user, "role": ctx.role}}})
+
+
+def _repo_from_payload(ctx, data: dict) -> tuple[str, str]:
+    name, org = data.get("name"), data.get("organization") or ctx.user or "anonymous"
+    repo_type = data.get("type") or "model"
+    if not isinstance(name, str) or not name:
+        raise HubError(400, "Missing 'name' in request body")
+    if repo_type not in REPO_TYPES:
+        raise HubError(400, f"Invalid repo type {repo_type!r}: expected one of {REPO_TYPES}")
+    return repo_type, f"{org}/{name}"
+
+
+def create_repo(ctx) -> Response:
+    data = json_body(ctx)
+    repo_type, repo_id = _repo_from_payload(ctx, data)
+    ctx.need_write(f"creating {repo_type} repo {repo_id}")
+    private = data.get("visibility", "private" if data.get("private") else "public") != "public"
+    try:
+        ctx.storage.create_repo(repo_type, repo_id, private=private, sdk=data.get("sdk"),
+                                author=ctx.user or "anonymous")
+    except HubError as e:
+        if e.status == 409:
+            raise HubError(409, f"You already created this {repo_type} repo: {repo_id}") from None
+        raise
+    url = repo_url(ctx, repo_type, repo_id)
+    return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
+
+
+def delete_repo(ctx) -> Response:
+    repo_type, repo_id = _repo_from_payload(ctx, json_body(ctx))
+    ctx.need_write(f"deleting {repo_type} repo {repo_id}")
+    ctx.can_read(repo_type, repo_id)
+    ctx.storage.delete_repo(repo_type, repo_id)
+    return JSONResponse({})
+
+
+def entry_json(ctx, repo_type, repo_id, rev, e, expand: bool) -> dict:
+    out = {"type": e.type, "oid": e.oid, "size": e.size, "path": e.path}
+    if e.lfs:
+        out["lfs"] = e.lfs
+    if expand:
+        out["lastCommit"] = ctx.storage.last_commit(repo_type, repo_id, rev, e.path)
+    return out
+
+
+def repo_info(ctx, repo_type, repo_id, args) -> Response:
+    meta = ctx.can_read(repo_type, repo_id)
+    rev = "/".join(args) or "main"
+    commit, entries = ctx.storage.tree(repo_type, repo_id, rev, recursive=True)
+    blobs = ctx.flag("blobs")
+    siblings = []
+    for e in entries:
+        if e.type == "file":
+            s = {"rfilename": e.path}
+            if blobs:
+                s.update(size=e.size, blobId=e.oid)
+                if e.lfs:
+                    s["lfs"] = {"size": e.lfs["size"], "sha256": e.lfs["oid"], "pointerSize": e.lfs["pointerSize"]}
+            siblings.append(s)
+    last = ctx.storage.log(repo_type, repo_id, commit)[0]
+    info = {"_id": repo_id, "id": repo_id, "author": repo_id.split("/")[0], "sha": commit,
+            "lastModified": last["date"], "createdAt": meta["createdAt"], "private": meta["private"],
+            "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
+            "siblings": siblings, "usedStorage": sum(e.size for e in entries if e.type == "file")}
+    if repo_type == "space":
+        info.update(sdk=meta.get("sdk"), runtime={"stage": "NO_APP_FILE", "hardware": {}})
+    return JSONResponse(info)
+
+
+def preupload(ctx, repo_type, repo_id, args) -> Response:
+    ctx.can_read(repo_type, repo_id)
+    ctx.need_write(f"uploading to {repo_id}")
+    rev = "/".join(args) or "main"
+    files = json_body(ctx).get("files")
+    if not isinstance(files, list):
+        raise HubError(400, "preupload: body must be {\"files\": [{\"path\", \"sample\", \"size\"}]}")
+    head = ctx.storage.resolve(repo_type, repo_id, rev) if not ctx.flag("create_pr") else None
+    existing = {}
+    if head:
+        existing = {e.path: e for e in ctx.storage.paths_info(repo_type, repo_id, head,
+                                                               [f.get("path", "") for f in files])}
+    out = []
+    for f in files:
+        path, size = f.get("path"), f.get("size")
+        if not isinstance(path, str) or not isinstance(size, int):
+            raise HubError(400, f"preupload: each file needs a string 'path' and int 'size', got {f!r}")
+        old = existing.get(path)
+        sample = base64.b64decode(f.get("sample") or "")
+        mode = "lfs" if old is not None and old.lfs else ctx.storage.upload_mode(path, size, sample)
+        oid = None if old is None or old.type != "file" else (old.lfs["oid"] if old.lfs else old.oid)
+        out.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+    return JSONResponse({"files": out, "commitOid": head})
+
+
+def parse_commit(body: bytes) -> tuple[dict, list[tuple]]:
+    """(header, ops) from the Hub's NDJSON commit payload; 400 naming the bad line otherwise."""
+    header, ops = None, []
+    for n, line in enumerate(body.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            key, value = item["key"], item["value"]
+            if key == "header":
+                header = value
+            elif key == "file":
+                if value.get("encoding", "base64") != "base64":
+                    raise ValueError(f"unsupported encoding {value.get('encoding')!r}")
+                ops.append(("file", value["path"], base64.b64decode(value["content"], validate=True)))
+            elif key == "lfsFile":
+                ops.append(("lfsFile", value["path"], value["oid"], int(value["size"])))
+            elif key in ("deletedFile", "deletedFolder"):
+                ops.append((key, value["path"]))
+            else:
+                raise ValueError(f"unknown key {key!r}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise HubError(400, f"Invalid commit payload, line {n}: {e}") from None
+    if not isinstance(header, dict) or not header.get("summary"):
+        raise HubError(400, "Invalid commit payload: missing header line with a 'summary'")
+    return header, ops
+
+
+def commit(ctx, repo_type, repo_id, args) -> Response:
+    ctx.can_read(repo_type, repo_id)
+    ctx.need_write(f"committing to {repo_id}")
+    rev = "/".join(args) or "main"
+    header, ops = parse_commit(ctx.body)
+    st, pr_url = ctx.storage, None
+    if ctx.flag("create_pr"):
+        nums = [int(r["name"].rsplit("/", 1)[1]) for r in st.refs(repo_type, repo_id)["pullRequests"]]
+        num = max(nums, default=0) + 1
+        st.create_ref(repo_type, repo_id, f"refs/pr/{num}", rev)
+        rev, pr_url = f"refs/pr/{num}", f"{repo_url(ctx, repo_type, repo_id)}/discussions/{num}"
+    elif rev.startswith("refs/tags/") or (not rev.startswith("refs/") and
+                                          f"refs/heads/{rev}" not in _ref_names(st, repo_type, repo_id)):
+        raise HubError(404, f"Invalid rev id: {rev} is not a branch", "RevisionNotFound")
+    sha = st.commit(repo_type, repo_id, rev, ops, header["summary"], header.get("description") or "",
+                    parent_commit=header.get("parentCommit"), author=ctx.user or "anonymous")
+    return JSONResponse({"success": True, "commitOid": sha, "pullRequestUrl": pr_url,
+                         "commitUrl": f"{repo_url(ctx, repo_type, repo_id)}/commit/{sha}"})
+
+
+def _ref_names(st, repo_type, repo_id) -> set[str]:
+    refs = st.refs(repo_type, repo_id)
+    return {r["ref"] for kind in refs.values() for r in kind}
+
+
+def tree(ctx, repo_type, repo_id, args) -> Response:
+    ctx.can_read(repo_type, repo_id)
+    if not args:
+        raise HubError(400, "tree: missing revision")
+    rev, path = _split_rev(args)
+    commit, entries = ctx.storage.tree(repo_type, repo_id, rev, path, recursive=ctx.flag("recursive"))
+    expand = ctx.flag("expand")
+    return JSONResponse([entry_json(ctx, repo_type, repo_id, commit, e, expand) for e in entries])
+
+
+def _split_rev(args: list[str]) -> tuple[str, str]:
+    """Revision then path; an unencoded ``refs/pr/N`` or ``refs/convert/x`` takes three segments."""
+    n = 3 if args[0] == "refs" and len(args) >= 3 else 1
+    return "/".join(args[:n]), "/".join(args[n:])
+
+
+def paths_info(ctx, repo_type, repo_id, args) -> Response:
+    ctx.can_read(repo_type, repo_id)
+    rev = "/".join(args) or "main"
+    if ctx.request.headers.get("content-type", "").startswith("application/json"):
+        data = json_body(ctx)
+        paths, expand = data.get("paths", []), bool(data.get("expand"))
+    else:
+        form = parse_qs(ctx.body.decode())
+        paths, expand = form.get("paths", []), form.get("expand", ["False"])[0].lower() == "true"
+    commit = ctx.storage.resolve(repo_type, repo_id, rev)
+    entries = ctx.storage.paths_info(repo_type, repo_id, commit, paths)
+    return JSONResponse([entry_json(ctx, repo_type, repo_id, commit, e, expand) for e in entries])
+
+
+def refs(ctx, repo_type, repo_id, args) -> Response:
+    ctx.can_read(repo_type, repo_id)
+    data = ctx.storage.refs(repo_type, repo_id)
+    if not ctx.flag("include_prs"):
+        data.pop("pullRequests")
+    return JSONResponse(data)
+
+
+def commits(ctx, repo_type, repo_id, args) -> Response:
+    ctx.can_read(repo_type, repo_id)
+    return JSONResponse(ctx.storage.log(repo_type, repo_id, "/".join(args) or "main"))
+
+
+def branch(ctx, repo_type, repo_id, args) -> Response:
+    ctx.can_read(repo_type, repo_id)
+    name = "/".join(args)
+    ctx.need_write(f"changing branch {name!r} of {repo_id}")
+    if not name:
+        raise HubError(400, "Missing branch name")
+    if ctx.method == "DELETE":
+        ctx.storage.delete_ref(repo_type, repo_id, f"refs/heads/{name}")
+    else:
+        start = json_body(ctx).get("startingPoint") or "main"
+        ctx.storage.create_ref(repo_type, repo_id, f"refs/heads/{name}", start)
+    return JSONResponse({})
+
+
+def tag(ctx, repo_type, repo_id, args) -> Response:
+    ctx.can_read(repo_type, repo_id)
+    ctx.need_write(f"changing tags of {repo_id}")
+    if ctx.method == "DELETE":
+        ctx.storage.delete_ref(repo_type, repo_id, f"refs/tags/{'/'.join(args)}")
+        return JSONResponse({})
+    name = json_body(ctx).get("tag")
+    if not isinstance(name, str) or not name:
+        raise HubError(400, "Missing 'tag' in request body")
+    ctx.storage.create_ref(repo_type, repo_id, f"refs/tags/{name}", "/".join(args) or "main")
+    return JSONResponse({})
+
+
+ROUTES = {
+    ("GET", ""): repo_info, ("GET", "revision"): repo_info,
+    ("POST", "preupload"): preupload, ("POST", "commit"): commit,
+    ("GET", "tree"): tree, ("POST", "paths-info"): paths_info,
+    ("GET", "refs"): refs, ("GET", "commits"): commits,
+    ("POST", "branch"): branch, ("DELETE", "branch"): branch,
+    ("POST", "tag"): tag, ("DELETE", "tag"): tag,
+}
