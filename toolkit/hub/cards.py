@@ -1,0 +1,214 @@
+"""Dataset and model cards for published QUP artifacts, rendered from ``dataset_cards/*.md.j2``.
+
+Everything that goes into a card passes :func:`scrub` first: HF tokens, credentials in URLs,
+query strings and private endpoints never reach the Hub. Cards contain no timestamps, so the
+same inputs render the same bytes (publish relies on this to skip identical re-publishes).
+
+Example:
+    >>> scrub({"endpoint": "http://u:p@10.0.0.5:8080/v1?key=x", "hf_token": "hf_abcdefghijkl"})
+    {'endpoint': '<local endpoint>', 'hf_token': '[redacted]'}
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "dataset_cards"
+PUBLIC_HOSTS = ("huggingface.co", "hf.co", "api.openai.com", "github.com", "arxiv.org")
+# Numeric TRACE columns that are bookkeeping, not diagnostics (completion_tokens has its own column).
+NOT_DIAGNOSTIC = {"sample_index", "seed", "prompt_tokens", "completion_tokens"}
+VARIANT_DOC = {
+    "self": "raw SLM samples (k per problem), verified",
+    "rft": "rejection-sampling fine-tuning data: verified-correct, de-duplicated SLM traces",
+    "oracle_synth": "traces written from scratch by the Oracle",
+    "oracle_refine": "SLM traces refined by the Oracle",
+    "style_aligned": "Oracle traces rewritten into the SLM's own style",
+}
+
+_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}|\b(?:sk|api)-[A-Za-z0-9_-]{16,}|(?i:bearer)\s+[^\s'\"]+")
+_URL_RE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)\]`]+")
+_SECRET_KEY_RE = re.compile(r"(^|[_-])(token|secret|password|passwd|api[_-]?key|authorization|"
+                            r"credentials?|auth)$", re.I)
+
+
+def endpoint_kind(url: str) -> str:
+    """``hf-hub`` / ``openai`` for public hosts, ``local`` for loopback/private IPs, else ``self-hosted``."""
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "huggingface.co" or host.endswith(".huggingface.co") or host == "hf.co":
+        return "hf-hub"
+    if host == "api.openai.com":
+        return "openai"
+    if host == "localhost" or host.endswith(".local") or host.endswith(".internal"):
+        return "local"
+    try:
+        ip = ipaddress.ip_address(host)
+        return "local" if ip.is_private or ip.is_loopback or ip.is_link_local else "self-hosted"
+    except ValueError:
+        return "self-hosted"
+
+
+def _scrub_url(match: re.Match) -> str:
+    parts = urlsplit(match.group(0))
+    host = (parts.hostname or "").lower()
+    if any(host == h or host.endswith("." + h) for h in PUBLIC_HOSTS):
+        return f"{parts.scheme}://{host}{parts.path}"   # no credentials, port, query or fragment
+    return f"<{endpoint_kind(match.group(0))} endpoint>"
+
+
+def scrub_text(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` without tokens, credentials/queries in URLs, private URLs, or any of ``secrets``."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = _TOKEN_RE.sub("[redacted]", text)
+    return _URL_RE.sub(_scrub_url, text)
+
+
+def scrub(obj, secrets: tuple[str, ...] = ()):
+    """A deep copy of ``obj`` (JSON-like) safe to publish; secret-named keys become ``[redacted]``."""
+    if isinstance(obj, dict):
+        return {str(k): "[redacted]" if _SECRET_KEY_RE.search(str(k)) and obj[k] not in (None, "")
+                else scrub(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [scrub(v, secrets) for v in obj]
+    if isinstance(obj, str):
+        return scrub_text(obj, secrets)
+    if obj is None or isinstance(obj, (bool, int, float)):
+        return obj
+    return scrub_text(str(obj), secrets)
+
+
+def package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _distinct(table: pa.Table, column: str, limit: int = 8) -> list[str]:
+    if column not in table.column_names:
+        return []
+    values = pc.unique(table[column]).to_pylist()
+    return sorted(str(v) for v in values if v not in (None, ""))[:limit]
+
+
+def _mean(table: pa.Table, column: str) -> float | None:
+    if column not in table.column_names or table.num_rows == 0:
+        return None
+    col = table[column]
+    if pa.types.is_boolean(col.type):
+        col = pc.cast(col, pa.float64())
+    value = pc.mean(col).as_py()
+    return None if value is None else round(float(value), 4)
+
+
+def variant_stats(table: pa.Table) -> dict:
+    """Per-variant statistics: rows, problems, correct rate, mean tokens, mean of numeric diagnostics."""
+    diagnostics = {}
+    for name, typ in zip(table.column_names, table.schema.types):
+        if name not in NOT_DIAGNOSTIC and (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+            diagnostics[name] = _mean(table, name)
+    status = {}
+    if "verify_status" in table.column_names and table.num_rows:
+        counts = pc.value_counts(table["verify_status"]).to_pylist()
+        status = {str(c["values"]): c["counts"] for c in sorted(counts, key=lambda c: str(c["values"]))}
+    return {
+        "rows": table.num_rows,
+        "problems": len(pc.unique(table["problem_id"])) if "problem_id" in table.column_names else None,
+        "correct_rate": _mean(table, "correct"),
+        "mean_completion_tokens": _mean(table, "completion_tokens"),
+        "diagnostics": diagnostics,
+        "verify_status": status,
+        "models": _distinct(table, "model_id"),
+        "model_revisions": _distinct(table, "model_revision"),
+        "prompt_ids": _distinct(table, "prompt_id"),
+        "params": _distinct(table, "params", limit=4),
+        "sources": _distinct(table, "source"),
+        "source_splits": _distinct(table, "split"),
+    }
+
+
+def size_category(n: int) -> str:
+    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
+                        (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return name
+    return "1M<n<10M"
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def render_dataset_card(repo_id: str, tag: str, variants: dict[str, dict], provenance: dict,
+                        source_info: dict, data_files: dict[str, str]) -> str:
+    """README.md text of a trace dataset repo; ``variants`` maps config name → :func:`variant_stats`.
+
+    ``provenance`` and ``source_info`` must already be scrubbed; ``data_files`` maps config → glob.
+    """
+    names = sorted(variants)
+    diag_cols = sorted({c for s in variants.values() for c in s.get("diagnostics", {})})
+    header = ["config", "rows", "problems", "correct rate", "mean completion tokens"] + \
+             [f"mean {c}" for c in diag_cols]
+    rows = [[f"`{n}`", _fmt(s["rows"]), _fmt(s["problems"]), _fmt(s["correct_rate"]),
+             _fmt(s["mean_completion_tokens"])] + [_fmt(s["diagnostics"].get(c)) for c in diag_cols]
+            for n, s in ((n, variants[n]) for n in names)]
+    table = "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
+    source = source_info.get("dataset") or ""
+    card_data = DatasetCardData(
+        pretty_name=source_info.get("pretty_name") or f"QUP traces: {repo_id.split('/')[-1]}",
+        license=source_info.get("license", "other"),
+        language=["en"],
+        task_categories=["text-generation", "question-answering"],
+        tags=["math", "reasoning", "synthetic", "distillation", "qup"],
+        size_categories=[size_category(sum(s["rows"] for s in variants.values()))],
+        source_datasets=[source] if source.count("/") == 1 else None,
+        configs=[{"config_name": n, "data_files": [{"split": "train", "path": data_files[n]}]}
+                 for n in names],
+    )
+    card = DatasetCard.from_template(
+        card_data, template_path=str(TEMPLATES / "dataset_card.md.j2"),
+        repo_id=repo_id, tag=tag, variants=variants, variant_names=names, variant_doc=VARIANT_DOC,
+        stats_table=table, provenance=provenance, source_info=source_info,
+        provenance_json=json.dumps(provenance, indent=2, sort_keys=True),
+        math_verify_version=package_version("math-verify"),
+        toolkit_version=package_version("qup-toolkit"),
+        example_config="rft" if "rft" in variants else names[0],
+    )
+    return str(card)
+
+
+def render_model_card(repo_id: str, tag: str, train: dict, eval_results: list[dict]) -> str:
+    """README.md text of a LoRA adapter repo; ``train`` is the scrubbed ``qup_train.json``."""
+    results = [EvalResult(
+        task_type="text-generation", task_name="Math word problems",
+        dataset_type=str(r.get("dataset_id") or r["dataset"]), dataset_name=str(r["dataset"]),
+        dataset_split=r.get("split"), dataset_revision=r.get("revision"),
+        metric_type="accuracy", metric_name="pass@1 (greedy)", metric_value=float(r["accuracy"]),
+    ) for r in eval_results]
+    dataset_repo = train.get("dataset_repo")
+    card_data = ModelCardData(
+        base_model=train["base_model"], base_model_relation="adapter", library_name="peft",
+        datasets=[dataset_repo] if dataset_repo else None, license=train.get("license", "apache-2.0"),
+        language=["en"], pipeline_tag="text-generation",
+        tags=["peft", "lora", "sft", "trl", "math", "reasoning", "qup"],
+        model_name=repo_id.split("/")[-1], eval_results=results or None,
+    )
+    card = ModelCard.from_template(
+        card_data, template_path=str(TEMPLATES / "model_card.md.j2"),
+        repo_id=repo_id, tag=tag, train=train, eval_results_list=eval_results,
+        config_json=json.dumps(train.get("config", {}), indent=2, sort_keys=True),
+        metrics=train.get("metrics", {}), peft_version=package_version("peft"),
+        toolkit_version=package_version("qup-toolkit"),
+    )
+    return str(card)
