@@ -90,6 +90,15 @@ def cmd_run(args):
     _print_json(run_recipe(args.recipe, overrides, run_dir=args.run_dir))
 
 
+def cmd_hub_serve(args):
+    from .hub.server import parse_tokens, serve
+    try:
+        tokens = parse_tokens(args.token)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    serve(args.root, host=args.host, port=args.port, tokens=tokens)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .run import RunConfig
     from .sources import SourceConfig
@@ -133,6 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set sample.k=8 (repeatable)")
     # Commands of later issues register below (serve, hub, publish).
+    hub = sub.add_parser("hub", help="local Hub-compatible server").add_subparsers(dest="sub", required=True)
+    p = _add(hub, "serve", cmd_hub_serve, "Serve a Hub-compatible API (HF_ENDPOINT) from a folder; "
+             "no --token = open server, anyone may write",
+             "qup hub serve --root hub-data --port 8080 --token alice=hf_xxx:write")
+    p.add_argument("--root", required=True, help="storage folder (git repos + LFS objects)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--token", action="append", metavar="NAME=TOKEN:read|write",
+                   help="an accepted token (repeatable); NAME is the user/namespace")
     return parser
 
 
