@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..models import load_model, model_info
 from .base import Completion, Request, SamplingParams
 
-StepCallback = Callable[[int, int, str], None]   # (request index, token id, token text)
+StepCallback = Callable[[int, int, str, float], None]  # (request index, token id, token text, logprob)
 
 
 @dataclass
@@ -144,11 +144,12 @@ class LocalEngine:
                 for b, ri in enumerate(active):
                     row = rows[ri]
                     tok = self._pick(logits[b], row.params, row.generator)
+                    lp = float(logprobs[b, tok])
                     row.ids.append(tok)
-                    row.logprobs.append(float(logprobs[b, tok]))
+                    row.logprobs.append(lp)
                     self._check_finish(row, tok)
-                    if on_token is not None:
-                        on_token(row.index, tok, "")
+                    if on_token is not None:  # every sampled token, the final EOS included
+                        on_token(row.index, tok, self.tokenizer.decode([tok]), lp)
                     if not row.finish:
                         keep.append(b)
                         next_ids.append(tok)
