@@ -1,0 +1,105 @@
+"""The local engine on the tiny random model: seeds, padding, stop strings, adapters, logprobs."""
+import pytest
+import torch
+
+from toolkit.generation.base import Request, SamplingParams
+from toolkit.generation.engine import LocalEngine
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model):
+    return LocalEngine(tiny_model, batch_size=4)
+
+
+def _prompt(engine, q="What is 2+3?"):
+    return engine.render_chat([{"role": "user", "content": q}])
+
+
+def test_same_seed_same_text_whatever_the_batch(engine):
+    reqs = [Request(_prompt(engine, f"q{i} " * (i + 1)), SamplingParams(max_new_tokens=12, seed=i))
+            for i in range(6)]
+    together = engine.generate(reqs, progress=False)
+    alone = engine.generate([reqs[4]], progress=False)[0]
+    assert alone.text == together[4].text
+    assert len({c.text for c in together}) > 1  # different seeds differ
+    other = engine.generate([Request(reqs[4].prompt, SamplingParams(max_new_tokens=12, seed=99))],
+                            progress=False)[0]
+    assert other.text != alone.text
+
+
+def test_greedy_matches_hf_generate_with_left_padding(engine):
+    short, long = _prompt(engine), _prompt(engine, "a much longer question " * 5)
+    params = SamplingParams(max_new_tokens=10, do_sample=False)
+    batch = engine.generate([Request(short, params), Request(long, params)], progress=False)
+    for prompt, got in zip((short, long), batch):
+        ids = torch.tensor([engine.encode(prompt)])
+        ref = engine.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
+                                    do_sample=False)
+        assert got.text == engine.tokenizer.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
+        assert got.prompt_tokens == ids.shape[1]
+        assert got.completion_tokens == len(got.token_ids) == len(got.token_logprobs)
+
+
+def test_stop_string_and_length(engine):
+    params = SamplingParams(max_new_tokens=8, do_sample=False)
+    full = engine.generate([Request(_prompt(engine), params)], progress=False)[0]
+    assert full.finish_reason == "length" and full.completion_tokens == 8
+    stop = full.text[3:6]
+    cut = engine.generate([Request(_prompt(engine), SamplingParams(max_new_tokens=8, do_sample=False,
+                                                                   stop=[stop]))], progress=False)[0]
+    assert cut.finish_reason == "stop"
+    assert cut.text.endswith(stop) and full.text.startswith(cut.text)
+
+
+def test_eos_finishes(engine):
+    # Force EOS: make the end-of-turn token the argmax by biasing its embedding's output row.
+    eos = engine.tokenizer.eos_token_id
+    head = engine.model.get_output_embeddings().weight
+    saved = head[eos].clone()
+    with torch.no_grad():
+        head[eos] = head.mean(0) * 0 + 50 * engine.model.model.norm.weight.sign()
+    try:
+        c = engine.generate([Request(_prompt(engine), SamplingParams(max_new_tokens=8, do_sample=False))],
+                            progress=False)[0]
+    finally:
+        with torch.no_grad():
+            head[eos] = saved
+    assert c.finish_reason == "eos_token" and c.text == "" and c.completion_tokens == 0
+
+
+def test_token_logprobs_match_a_forward_pass(engine):
+    text = _prompt(engine) + "5"
+    [lp] = engine.token_logprobs([text])
+    ids = torch.tensor([engine.encode(text)])
+    with torch.no_grad():
+        logits = engine.model(ids).logits[0, :-1]
+    ref = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
+    assert len(lp) == ids.shape[1] - 1
+    assert torch.allclose(torch.tensor(lp), ref, atol=1e-4)
+
+
+def test_adapter_changes_outputs(tiny_model, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False))
+    peft.save_pretrained(tmp_path / "lora")
+    eng = LocalEngine(tiny_model, adapters={"a": str(tmp_path / "lora")}, batch_size=4)
+    prompt = _prompt(eng)
+    params = SamplingParams(max_new_tokens=10, do_sample=False)
+    with_adapter, without = eng.generate([Request(prompt, params, adapter="a"),
+                                          Request(prompt, params)], progress=False)
+    plain = LocalEngine(tiny_model).generate([Request(prompt, params)], progress=False)[0]
+    assert without.text == plain.text          # no adapter_id: the base model
+    assert with_adapter.text != without.text   # the adapter is really applied
+    with pytest.raises(ValueError, match="unknown adapter 'b'"):
+        eng.generate([Request(prompt, params, adapter="b")], progress=False)
+
+
+def test_sampling_params_are_validated():
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        SamplingParams(max_new_tokens=0)
+    with pytest.raises(ValueError, match="top_p"):
+        SamplingParams(top_p=1.5)

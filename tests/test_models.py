@@ -1,0 +1,54 @@
+"""Offline model preparation: the GGUF → safetensors conversion and the tiny random model."""
+import json
+
+import pytest
+import torch
+
+from toolkit.models import ModelError, load_model, model_info, prepare, resolve_model
+
+
+def test_tiny_random_has_smollm2_tokenizer_and_template(tiny_model):
+    model, tok = load_model(tiny_model)
+    assert tok.eos_token == "<|im_end|>" and model.config.eos_token_id == tok.eos_token_id
+    text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                   add_generation_prompt=True)
+    assert text.endswith("<|im_start|>assistant\n")
+    info = model_info("tiny-random")
+    assert info.path == tiny_model and info.hub_id == "qup/tiny-random-llama"
+
+
+def test_unknown_specs_give_one_line_errors(tmp_path):
+    with pytest.raises(ModelError, match="unknown model preset 'nope'"):
+        prepare("nope", tmp_path)
+    with pytest.raises(ModelError, match="model not found: ./missing"):
+        resolve_model("./missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="has no config.json"):
+        resolve_model(str(tmp_path / "empty"))
+
+
+def test_smollm2_gguf_becomes_a_plain_model_trl_and_peft_accept(tmp_path):
+    pytest.importorskip("gguf")
+    out = prepare("smollm2-135m-instruct", tmp_path / "smollm2")
+    cfg = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in cfg
+    assert json.loads((out / "qup_provenance.json").read_text())["base_model"] == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+    model, tok = load_model(str(out))
+    assert model.dtype == torch.float32 and not getattr(model, "is_quantized", False)
+    assert "<|im_start|>" in tok.chat_template
+    # The converted weights are the real model: it answers a trivial prompt sensibly.
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    gen = model.generate(**ids, max_new_tokens=12, do_sample=False)
+    assert "Paris" in tok.decode(gen[0, ids["input_ids"].shape[1]:])
+    # PEFT wraps it and TRL's SFTTrainer accepts it (it refuses quantized models without adapters).
+    from peft import LoraConfig, get_peft_model
+    from trl import SFTConfig, SFTTrainer
+    from datasets import Dataset
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": "1+1?"}],
+                               "completion": [{"role": "assistant", "content": "2"}]}])
+    SFTTrainer(model=peft_model, processing_class=tok, train_dataset=data,
+               args=SFTConfig(output_dir=str(tmp_path / "t"), max_steps=1, report_to="none",
+                              use_cpu=True))
