@@ -34,8 +34,10 @@ def handle(ctx) -> Response:
     seg, m = ctx.segments, ctx.method
     if seg == ["api", "whoami-v2"]:
         return whoami(ctx)
-    if seg[:2] == ["api", "repos"] and m == "POST" and len(seg) == 3 and seg[2] in ("create", "delete"):
-        return create_repo(ctx) if seg[2] == "create" else delete_repo(ctx)
+    if seg == ["api", "repos", "create"] and m == "POST":
+        return create_repo(ctx)
+    if seg == ["api", "repos", "delete"] and m in ("DELETE", "POST"):
+        return delete_repo(ctx)
     if seg == ["api", "validate-yaml"]:
         return JSONResponse({"errors": [], "warnings": []})
     if len(seg) >= 4 and seg[1].endswith("s") and seg[1][:-1] in REPO_TYPES:
