@@ -41,17 +41,18 @@ def test_upload_tag_branch_tree_download(api, hub, tmp_path):
     big = b"0123456789abcdef" * (11 * 1024 * 1024 // 16)
     second = api.create_commit("alice/demo", commit_message="second", parent_commit=first.oid, operations=[
         CommitOperationAdd("big.txt", big), CommitOperationAdd("notes.txt", b"second"),
-        CommitOperationDelete("README.md")])
+        CommitOperationDelete("README.md"), CommitOperationDelete("sub/")])
     api.create_branch("alice/demo", branch="dev", revision="v1.0")
 
     refs = api.list_repo_refs("alice/demo")
     assert {(b.name, b.target_commit) for b in refs.branches} == {("main", second.oid), ("dev", first.oid)}
     assert [(t.name, t.target_commit) for t in refs.tags] == [("v1.0", first.oid)]
     tree = {f.path: f for f in api.list_repo_tree("alice/demo", recursive=True)}
-    assert set(tree) == {".gitattributes", "big.txt", "notes.txt", "sub", "sub/weights.bin"}
-    assert tree["big.txt"].lfs.size == len(big) and tree["sub/weights.bin"].lfs is not None
+    assert set(tree) == {".gitattributes", "big.txt", "notes.txt"}
+    assert tree["big.txt"].lfs.size == len(big)
     assert tree["notes.txt"].lfs is None and tree["notes.txt"].size == len(b"second")
-    assert [f.path for f in api.list_repo_tree("alice/demo", path_in_repo="sub")] == ["sub/weights.bin"]
+    sub = list(api.list_repo_tree("alice/demo", path_in_repo="sub", revision="dev"))
+    assert [f.path for f in sub] == ["sub/weights.bin"] and sub[0].lfs is not None
     assert [c.title for c in _commits(api, "alice/demo")] == ["second", "first", "initial commit"]
 
     cache = tmp_path / "cache"
@@ -65,6 +66,10 @@ def test_upload_tag_branch_tree_download(api, hub, tmp_path):
         (folder / "sub" / "weights.bin").read_bytes()
     assert open(os.path.join(snap, "README.md")).read() == "# demo\n"
     assert api.model_info("alice/demo", revision="v1.0").sha == first.oid
+    api.delete_tag("alice/demo", tag="v1.0")
+    api.delete_branch("alice/demo", branch="dev")
+    refs = api.list_repo_refs("alice/demo")
+    assert refs.tags == [] and [b.name for b in refs.branches] == ["main"]
 
 
 def test_resolve_headers_and_range(api, hub):
@@ -163,8 +168,9 @@ def _wait(cond, timeout=5.0):
     return cond()
 
 
-def test_dropped_connection_leaves_no_partial_commit(api, hub):
+def test_dropped_connection_leaves_no_partial_commit(api, hub, caplog):
     import hashlib
+    caplog.set_level("INFO", logger="toolkit.hub.server")
     api.create_repo("alice/drop")
     before = _commits(api, "alice/drop")
     data = os.urandom(100_000)
@@ -189,7 +195,8 @@ def test_dropped_connection_leaves_no_partial_commit(api, hub):
     _raw_send(hub.url, f"POST /api/models/alice/drop/commit/main HTTP/1.1\r\nHost: x\r\n"
                        f"Authorization: Bearer {ALICE}\r\nContent-Type: application/x-ndjson\r\n"
                        f"Content-Length: {len(ndjson) + 500}", ndjson)
-    time.sleep(0.3)
+    assert _wait(lambda: "disconnected during POST" in caplog.text)
+    assert "disconnected during PUT" in caplog.text
     assert [c.commit_id for c in _commits(api, "alice/drop")] == [c.commit_id for c in before]
     # the retry succeeds through the normal client
     ok = api.upload_file(path_or_fileobj=data, path_in_repo="w.bin", repo_id="alice/drop")

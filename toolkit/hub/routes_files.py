@@ -2,7 +2,7 @@
 
 LFS uploads (basic transfer): ``POST /{repo}.git/info/lfs/objects/batch`` answers, per missing
 object, an ``upload`` href signed by the server (``PUT /lfs-upload/{oid}?size=&sig=``; the client
-sends no token there) and a ``verify`` href. Uploads stream into ``lfs/tmp`` and are moved to
+sends no token there; valid for an hour) and a ``verify`` href. Uploads stream into ``lfs/tmp`` and are moved to
 ``lfs/<sha256>`` only once size and sha256 match, so a dropped upload leaves nothing behind.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import hmac
 import os
 import re
 import tempfile
+import time
 
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -102,8 +103,11 @@ def resolve(ctx, repo_type, repo_id, args) -> Response:
 
 
 # ---------------------------------------------------------------------------- LFS
-def _sign(ctx, oid: str, size: int) -> str:
-    return hmac.new(ctx.app.secret, f"{oid}:{size}".encode(), hashlib.sha256).hexdigest()
+UPLOAD_URL_TTL = 3600  # seconds an LFS upload href stays valid
+
+
+def _sign(ctx, oid: str, size: int, exp: int) -> str:
+    return hmac.new(ctx.app.secret, f"{oid}:{size}:{exp}".encode(), hashlib.sha256).hexdigest()
 
 
 def lfs_batch(ctx, repo_type, repo_id) -> Response:
@@ -123,8 +127,10 @@ def lfs_batch(ctx, repo_type, repo_id) -> Response:
         have = ctx.storage.lfs_object(oid)
         if not (have.is_file() and have.stat().st_size == size):
             verify = f"{ctx.base_url}/{PREFIX[repo_type]}{repo_id}.git/info/lfs/objects/verify"
+            exp = int(time.time()) + UPLOAD_URL_TTL
+            sig = _sign(ctx, oid, size, exp)
             item["actions"] = {
-                "upload": {"href": f"{ctx.base_url}/lfs-upload/{oid}?size={size}&sig={_sign(ctx, oid, size)}"},
+                "upload": {"href": f"{ctx.base_url}/lfs-upload/{oid}?size={size}&exp={exp}&sig={sig}"},
                 "verify": {"href": verify},
             }
         objects.append(item)
@@ -142,13 +148,14 @@ def lfs_verify(ctx, repo_type, repo_id) -> Response:
 
 
 async def lfs_upload(ctx) -> Response:
-    """PUT /lfs-upload/{oid}?size=&sig=: stream, check sha256 and size, then move into place."""
+    """PUT /lfs-upload/{oid}?size=&exp=&sig=: stream, check sha256 and size, then move into place."""
     oid = ctx.segments[1] if len(ctx.segments) == 2 else ""
     try:
-        size = int(ctx.q("size"))
+        size, exp = int(ctx.q("size")), int(ctx.q("exp"))
     except ValueError:
-        raise HubError(400, "lfs-upload: missing or bad 'size'") from None
-    if not _OID_RE.match(oid) or not hmac.compare_digest(ctx.q("sig"), _sign(ctx, oid, size)):
+        raise HubError(400, "lfs-upload: missing or bad 'size'/'exp' in the upload URL") from None
+    if not _OID_RE.match(oid) or exp < time.time() or \
+            not hmac.compare_digest(ctx.q("sig"), _sign(ctx, oid, size, exp)):
         raise HubError(403, "lfs-upload: invalid or expired upload URL; ask the batch API again")
     final = ctx.storage.lfs_object(oid)
     fd, tmp = tempfile.mkstemp(dir=final.parent / "tmp", prefix=oid[:16] + ".")
