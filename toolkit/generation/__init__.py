@@ -14,4 +14,7 @@ def make_generator(model: str, backend: str = "local", adapter: str | None = Non
         adapters = {"default": adapter} if adapter else None
         return LocalEngine(model, adapters=adapters, default_adapter="default" if adapter else None,
                            batch_size=batch_size)
+    if backend == "endpoint":  # endpoints=[urls], api="tgi"|"openai", concurrency, cache_dir, token, timeout
+        from .endpoint import EndpointGenerator
+        return EndpointGenerator(model, adapter=adapter, **endpoint_options)
     raise ValueError(f"unknown generation backend {backend!r}; use 'local' or 'endpoint'")

@@ -1,0 +1,305 @@
+"""The endpoint backend: a :class:`Generator` over TGI (or OpenAI-compatible) HTTP endpoints.
+
+Built on ``huggingface_hub.AsyncInferenceClient``: TGI ``text_generation`` (``details=True``,
+``seed``; the prompt is rendered here with the model's chat template) or ``chat_completion``
+(``api="openai"``). Requests run with bounded concurrency over several replicas (health-checked
+with ``GET /health``), are retried with exponential backoff + jitter (honouring ``Retry-After``)
+on 429/5xx, timeouts and connection errors, and are cached on disk as they complete, so a resumed
+run never re-sends a finished request. Rows match the local backend's (TGI's EOS token is not
+counted; a stop-sequence finish is cut after the stop string, like the local engine does).
+
+Example:
+    >>> gen = EndpointGenerator("tiny-random", ["http://127.0.0.1:8080"], cache_dir="runs/x/cache")
+    >>> prompt = gen.render_chat([{"role": "user", "content": "What is 2+3?"}])  # doctest: +SKIP
+    >>> [c] = gen.generate([Request(prompt, SamplingParams(max_new_tokens=32, seed=1))])
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import aiohttp
+from huggingface_hub import AsyncInferenceClient
+from tqdm.auto import tqdm
+
+from .base import Completion, Request, SamplingParams
+from .cache import RequestCache
+
+FINISH = {"eos_token": "eos_token", "stop_sequence": "stop", "stop": "stop", "length": "length"}
+
+
+class EndpointError(ValueError):
+    """An endpoint request failed for good (retries exhausted, or rejected as invalid)."""
+
+
+@dataclass
+class _Replica:
+    url: str
+    healthy: bool = True
+    next_check: float = 0.0
+    inflight: int = 0
+    uses: int = 0
+
+
+def _http_status(e: BaseException) -> tuple[int | None, float | None]:
+    """(HTTP status, Retry-After seconds) of a client error, looking through its causes."""
+    seen = 0
+    while e is not None and seen < 4:
+        resp = getattr(e, "response", None)
+        status = getattr(resp, "status_code", None)
+        if status:
+            after = resp.headers.get("retry-after")
+            try:
+                return status, float(after) if after is not None else None
+            except ValueError:
+                return status, None
+        e, seen = e.__cause__ or e.__context__, seen + 1
+    return None, None
+
+
+def _is_transport(e: BaseException) -> bool:
+    import httpx2
+    from huggingface_hub.errors import InferenceTimeoutError
+    return isinstance(e, (httpx2.TransportError, InferenceTimeoutError, asyncio.TimeoutError,
+                          aiohttp.ClientError, ConnectionError))
+
+
+def _run(coro):
+    """Run ``coro`` to completion, also from inside a running event loop (e.g. a notebook)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box = {}
+    t = threading.Thread(target=lambda: box.setdefault("r", asyncio.run(coro)))
+    t.start()
+    t.join()
+    return box["r"]
+
+
+class EndpointGenerator:
+    """Completions from endpoint ``endpoints`` (replica URLs) serving ``model``.
+
+    ``tokenizer`` (default: ``model``) renders chat prompts and counts prompt tokens; ``token``
+    is sent as the bearer token and never logged; ``adapter`` is the default ``adapter_id``.
+    Sampled requests without a seed are not cached (they are not reproducible).
+    """
+
+    def __init__(self, model: str, endpoints: Sequence[str], api: str = "tgi",
+                 tokenizer: str | None = None, concurrency: int = 16, cache_dir: str | None = None,
+                 token: str | None = None, timeout: float = 120.0, max_retries: int = 8,
+                 backoff: float = 0.5, max_backoff: float = 30.0, health_interval: float = 5.0,
+                 adapter: str | None = None):
+        from ..models import ModelError, load_tokenizer, model_info
+        if api not in ("tgi", "openai"):
+            raise EndpointError(f"api must be 'tgi' or 'openai', got {api!r}")
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        if not endpoints:
+            raise EndpointError("backend=endpoint needs at least one endpoint URL (endpoints=[...])")
+        bad = [u for u in endpoints if not u.startswith(("http://", "https://"))]
+        if bad:
+            raise EndpointError(f"endpoint URLs must start with http:// or https://: {bad}")
+        if concurrency < 1:
+            raise EndpointError(f"concurrency must be >= 1, got {concurrency}")
+        self.api, self.concurrency, self.adapter = api, concurrency, adapter
+        self.token, self.timeout, self.max_retries = token, timeout, max_retries
+        self.backoff, self.max_backoff, self.health_interval = backoff, max_backoff, health_interval
+        self.replicas = [_Replica(u.rstrip("/")) for u in endpoints]
+        try:
+            info = model_info(model)
+            self.model_id, self.model_revision = info.hub_id, info.revision
+        except ModelError:
+            self.model_id, self.model_revision = model, "main"
+        try:
+            self.tokenizer = load_tokenizer(tokenizer or model)
+        except Exception as e:  # noqa: BLE001 - any load failure means "no local template"
+            if api == "tgi":
+                raise EndpointError(f"api='tgi' renders prompts locally but the tokenizer of "
+                                    f"{tokenizer or model!r} cannot be loaded: {e}") from None
+            self.tokenizer = None
+        self.cache = RequestCache(cache_dir) if cache_dir else None
+        self._messages: dict[str, list[dict]] = {}   # rendered prompt -> messages (api=openai)
+
+    # ------------------------------------------------------------------ Generator protocol
+    def render_chat(self, messages: list[dict]) -> str:
+        if self.tokenizer is None:
+            prompt = json.dumps(messages, ensure_ascii=False)
+        else:
+            prompt = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                        add_generation_prompt=True)
+        if self.api == "openai":
+            self._messages[prompt] = [dict(m) for m in messages]
+        return prompt
+
+    def generate(self, requests: Sequence[Request], progress: bool = True) -> list[Completion]:
+        """One completion per request, in order; cached ones are not sent again."""
+        for r in requests:
+            if self.api == "openai" and r.params.top_k:
+                raise EndpointError("top_k is not part of the OpenAI chat API; use api='tgi'")
+        return _run(self._generate_all(list(requests), progress))
+
+    def token_logprobs(self, texts: Sequence[str], adapter: str | None = None) -> list[list[float]]:
+        """Like ``LocalEngine.token_logprobs``: TGI ``decoder_input_details`` (prefill logprobs)."""
+        if self.api != "tgi":
+            raise EndpointError("token_logprobs needs a TGI endpoint (api='tgi')")
+        reqs = [Request(t, SamplingParams(max_new_tokens=1, do_sample=False), adapter) for t in texts]
+        return _run(self._generate_all(reqs, False, scoring=True))
+
+    # ------------------------------------------------------------------ the run
+    def _key(self, r: Request, scoring: bool) -> str | None:
+        if self.cache is None or (not scoring and not r.params.greedy and r.params.seed is None):
+            return None
+        params = "token_logprobs" if scoring else r.params.to_json()
+        return self.cache.key(self.model_id, r.prompt, params, r.params.seed, r.adapter or self.adapter)
+
+    async def _generate_all(self, requests: list[Request], progress: bool, scoring: bool = False):
+        out: list = [None] * len(requests)
+        todo = []
+        for i, r in enumerate(requests):
+            key = self._key(r, scoring)
+            hit = self.cache.get(key) if key else None
+            if hit is not None:
+                out[i] = hit["logprobs"] if scoring else Completion(**hit)
+            else:
+                todo.append((i, key))
+        bar = tqdm(total=len(requests), initial=len(requests) - len(todo), unit="seq",
+                   desc="generate (endpoint)", disable=not progress)
+        start, tokens = time.perf_counter(), 0
+        sem = asyncio.Semaphore(self.concurrency)
+        clients = {r.url: AsyncInferenceClient(model=r.url, token=self.token, timeout=self.timeout)
+                   for r in self.replicas}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+            await asyncio.gather(*(self._check(http, r) for r in self.replicas))
+
+            async def one(i: int, key: str | None):
+                nonlocal tokens
+                async with sem:
+                    result = await self._with_retries(http, clients, requests[i], scoring)
+                if key:
+                    self.cache.put(key, {"logprobs": result} if scoring else asdict(result))
+                out[i] = result
+                tokens += 0 if scoring else result.completion_tokens
+                bar.update(1)
+                bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for i, key in todo:
+                        tg.create_task(one(i, key))
+            except* EndpointError as eg:
+                raise eg.exceptions[0] from None
+            finally:
+                bar.close()
+                for c in clients.values():
+                    await c.close()
+        return out
+
+    async def _check(self, http: aiohttp.ClientSession, r: _Replica) -> None:
+        try:
+            async with http.get(f"{r.url}/health") as resp:
+                r.healthy = resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            r.healthy = False
+        if not r.healthy:
+            r.next_check = time.monotonic() + self.health_interval
+
+    async def _pick(self, http) -> _Replica | None:
+        now = time.monotonic()
+        await asyncio.gather(*(self._check(http, r) for r in self.replicas
+                               if not r.healthy and now >= r.next_check))
+        healthy = [r for r in self.replicas if r.healthy]
+        return min(healthy, key=lambda r: (r.inflight, r.uses)) if healthy else None
+
+    async def _with_retries(self, http, clients, req: Request, scoring: bool):
+        last = "no healthy replica"
+        for attempt in range(self.max_retries + 1):
+            replica, wait = await self._pick(http), None
+            if replica is not None:
+                replica.inflight += 1
+                replica.uses += 1
+                try:
+                    client = clients[replica.url]
+                    if scoring:
+                        return await self._score(client, req)
+                    return await (self._tgi(client, req) if self.api == "tgi" else self._chat(client, req))
+                except Exception as e:  # noqa: BLE001 - classified below
+                    status, wait = _http_status(e)
+                    retriable = status in (408, 429) or (status or 0) >= 500 or (
+                        status is None and _is_transport(e))
+                    detail = str(e).splitlines()[0][:300] if str(e) else type(e).__name__
+                    if not retriable:
+                        raise EndpointError(f"endpoint {replica.url} rejected the request "
+                                            f"(HTTP {status}): {detail}") from None
+                    last = f"{replica.url}: {f'HTTP {status}' if status else type(e).__name__} {detail}"
+                    if status is None or status == 503:
+                        await self._check(http, replica)
+                finally:
+                    replica.inflight -= 1
+            if attempt < self.max_retries:
+                delay = min(self.max_backoff, self.backoff * 2 ** attempt) * random.uniform(0.5, 1.5)
+                await asyncio.sleep(wait if wait is not None else delay)
+        urls = ", ".join(r.url for r in self.replicas)
+        raise EndpointError(f"endpoint request failed after {self.max_retries + 1} attempts "
+                            f"({urls}); last error: {last}")
+
+    # ------------------------------------------------------------------ one request
+    def _prompt_tokens(self, prompt: str) -> int:
+        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+
+    @staticmethod
+    def _cut(text: str, stop: list[str]) -> str:
+        hits = [text.find(s) + len(s) for s in stop if s in text]
+        return text[:min(hits)] if hits else text
+
+    async def _tgi(self, client: AsyncInferenceClient, req: Request) -> Completion:
+        p = req.params
+        kw = dict(max_new_tokens=p.max_new_tokens, details=True, stop=p.stop or None, seed=p.seed,
+                  adapter_id=req.adapter or self.adapter, do_sample=not p.greedy)
+        if not p.greedy:  # TGI rejects top_p >= 1 and top_k = 0: send only active warpers
+            kw.update(temperature=p.temperature, top_p=p.top_p if p.top_p < 1 else None,
+                      top_k=p.top_k or None)
+        out = await client.text_generation(req.prompt, **kw)
+        d = out.details
+        finish = FINISH.get(d.finish_reason, "length")
+        tokens = list(d.tokens)
+        if finish == "eos_token" and tokens:
+            tokens = tokens[:-1]   # the local engine does not count the EOS token either
+        text = self._cut(out.generated_text, p.stop) if finish == "stop" else out.generated_text
+        return Completion(text=text, prompt_tokens=self._prompt_tokens(req.prompt),
+                          completion_tokens=len(tokens), finish_reason=finish,
+                          token_ids=[t.id for t in tokens], token_logprobs=[t.logprob for t in tokens])
+
+    async def _score(self, client: AsyncInferenceClient, req: Request) -> list[float]:
+        out = await client.text_generation(req.prompt, max_new_tokens=1, details=True,
+                                           decoder_input_details=True,
+                                           adapter_id=req.adapter or self.adapter)
+        return [t.logprob for t in out.details.prefill[1:]]
+
+    async def _chat(self, client: AsyncInferenceClient, req: Request) -> Completion:
+        p = req.params
+        messages = self._messages.get(req.prompt)
+        if messages is None:
+            try:
+                messages = json.loads(req.prompt)
+            except json.JSONDecodeError:
+                raise EndpointError("api='openai' needs prompts made by this generator's "
+                                    "render_chat (or a JSON list of messages)") from None
+        out = await client.chat_completion(
+            messages, model=req.adapter or self.adapter, max_tokens=p.max_new_tokens, seed=p.seed,
+            stop=p.stop or None, temperature=0.0 if p.greedy else p.temperature,
+            top_p=p.top_p if not p.greedy and p.top_p < 1 else None)
+        choice = out.choices[0]
+        text = choice.message.content or ""
+        finish = FINISH.get(choice.finish_reason, "length")
+        if finish == "stop" and not any(s in text for s in p.stop):
+            finish = "eos_token"  # OpenAI says "stop" for both; no stop string means EOS
+        if finish == "stop":
+            text = self._cut(text, p.stop)
+        n = out.usage.completion_tokens - (finish == "eos_token") if out.usage else 0
+        return Completion(text=text, prompt_tokens=out.usage.prompt_tokens if out.usage else 0,
+                          completion_tokens=max(n, 0), finish_reason=finish)
