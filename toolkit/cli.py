@@ -90,6 +90,17 @@ def cmd_run(args):
     _print_json(run_recipe(args.recipe, overrides, run_dir=args.run_dir))
 
 
+def cmd_serve(args):
+    from .serve import serve
+    adapters = {}
+    for item in args.adapter or []:
+        name, _, path = item.partition("=")
+        if not _ or not name or not path:
+            raise UserError(f"--adapter expects NAME=PATH, got {item!r}")
+        adapters[name] = path
+    serve(args.model, adapters or None, host=args.host, port=args.port, max_batch_size=args.max_batch_size)
+
+
 def cmd_hub_serve(args):
     from .hub.server import parse_tokens, serve
     try:
@@ -98,6 +109,47 @@ def cmd_hub_serve(args):
         raise UserError(str(e)) from None
     serve(args.root, host=args.host, port=args.port, tokens=tokens)
 
+
+
+def _json_arg(value: str | None, what: str):
+    """``value`` as JSON: a path to a .json file or an inline JSON string (None stays None)."""
+    if value is None:
+        return None
+    try:
+        return json.loads(open(value).read() if os.path.isfile(value) else value)
+    except (ValueError, OSError) as e:
+        raise UserError(f"{what}: not a JSON file or JSON string: {value!r} ({e})") from None
+
+
+def cmd_publish_dataset(args):
+    from .hub.publish import PublishError, publish_dataset
+    variants = {}
+    for item in args.variant:
+        name, _, path = item.partition("=")
+        if not _ or not name or not path:
+            raise UserError(f"--variant expects NAME=DIR (e.g. rft=runs/x/rft), got {item!r}")
+        variants[name] = path
+    try:
+        result = publish_dataset(args.repo, variants, endpoint=args.hub_url, private=args.private,
+                                 provenance=_json_arg(args.provenance, "--provenance"),
+                                 source_info=_json_arg(args.source_info, "--source-info"), tag=args.tag)
+    except PublishError as e:
+        raise UserError(str(e)) from None
+    _print_json(result.__dict__)
+
+
+def cmd_publish_adapter(args):
+    from .hub.publish import PublishError, publish_adapter
+    evals = []
+    for item in args.eval or []:
+        data = _json_arg(item, "--eval")
+        evals.extend(data if isinstance(data, list) else [data])
+    try:
+        result = publish_adapter(args.repo, args.adapter, endpoint=args.hub_url, private=args.private,
+                                 eval_results=evals, tag=args.tag)
+    except PublishError as e:
+        raise UserError(str(e)) from None
+    _print_json(result.__dict__)
 
 def build_parser() -> argparse.ArgumentParser:
     from .run import RunConfig
@@ -142,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set sample.k=8 (repeatable)")
     # Commands of later issues register below (serve, hub, publish).
+    p = _add(sub, "serve", cmd_serve, "Serve a model (+ LoRA adapters) over TGI's HTTP API",
+             "qup serve --model smollm2-135m-instruct --adapter math=runs/x/adapter --port 8080")
+    p.add_argument("--model", required=True, help="preset, model dir or Hub id")
+    p.add_argument("--adapter", action="append", metavar="NAME=PATH",
+                   help="a LoRA adapter, chosen per request by adapter_id=NAME (repeatable)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--max-batch-size", type=int, default=16, help="requests per shared forward pass")
     hub = sub.add_parser("hub", help="local Hub-compatible server").add_subparsers(dest="sub", required=True)
     p = _add(hub, "serve", cmd_hub_serve, "Serve a Hub-compatible API (HF_ENDPOINT) from a folder; "
              "no --token = open server, anyone may write",
@@ -151,6 +211,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--token", action="append", metavar="NAME=TOKEN:read|write",
                    help="an accepted token (repeatable); NAME is the user/namespace")
+    pub = sub.add_parser("publish", help="publish datasets / adapters to the Hub (token: HF_TOKEN)"
+                         ).add_subparsers(dest="sub", required=True)
+    p = _add(pub, "dataset", cmd_publish_dataset, "Publish trace variants as configs of one Hub dataset "
+             "repo, with a card; one commit + tag per publish",
+             "qup publish dataset --repo me/qup-svamp-smollm2 --variant self=runs/x/self "
+             "--variant rft=runs/x/rft --hub-url http://127.0.0.1:8080")
+    p.add_argument("--variant", action="append", required=True, metavar="NAME=DIR",
+                   help="a variant (config) name and its save_to_disk dir (repeatable)")
+    p.add_argument("--provenance", help="JSON file or string: slm, oracle, endpoint_kind, filters, ...")
+    p.add_argument("--source-info", help="JSON file or string: dataset (Hub id), revision, license")
+    p2 = _add(pub, "adapter", cmd_publish_adapter, "Publish a LoRA adapter dir (with qup_train.json) "
+              "as a Hub model repo with a model card",
+              "qup publish adapter --repo me/smollm2-135m-qup-rft --adapter runs/x/adapter "
+              "--eval runs/x/eval/metrics.json")
+    p2.add_argument("--adapter", required=True, help="adapter dir written by qup train")
+    p2.add_argument("--eval", action="append", metavar="JSON",
+                    help="evaluation result: metrics.json of qup evaluate, or JSON (repeatable)")
+    for q in (p, p2):
+        q.add_argument("--repo", required=True, help="target repo id ORG/NAME")
+        q.add_argument("--hub-url", help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
+        q.add_argument("--private", action="store_true", help="create the repo private")
+        q.add_argument("--tag", help="tag name for this publish (default: next vN)")
     return parser
 
 
