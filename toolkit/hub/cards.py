@@ -41,7 +41,10 @@ _SECRET_KEY_RE = re.compile(r"(^|[_-])(token|secret|password|passwd|api[_-]?key|
 
 def endpoint_kind(url: str) -> str:
     """``hf-hub`` / ``openai`` for public hosts, ``local`` for loopback/private IPs, else ``self-hosted``."""
-    host = (urlsplit(url).hostname or "").lower()
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return "self-hosted"
     if host == "huggingface.co" or host.endswith(".huggingface.co") or host == "hf.co":
         return "hf-hub"
     if host == "api.openai.com":
@@ -56,8 +59,11 @@ def endpoint_kind(url: str) -> str:
 
 
 def _scrub_url(match: re.Match) -> str:
-    parts = urlsplit(match.group(0))
-    host = (parts.hostname or "").lower()
+    try:
+        parts = urlsplit(match.group(0))
+        host = (parts.hostname or "").lower()
+    except ValueError:  # malformed (e.g. brackets in the netloc): drop it whole
+        return "<url>"
     if any(host == h or host.endswith("." + h) for h in PUBLIC_HOSTS):
         return f"{parts.scheme}://{host}{parts.path}"   # no credentials, port, query or fragment
     return f"<{endpoint_kind(match.group(0))} endpoint>"
@@ -65,11 +71,11 @@ def _scrub_url(match: re.Match) -> str:
 
 def scrub_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     """``text`` without tokens, credentials/queries in URLs, private URLs, or any of ``secrets``."""
+    text = _URL_RE.sub(_scrub_url, text)
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
-    text = _TOKEN_RE.sub("[redacted]", text)
-    return _URL_RE.sub(_scrub_url, text)
+    return _TOKEN_RE.sub("[redacted]", text)
 
 
 def scrub(obj, secrets: tuple[str, ...] = ()):

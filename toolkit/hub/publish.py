@@ -187,10 +187,14 @@ def _publish(hub: _Hub, private: bool, tag: str | None, message: str,
     ``files`` lists sha256 of every file the repo will hold besides the manifest itself.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.errors import RepositoryNotFoundError
     if tag is not None and not _NAME_RE.match(tag):
         raise PublishError(f"invalid tag {tag!r} for {hub.where}")
     with _session(hub):
-        hub.api.create_repo(hub.repo_id, repo_type=hub.repo_type, private=private, exist_ok=True)
+        try:
+            hub.api.repo_info(hub.repo_id, repo_type=hub.repo_type)
+        except RepositoryNotFoundError:
+            hub.api.create_repo(hub.repo_id, repo_type=hub.repo_type, private=private, exist_ok=True)
         head, tags, old_raw = _state(hub)
         old = json.loads(old_raw) if old_raw else {}
         head_tags = sorted((t for t, sha in tags.items() if sha == head),
@@ -348,11 +352,17 @@ def read_train_info(adapter_dir: Path) -> dict:
 
 
 def _check_eval(results: list[dict]) -> list[dict]:
+    """Validate eval dicts; an ``evaluate`` metrics.json (``source`` path) is named by its folder."""
+    keep = ("dataset", "dataset_id", "split", "revision", "accuracy", "correct", "total")
+    out = []
     for i, r in enumerate(results):
-        if not isinstance(r, dict) or "dataset" not in r or \
+        if isinstance(r, dict) and "dataset" not in r and r.get("source"):
+            r = {**r, "dataset": Path(str(r["source"]).rstrip("/")).name}
+        if not isinstance(r, dict) or not r.get("dataset") or \
                 not isinstance(r.get("accuracy"), (int, float)):
             raise PublishError(f"eval_results[{i}] needs 'dataset' and a numeric 'accuracy', got {r!r}")
-    return results
+        out.append({k: r[k] for k in keep if r.get(k) is not None})
+    return out
 
 
 def publish_adapter(repo_id: str, adapter_dir, *, token: str | None = None,
