@@ -101,17 +101,6 @@ def cmd_serve(args):
     serve(args.model, adapters or None, host=args.host, port=args.port, max_batch_size=args.max_batch_size)
 
 
-def cmd_serve(args):
-    from .serve import serve
-    adapters = {}
-    for item in args.adapter or []:
-        name, _, path = item.partition("=")
-        if not _ or not name or not path:
-            raise UserError(f"--adapter expects NAME=PATH, got {item!r}")
-        adapters[name] = path
-    serve(args.model, adapters or None, host=args.host, port=args.port, max_batch_size=args.max_batch_size)
-
-
 def cmd_hub_serve(args):
     from .hub.server import parse_tokens, serve
     try:
@@ -205,14 +194,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set sample.k=8 (repeatable)")
     # Commands of later issues register below (serve, hub, publish).
-    p = _add(sub, "serve", cmd_serve, "Serve a model (+ LoRA adapters) over TGI's HTTP API",
-             "qup serve --model smollm2-135m-instruct --adapter math=runs/x/adapter --port 8080")
-    p.add_argument("--model", required=True, help="preset, model dir or Hub id")
-    p.add_argument("--adapter", action="append", metavar="NAME=PATH",
-                   help="a LoRA adapter, chosen per request by adapter_id=NAME (repeatable)")
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
-    p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--max-batch-size", type=int, default=16, help="requests per shared forward pass")
     p = _add(sub, "serve", cmd_serve, "Serve a model (+ LoRA adapters) over TGI's HTTP API",
              "qup serve --model smollm2-135m-instruct --adapter math=runs/x/adapter --port 8080")
     p.add_argument("--model", required=True, help="preset, model dir or Hub id")
