@@ -116,6 +116,11 @@ def test_auth_private_repos_and_write_tokens(api, hub):
     r = httpx.get(f"{hub.url}/alice/secret/resolve/main/s.txt")
     assert r.status_code == 404 and r.headers["X-Error-Code"] == "RepoNotFound"
     assert bob.model_info("alice/secret").private is True
+    assert [m.id for m in anon.list_models(author="alice")] == []
+    assert [m.id for m in bob.list_models(author="alice")] == ["alice/secret"]
+    api.update_repo_settings("alice/secret", private=False)
+    assert anon.model_info("alice/secret").private is False
+    api.update_repo_settings("alice/secret", private=True)
     assert bob.whoami()["name"] == "bob"
 
     with pytest.raises(HfHubHTTPError, match="needs a write token") as err:  # no token at all

@@ -40,6 +40,8 @@ def handle(ctx) -> Response:
         return delete_repo(ctx)
     if seg == ["api", "validate-yaml"]:
         return JSONResponse({"errors": [], "warnings": []})
+    if len(seg) == 2 and m == "GET" and seg[1] in ("models", "datasets", "spaces"):
+        return list_repos(ctx, seg[1][:-1])
     if len(seg) >= 4 and seg[1].endswith("s") and seg[1][:-1] in REPO_TYPES:
         repo_type, repo_id, rest = seg[1][:-1], f"{seg[2]}/{seg[3]}", seg[4:]
         action, args = (rest[0], rest[1:]) if rest else ("", [])
@@ -56,6 +58,32 @@ def whoami(ctx) -> Response:
                          "email": None, "emailVerified": False, "isPro": False, "orgs": [],
                          "auth": {"type": "access_token",
                                   "accessToken": {"displayName": ctx.user, "role": ctx.role}}})
+
+
+def list_repos(ctx, repo_type: str) -> Response:
+    """GET /api/{type}s?author=&search=: visible repos (one page)."""
+    author, search = ctx.q("author"), ctx.q("search").lower()
+    out = []
+    for meta in ctx.storage.list_repos(repo_type):
+        if meta["private"] and ctx.app.tokens and ctx.user is None:
+            continue
+        if (author and meta["id"].split("/")[0] != author) or (search and search not in meta["id"].lower()):
+            continue
+        out.append({"_id": meta["id"], "id": meta["id"], "author": meta["id"].split("/")[0],
+                    "private": meta["private"], "createdAt": meta["createdAt"], "downloads": 0, "likes": 0,
+                    "tags": []})
+    return JSONResponse(out)
+
+
+def settings(ctx, repo_type, repo_id, args) -> Response:
+    """PUT /api/{type}s/{repo}/settings: only visibility (private/public) is stored."""
+    ctx.can_read(repo_type, repo_id)
+    ctx.need_write(f"changing settings of {repo_id}")
+    data = json_body(ctx)
+    if "visibility" in data or "private" in data:
+        private = data["visibility"] != "public" if "visibility" in data else bool(data["private"])
+        ctx.storage.set_private(repo_type, repo_id, private)
+    return JSONResponse({})
 
 
 def _repo_from_payload(ctx, data: dict) -> tuple[str, str]:
@@ -279,5 +307,5 @@ ROUTES = {
     ("GET", "tree"): tree, ("POST", "paths-info"): paths_info,
     ("GET", "refs"): refs, ("GET", "commits"): commits,
     ("POST", "branch"): branch, ("DELETE", "branch"): branch,
-    ("POST", "tag"): tag, ("DELETE", "tag"): tag,
+    ("POST", "tag"): tag, ("DELETE", "tag"): tag, ("PUT", "settings"): settings,
 }

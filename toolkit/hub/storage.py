@@ -161,6 +161,20 @@ class Storage:
             os.replace(tmp, base.with_suffix(".json"))
         return meta
 
+    def set_private(self, repo_type: str, repo_id: str, private: bool) -> dict:
+        base = self._base(repo_type, repo_id)
+        with self._lock(repo_type, repo_id):
+            meta = {**self.meta(repo_type, repo_id), "private": bool(private)}
+            tmp = base.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(meta))
+            os.replace(tmp, base.with_suffix(".json"))
+        return meta
+
+    def list_repos(self, repo_type: str) -> list[dict]:
+        """Metadata of every repo of a type, sorted by id."""
+        return sorted((json.loads(p.read_text()) for p in
+                       (self.root / "repos" / f"{repo_type}s").glob("*/*.json")), key=lambda m: m["id"])
+
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
         base = self._base(repo_type, repo_id)
         with self._lock(repo_type, repo_id):
