@@ -217,6 +217,12 @@ def shared_data_dir() -> Path | None:
     return None
 
 
+def _split_files(folder: Path) -> list[str]:
+    """Splits of a shared-data style folder (``test.jsonl``, ``train.jsonl``), else []."""
+    stems = sorted(p.stem for p in folder.glob("*.jsonl"))
+    return stems if stems and set(stems) <= _SPLIT_NAMES else []
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str]]:
     """``(line number, row or None, error)`` for each non-blank line."""
     with path.open(encoding="utf-8") as f:
@@ -255,6 +261,8 @@ def _open(cfg: SourceConfig) -> tuple[str, str, list[str] | None, Iterator]:
     if path.is_dir() and (path / f"{cfg.split}.jsonl").is_file():  # shared-data layout
         path = path / f"{cfg.split}.jsonl"
         name = path.parent.name
+    elif path.is_dir() and _split_files(path):
+        raise SourceError(f"{path}: no split {cfg.split!r} (has {_split_files(path)})")
     elif path.is_dir():  # a dataset folder: let `datasets` find the split's files
         ds = _load_table(str(path), cfg.config_name, split=cfg.split, where=str(path))
         return path.name, str(path), ds.column_names, ((i, r, "") for i, r in enumerate(ds, 1))
