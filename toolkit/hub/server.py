@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from . import routes_api, routes_files
-from .storage import HubError, Storage
+from .storage import HubError, Storage, repo_not_found
 
 logger = logging.getLogger(__name__)
 ROLES = ("read", "write")
@@ -53,7 +54,6 @@ class Ctx:
     # -------------------------------------------------------------- access checks
     def can_read(self, repo_type: str, repo_id: str) -> dict:
         """Repo metadata if this request may see the repo, else 404 RepoNotFound (like the Hub)."""
-        from .storage import repo_not_found
         meta = self.storage.meta(repo_type, repo_id)
         if meta["private"] and self.app.tokens and self.user is None:
             raise repo_not_found(repo_id)
@@ -86,7 +86,7 @@ class HubApp:
             if role not in ROLES:
                 raise ValueError(f"token for {name!r}: role must be 'read' or 'write', got {role!r}")
             self.tokens[token] = (name, role)
-        self.secret = __import__("secrets").token_bytes(32)  # signs LFS upload URLs
+        self.secret = secrets.token_bytes(32)  # signs LFS upload URLs
 
     def authenticate(self, header: str | None) -> tuple[str | None, str | None]:
         token = header.split(" ", 1)[1].strip() if header and " " in header else None
