@@ -10,6 +10,7 @@ import pytest
 from datasets import Dataset, Features, Value
 from huggingface_hub import DatasetCard, ModelCard
 
+from toolkit.hub.cards import scrub, scrub_text
 from toolkit.hub.publish import MANIFEST, PublishError, publish_adapter, publish_dataset
 from toolkit.schema import TRACE, empty_trace
 
@@ -165,6 +166,15 @@ def test_publish_errors_name_repo_not_token(hub, tmp_path, monkeypatch):
         publish_dataset("alice/nope", {"self": leaky}, endpoint=hub.url)
 
 
+def test_scrub_keeps_public_urls_drops_secrets():
+    text = scrub_text(f"https://u:pw@huggingface.co/datasets/a/b?token=x#f, http://localhost:8080/v1, "
+                      f"https://tgi.example.com/g, Bearer abc.def, {ALICE}x, max_new_tokens", (ALICE,))
+    assert text == ("https://huggingface.co/datasets/a/b, <local endpoint>, <self-hosted endpoint>, "
+                    "[redacted], [redacted], max_new_tokens")
+    assert scrub({"hf_token": ALICE, "api_key": None, "max_new_tokens": 8, "n": [f"x {BOB}"]}) == \
+        {"hf_token": "[redacted]", "api_key": None, "max_new_tokens": 8, "n": ["x [redacted]"]}
+
+
 ADAPTER_CHECK = """
 import json, sys, torch
 from peft import PeftModel
@@ -234,6 +244,9 @@ def test_cli_publish(hub, tmp_path, monkeypatch, capsys):
     assert main(argv) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["tag"] == "v1" and out["created_commit"] is True and len(out["commit_sha"]) == 40
+    assert main(argv) == 0   # same dir again: deterministic parquet → no new commit
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (again["commit_sha"], again["tag"], again["created_commit"]) == (out["commit_sha"], "v1", False)
     monkeypatch.delenv("HF_TOKEN")
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -33,7 +33,7 @@ VARIANT_DOC = {
     "style_aligned": "Oracle traces rewritten into the SLM's own style",
 }
 
-_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}|\b(?:sk|api)-[A-Za-z0-9_-]{16,}|(?i:bearer)\s+[^\s'\"]+")
+_TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}|\b(?:sk|api)-[A-Za-z0-9_-]{16,}|(?i:bearer)\s+[^\s'\",;]+")
 _URL_RE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)\]`]+")
 _SECRET_KEY_RE = re.compile(r"(^|[_-])(token|secret|password|passwd|api[_-]?key|authorization|"
                             r"credentials?|auth)$", re.I)
@@ -59,23 +59,26 @@ def endpoint_kind(url: str) -> str:
 
 
 def _scrub_url(match: re.Match) -> str:
+    url = match.group(0)
+    trail = url[len(url.rstrip(".,;:!?")):]   # sentence punctuation after the URL stays
+    url = url[:len(url) - len(trail)]
     try:
-        parts = urlsplit(match.group(0))
+        parts = urlsplit(url)
         host = (parts.hostname or "").lower()
     except ValueError:  # malformed (e.g. brackets in the netloc): drop it whole
         return "<url>"
     if any(host == h or host.endswith("." + h) for h in PUBLIC_HOSTS):
-        return f"{parts.scheme}://{host}{parts.path}"   # no credentials, port, query or fragment
-    return f"<{endpoint_kind(match.group(0))} endpoint>"
+        return f"{parts.scheme}://{host}{parts.path}{trail}"   # no credentials, port, query, fragment
+    return f"<{endpoint_kind(url)} endpoint>{trail}"
 
 
 def scrub_text(text: str, secrets: tuple[str, ...] = ()) -> str:
     """``text`` without tokens, credentials/queries in URLs, private URLs, or any of ``secrets``."""
-    text = _URL_RE.sub(_scrub_url, text)
+    text = _TOKEN_RE.sub("[redacted]", _URL_RE.sub(_scrub_url, text))
     for secret in secrets:
         if secret:
             text = text.replace(secret, "[redacted]")
-    return _TOKEN_RE.sub("[redacted]", text)
+    return text
 
 
 def scrub(obj, secrets: tuple[str, ...] = ()):
