@@ -32,11 +32,13 @@ def _sha(question: str) -> str:
 # what each shared format's first rows must become, computed from the raw rows
 EXPECTED = {
     "gsm8k": lambda r: (_sha(r["question"].strip()), r["question"].strip(),
-                        r["answer"].rpartition("####")[2].strip().replace(",", ""), r["answer"].strip()),
+                        r["answer"].rpartition("####")[2].strip().replace(",", ""),
+                        r["answer"].strip()),
     "math500": lambda r: (_sha(r["question"].strip()), r["question"].strip(),
                           r["answer"].rpartition("The answer is:")[2].strip(), r["answer"].strip()),
     "mawps": lambda r: (str(r["idx"]), r["input"].strip(), _num(r["target"]), ""),
-    "svamp": lambda r: (r["ID"], f"{r['Body'].strip()} {r['Question'].strip()}", _num(r["Answer"]), ""),
+    "svamp": lambda r: (r["ID"], f"{r['Body'].strip()} {r['Question'].strip()}",
+                        _num(r["Answer"]), ""),
     "asdiv": lambda r: (str(r["idx"]), f"{r['body'].strip()} {r['question'].strip()}",
                         r["answer"].split(" (")[0], ""),
 }
@@ -83,7 +85,7 @@ def test_bad_rows_raise_naming_file_row_field_or_are_counted(tmp_path):
 def test_bad_gold_row_names_its_field(tmp_path):
     path = tmp_path / "svamp_like.jsonl"
     path.write_text(json.dumps({"Body": "b", "Question": "q", "Answer": 3.0, "ID": "a"}) + "\n"
-                    + json.dumps({"Body": "b", "Question": "q", "Answer": "lots", "ID": "b"}) + "\n")
+                    + json.dumps({"Body": "b", "Question": "q", "Answer": "lots"}) + "\n")
     with pytest.raises(SourceError, match=r"svamp_like.jsonl: row 2: field 'Answer'"):
         load_problems(SourceConfig(source=str(path)))
 

@@ -39,7 +39,8 @@ class AnswerError(ValueError):
 
 # ------------------------------------------------------------------------------ extraction
 # 1,234.5 | 1234.5 | .5 | 3/4, with optional sign, "$" and "%"
-_NUMBER_RE = re.compile(r"(?<![\w.])(-?)\\?\$?\s?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:/(\d+))?(%?)")
+_NUMBER_RE = re.compile(r"(?<![\w.])(-?)\\?\$?\s?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
+                        r"(?:/(\d+))?(%?)")
 # "#### N" | "... the answer is: X" | a line starting "Answer: X" | \boxed{X}
 _MARKER_RE = re.compile(r"####|\banswer\s+is\s*:?|^[ \t*#>-]*(?:final\s+)?answer\s*\**\s*[:=]"
                         r"|\\boxed\s*\{|\\fbox\s*\{", re.IGNORECASE | re.MULTILINE)
@@ -66,6 +67,11 @@ def _norm_number(m: re.Match) -> str:
     if digits.startswith("."):
         digits = "0" + digits
     return f"{sign}{digits}" + (f"/{denom}" if denom else "")
+
+
+def numbers_in(text: str) -> list[str]:
+    """Plain numbers in ``text``, normalised (``"$1,250 and 3/4"`` → ``["1250", "3/4"]``)."""
+    return [_norm_number(m) for m in _NUMBER_RE.finditer(text)]
 
 
 def _last_number(text: str) -> str | None:
@@ -120,7 +126,7 @@ def extract_answer(text: str | None) -> str | None:
 
     The last explicit marker wins: ``\\boxed{...}``, GSM8K ``#### N``, ``The answer is: X`` /
     ``the answer is X`` / ``Answer: X``; else the last plain number (``1,234`` → ``1234``,
-    ``$5`` → ``5``, ``50%`` → ``50``, ``3/4`` kept). Numbers followed by units become the number.
+    ``$5`` → ``5``, ``50%`` → ``50``, ``3/4`` kept); "18 apples" becomes ``18``.
 
     >>> extract_answer("so $\\\\boxed{\\\\frac{1}{2}}$.")
     '\\\\frac{1}{2}'

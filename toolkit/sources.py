@@ -26,8 +26,7 @@ from typing import Any, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
-from .answers import _NUMBER_RE, as_number, extract_answer, verify
-from .answers import _norm_number as _fmt_num
+from .answers import as_number, extract_answer, numbers_in, verify
 from .schema import PROBLEM
 
 log = logging.getLogger(__name__)
@@ -105,8 +104,7 @@ def _qa(row: dict):
     answer = _text(row, "answer")
     if "####" in answer:
         body, _, gold = answer.rpartition("####")
-        num = as_number(gold)
-        if num is None:
+        if as_number(gold) is None:
             raise _Bad("answer", f"'#### N' is not a number: {gold.strip()!r}")
         gold = gold.strip().replace(",", "")
     elif "The answer is:" in answer:
@@ -164,12 +162,12 @@ def _mapped(columns: dict[str, str]):
         question = _text(row, columns["question"])
         solution = str(row.get(columns.get("gold_solution", ""), "") or "").strip()
         if "gold_answer" in columns:
-            raw = row.get(columns["gold_answer"])
-            if isinstance(raw, float):
+            if isinstance(row.get(columns["gold_answer"]), float):
                 gold = _number(row, columns["gold_answer"])
             else:
                 gold = _text(row, columns["gold_answer"])
-                gold = gold.rpartition("####")[2].strip().replace(",", "") if "####" in gold else gold
+                if "####" in gold:
+                    gold = gold.rpartition("####")[2].strip().replace(",", "")
         else:
             gold = extract_answer(solution)
             if not gold:
@@ -247,7 +245,7 @@ def _load_table(*args, where: str, **kwargs):
 
 
 def _open(cfg: SourceConfig) -> tuple[str, str, list[str] | None, Iterator]:
-    """Resolve ``cfg.source`` → ``(name, where, columns, iterator of (row number, row, error))``."""
+    """``cfg.source`` → ``(name, where, columns, iterator of (row number, row, error))``."""
     src = cfg.source.strip()
     if not src:
         raise SourceError("source is required (a preset, folder, file or Hub dataset id)")
@@ -333,7 +331,7 @@ _ARITH_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b,
 
 
 def eval_arithmetic(expr: str) -> Fraction | None:
-    """Exact value of a ``+ - * /`` expression of numbers (``"( 290.0 / 2.0 )"`` → 145), or None."""
+    """Exact value of a ``+ - * /`` expression (``"( 290.0 / 2.0 )"`` → 145), or None."""
     if not expr or len(expr) > 500:
         return None
 
@@ -349,7 +347,7 @@ def eval_arithmetic(expr: str) -> Fraction | None:
         raise ValueError("not arithmetic")
 
     try:
-        return ev(ast.parse(expr.strip().replace("x", "*"), mode="eval"))
+        return ev(ast.parse(expr.strip(), mode="eval"))
     except (SyntaxError, ValueError, ZeroDivisionError, RecursionError):
         return None
 
@@ -358,13 +356,13 @@ def _stated_in_last_step(body: str, gold: str) -> str | None:
     """The number on a GSM8K solution's last line (``<<calc>>`` notes dropped) equal to
     ``gold``, else that line's last number (or None)."""
     lines = [ln for ln in re.sub(r"<<[^>]*>>", "", body).splitlines() if ln.strip()]
-    numbers = [_fmt_num(m) for m in _NUMBER_RE.finditer(lines[-1])] if lines else []
+    numbers = numbers_in(lines[-1]) if lines else []
     target = as_number(gold)
     return next((n for n in numbers if as_number(n) == target), numbers[-1] if numbers else None)
 
 
 def _fmt(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+    return str(value.numerator) if value.denominator == 1 else str(value)
 
 
 def check(cfg: SourceConfig) -> dict:
@@ -377,7 +375,7 @@ def check(cfg: SourceConfig) -> dict:
     asdiv: formulas with units or words) count in ``gold_unchecked``, never as verified.
 
     >>> check(SourceConfig(source="svamp"))              # doctest: +SKIP
-    {'source': 'svamp', 'problems': 1000, 'gold_verified': 1000, 'gold_unchecked': 0, ...}
+    {'source': 'svamp', 'split': 'test', 'problems': 1000, 'gold_verified': 999, ...}
     """
     res = load_problems_with_report(cfg)
     ds = res.problems
