@@ -12,11 +12,13 @@ from huggingface_hub import DatasetCard, ModelCard
 
 from toolkit.hub.cards import scrub, scrub_text
 from toolkit.hub.publish import MANIFEST, PublishError, publish_adapter, publish_dataset
+from toolkit.prompts import load_prompt
 from toolkit.schema import TRACE, empty_trace
 
 from .conftest import ALICE, BOB
 
 REPO = "alice/qup-svamp-tiny"
+PROMPT = load_prompt("math_cot")
 PROVENANCE = {
     "slm": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "main"},
     "oracle": {"model": "Qwen/Qwen2.5-7B-Instruct", "revision": "a09a3545",
@@ -39,7 +41,7 @@ def traces(variant: str, n_problems: int, k: int, diagnostics: bool = False) -> 
                        gold_answer=str(p + i), source="svamp", split="test",
                        problem_id=f"svamp/test/{p}", trace_id=f"svamp/test/{p}#{i}", sample_index=i,
                        seed=1000 * p + i, model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
-                       model_revision="main", prompt_id="math_cot@1a2b3c4d",
+                       model_revision="main", prompt_id=PROMPT.id,
                        params='{"max_new_tokens": 256, "temperature": 0.7}',
                        completion=f"{p} + {i} = {p + i}. The answer is \\boxed{{{p + i}}}. [{variant}]",
                        completion_tokens=10 + p + i, finish_reason="stop", answer=str(p + i),
@@ -134,7 +136,7 @@ def test_card_metadata_stats_and_no_secrets(hub, api):
     expect = [len(df), df.problem_id.nunique(), df.correct.mean(), df.completion_tokens.mean(),
               df.nll.mean(), df.reward.mean()]
     assert cells == pytest.approx(expect, rel=1e-3)
-    for needle in ("Qwen/Qwen2.5-7B-Instruct", "a09a3545", "math_cot@1a2b3c4d", "math-verify 0.",
+    for needle in ("Qwen/Qwen2.5-7B-Instruct", "a09a3545", PROMPT.id, PROMPT.text.strip(), "math-verify 0.",
                    '"max_new_tokens": 256', "tgi", "ChilleD/SVAMP", "4a1c3a2", "max_per_problem"):
         assert needle in text, needle
     # no secret in any file of the repo (parquet included)
@@ -220,6 +222,7 @@ def test_adapter_round_trip(hub, api, client_env, tiny_model, tmp_path):
     card = ModelCard(readme(api, repo, "v1", repo_type="model"))
     assert card.data.base_model == "qup/tiny-random-llama" and card.data.library_name == "peft"
     assert card.data.base_model_relation == "adapter" and card.data.datasets == [REPO]
+    assert card.data.base_model_revision == "seed0"
     assert card.data.eval_results[0].metric_value == 0.12
     assert card.data.eval_results[0].dataset_name == "svamp"
     for needle in ("seed0", 'revision="v3"', '"rft"', f'"{repo}", revision="v1"', "train_loss"):

@@ -145,6 +145,20 @@ def variant_stats(table: pa.Table) -> dict:
     }
 
 
+def prompt_texts(prompt_ids) -> dict[str, str]:
+    """Text of each ``name@sha`` prompt id whose packaged template still hashes the same."""
+    from ..prompts import load_prompt
+    out = {}
+    for pid in sorted(set(prompt_ids)):
+        try:
+            template = load_prompt(pid.split("@")[0])
+        except Exception:  # unknown/renamed template: the id alone is recorded
+            continue
+        if template.id == pid:
+            out[pid] = template.text
+    return out
+
+
 def size_category(n: int) -> str:
     for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"),
                         (1_000_000, "100K<n<1M")):
@@ -193,6 +207,7 @@ def render_dataset_card(repo_id: str, tag: str, variants: dict[str, dict], prove
         math_verify_version=package_version("math-verify"),
         toolkit_version=package_version("qup-toolkit"),
         example_config="rft" if "rft" in variants else names[0],
+        prompt_texts=prompt_texts(p for s in variants.values() for p in s.get("prompt_ids", [])),
     )
     return str(card)
 
@@ -212,12 +227,14 @@ def render_model_card(repo_id: str, tag: str, train: dict, eval_results: list[di
         language=["en"], pipeline_tag="text-generation",
         tags=["peft", "lora", "sft", "trl", "math", "reasoning", "qup"],
         model_name=repo_id.split("/")[-1], eval_results=results or None,
+        **({"base_model_revision": train["base_model_revision"]} if train.get("base_model_revision") else {}),
     )
     card = ModelCard.from_template(
         card_data, template_path=str(TEMPLATES / "model_card.md.j2"),
         repo_id=repo_id, tag=tag, train=train, eval_results_list=eval_results,
         config_json=json.dumps(train.get("config", {}), indent=2, sort_keys=True),
-        metrics=train.get("metrics", {}), peft_version=package_version("peft"),
+        metrics={k: v for k, v in train.get("metrics", {}).items() if not isinstance(v, (list, dict))},
+        peft_version=package_version("peft"),
         toolkit_version=package_version("qup-toolkit"),
     )
     return str(card)
