@@ -1,0 +1,252 @@
+"""``train``: LoRA SFT of the SLM on a trace dataset with TRL's ``SFTTrainer`` + PEFT.
+
+Each TRACE row becomes TRL's conversational prompt-completion format: the prompt is re-rendered
+with the template named in ``prompt_id`` (the same messages the sampler sent), the completion is
+one assistant turn. TRL applies the tokenizer's chat template and, with ``completion_only_loss``,
+masks the prompt (system + user turn + ``<|im_start|>assistant\\n``) to -100; the closing
+``<|im_end|>`` stays a target, so the trained model learns to stop.
+
+Output dir: the adapter (``adapter_config.json`` + ``adapter_model.safetensors``), the tokenizer and
+``qup_train.json`` (base model Hub id/revision, dataset provenance, config, metrics). Checkpoints
+of an interrupted run in the same dir are resumed from.
+
+Example:
+    >>> cfg = TrainConfig(model="tiny-random", data="runs/x/rft", out="runs/x/adapter", max_steps=20)
+    >>> train_command(cfg)["metrics"]["steps"]
+    20
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from ..config import ConfigError
+
+log = logging.getLogger(__name__)
+
+RUN_FILE = "qup_train.json"
+LINEAR_PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+REQUIRED_COLUMNS = ("question", "completion", "prompt_id", "trace_id")
+
+
+class TrainDataError(ValueError):
+    """The training data is missing, empty or has a row that cannot be turned into an example."""
+
+
+@dataclass
+class TrainConfig:
+    """Config of ``qup train`` (LoRA SFT, loss on the completion only)."""
+    model: str = field(default="tiny-random", metadata={"help": "base model: preset, local dir or Hub id"})
+    data: str = field(default="", metadata={"help": "trace dataset dir (datasets.save_to_disk)"})
+    out: str = field(default="", metadata={"help": "output dir: adapter, tokenizer, qup_train.json, checkpoints"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (scale = alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    target_modules: list[str] = field(default_factory=lambda: list(LINEAR_PROJ),
+                                      metadata={"help": "modules that get LoRA adapters"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "peak learning rate (linear decay)"})
+    epochs: float = field(default=1.0, metadata={"help": "epochs over the data (ignored if max_steps > 0)"})
+    max_steps: int = field(default=-1, metadata={"help": "optimizer steps; -1: use epochs"})
+    batch_size: int = field(default=8, metadata={"help": "examples per device per step"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    max_length: int = field(default=1024, metadata={"help": "max tokens per example (longer are truncated)"})
+    seed: int = field(default=0, metadata={"help": "seed of LoRA init, shuffling and dropout"})
+    warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of steps of linear warmup"})
+    logging_steps: int = field(default=5, metadata={"help": "log the loss every N steps"})
+    save_steps: int = field(default=200, metadata={"help": "checkpoint every N steps (for resuming)"})
+    dataset_repo: str = field(default="", metadata={"help": "Hub repo of the data (provenance)"})
+    dataset_revision: str = field(default="", metadata={"help": "revision of the data (provenance)"})
+    dataset_config: str = field(default="", metadata={"help": "config name of the data (provenance)"})
+
+    def __post_init__(self):
+        for name in ("data", "out"):
+            if not getattr(self, name):
+                raise ConfigError(f"train: '{name}' is required (e.g. --{name} runs/x/...)")
+        checks = {"lora_r": self.lora_r > 0, "lora_alpha": self.lora_alpha > 0,
+                  "lora_dropout": 0 <= self.lora_dropout < 1, "learning_rate": self.learning_rate > 0,
+                  "batch_size": self.batch_size > 0, "grad_accum": self.grad_accum > 0,
+                  "max_length": self.max_length > 0, "logging_steps": self.logging_steps > 0,
+                  "save_steps": self.save_steps > 0, "warmup_ratio": 0 <= self.warmup_ratio < 1,
+                  "target_modules": bool(self.target_modules),
+                  "max_steps": self.max_steps == -1 or self.max_steps > 0,
+                  "epochs": self.epochs > 0 or self.max_steps > 0}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"train: invalid value for {bad[0]}: {getattr(self, bad[0])!r}")
+
+
+# ------------------------------------------------------------------------------------ data
+@lru_cache(maxsize=None)
+def _template(prompt_id: str):
+    from ..prompts import load_prompt
+    name = prompt_id.split("@", 1)[0]
+    template = load_prompt(name)
+    if "@" in prompt_id and template.id != prompt_id:
+        raise TrainDataError(f"prompt_id {prompt_id!r}: template {name!r} is now {template.id} (its text "
+                             "changed since sampling), so the training prompt would differ from the sampled one")
+    return template
+
+
+def to_chat(ds):
+    """TRACE rows → ``{"prompt": [user msg], "completion": [assistant msg]}`` rows (TRL format)."""
+    from datasets import Dataset
+
+    missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
+    if missing:
+        raise TrainDataError(f"training data lacks column(s) {missing}; has {ds.column_names}")
+    prompts, completions = [], []
+    for row in ds.select_columns(list(REQUIRED_COLUMNS)):
+        where = f"row {row['trace_id'] or len(prompts)}"
+        if not row["prompt_id"]:
+            raise TrainDataError(f"{where}: empty prompt_id")
+        if not (row["completion"] or "").strip():
+            raise TrainDataError(f"{where}: empty completion")
+        try:
+            template = _template(row["prompt_id"])
+        except TrainDataError as e:
+            raise TrainDataError(f"{where}: {e}") from None
+        except ValueError as e:
+            raise TrainDataError(f"{where}: prompt_id {row['prompt_id']!r}: {e}") from None
+        prompts.append(template.messages(row["question"]))
+        completions.append([{"role": "assistant", "content": row["completion"]}])
+    return Dataset.from_dict({"prompt": prompts, "completion": completions})
+
+
+def load_traces(path: str):
+    """The trace dataset at ``path`` (a stage output dir, ``save_to_disk`` dir, parquet or jsonl)."""
+    from .io import load
+
+    if not Path(path).exists():
+        raise TrainDataError(f"training data not found: {path}")
+    try:
+        return load(path)
+    except FileNotFoundError as e:
+        raise TrainDataError(str(e)) from None
+
+
+# ------------------------------------------------------------------------------------ trainer
+def _make_trainer_cls():
+    from trl import SFTTrainer
+
+    class QupSFTTrainer(SFTTrainer):
+        def _send_telemetry(self):  # no network from training
+            pass
+
+    return QupSFTTrainer
+
+
+def _progress_callback():
+    from transformers import TrainerCallback
+
+    class StepCounter(TrainerCallback):
+        """Where this run started (after any resume) and how many steps it really ran."""
+        start_step, steps_run = 0, 0
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.start_step = state.global_step
+
+        def on_step_end(self, args, state, control, **kw):
+            self.steps_run += 1
+
+    return StepCounter()
+
+
+def build_trainer(ds, cfg: TrainConfig, callbacks=None):
+    """An ``SFTTrainer`` over TRACE rows ``ds`` with a fresh LoRA adapter on ``cfg.model``."""
+    import torch
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    from ..models import load_tokenizer, resolve_model
+
+    if len(ds) == 0:
+        raise TrainDataError(f"no training rows in {cfg.data or 'the given dataset'}")
+    chat = to_chat(ds)
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    args = SFTConfig(
+        output_dir=cfg.out, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, seed=cfg.seed,
+        data_seed=cfg.seed, warmup_steps=cfg.warmup_ratio, logging_steps=cfg.logging_steps,
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
+        completion_only_loss=True, packing=False, gradient_checkpointing=False,
+        bf16=bf16, fp16=False, use_cpu=not cuda, report_to="none", push_to_hub=False,
+        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
+    )
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    trainer_cls = _make_trainer_cls()
+    try:
+        return trainer_cls(model=resolve_model(cfg.model), args=args, train_dataset=chat,
+                           processing_class=load_tokenizer(cfg.model), peft_config=lora,
+                           callbacks=callbacks)
+    except ValueError as e:
+        if "Target modules" in str(e):
+            raise ConfigError(f"train: target_modules {cfg.target_modules}: {e}") from None
+        raise
+
+
+def train(ds, cfg: TrainConfig) -> dict:
+    """Train a LoRA adapter on TRACE rows ``ds``; save it into ``cfg.out``; return the metrics."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ..models import model_info
+
+    info = model_info(cfg.model)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    resume = get_last_checkpoint(str(out))
+    if resume:
+        log.info("resuming from %s", resume)
+    counter = _progress_callback()
+    trainer = build_trainer(ds, cfg, callbacks=[counter])
+    truncated = sum(len(ids) >= cfg.max_length for ids in trainer.train_dataset["input_ids"])
+    if truncated:
+        log.warning("%d of %d examples longer than max_length=%d were truncated (they lose the "
+                    "closing <|im_end|>)", truncated, len(ds), cfg.max_length)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(str(out))
+    trainer.processing_class.save_pretrained(str(out))
+    _point_adapter_at_hub(out, info.hub_id)
+
+    model = trainer.model
+    trainable, total = model.get_nb_trainable_parameters()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    metrics = {
+        "train_loss": result.training_loss, "train_runtime": result.metrics.get("train_runtime"),
+        "train_samples": len(ds), "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
+        "trainable_params": trainable, "total_params": total, "truncated_rows": truncated,
+        "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+        "losses": losses, "resumed_from": Path(resume).name if resume else "",
+        "start_step": counter.start_step, "steps_run": counter.steps_run,
+        "device": str(trainer.args.device), "dtype": "bfloat16" if trainer.args.bf16 else "float32",
+    }
+    run = {"base_model": info.hub_id, "base_model_revision": info.revision,
+           "dataset_repo": cfg.dataset_repo, "dataset_revision": cfg.dataset_revision,
+           "dataset_config": cfg.dataset_config, "config": dataclasses.asdict(cfg), "metrics": metrics}
+    (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    return metrics
+
+
+def _point_adapter_at_hub(out: Path, hub_id: str) -> None:
+    """adapter_config.json names the base model's Hub id, not the local dir it was loaded from."""
+    path = out / "adapter_config.json"
+    data = json.loads(path.read_text())
+    data["base_model_name_or_path"] = hub_id
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def train_command(cfg: TrainConfig) -> dict:
+    """``qup train``: load ``cfg.data``, train, and summarise where the adapter went."""
+    ds = load_traces(cfg.data)
+    if len(ds) == 0:
+        raise TrainDataError(f"no training rows in {cfg.data}")
+    metrics = train(ds, cfg)
+    summary = {k: v for k, v in metrics.items() if k != "losses"}
+    return {"adapter": str(Path(cfg.out)), "run_file": str(Path(cfg.out) / RUN_FILE),
+            "data": cfg.data, "metrics": summary}
