@@ -16,7 +16,7 @@ class Inner:
 
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("k: 8\ntemperature: 1\nstop: ['\\n\\n']\n")
+    path.write_text('k: 8\ntemperature: 1\nstop: ["\\n\\n"]\n')
     cfg = load_config(Inner, path, {"k": 2})
     assert (cfg.k, cfg.temperature, cfg.stop, cfg.limit) == (2, 1.0, ["\n\n"], None)
 

@@ -1,9 +1,10 @@
 """Reading and writing stage outputs: every stage saves ``out/data`` with ``save_to_disk``."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from datasets import Dataset, load_from_disk
+from datasets import Dataset, Features, load_from_disk
 
 
 def save(ds: Dataset, out: str | Path) -> None:
@@ -15,11 +16,19 @@ def load(path: str | Path) -> Dataset:
     """Load a stage output dir (``out/data``), a ``save_to_disk`` dir, or a .parquet/.jsonl file."""
     path = Path(path)
     if (path / "data" / "state.json").is_file():
-        return load_from_disk(str(path / "data"))
+        path = path / "data"
     if (path / "state.json").is_file():
+        if not json.loads((path / "state.json").read_text())["_data_files"]:  # empty: datasets can't reload
+            info = json.loads((path / "dataset_info.json").read_text())
+            return empty(Features.from_dict(info["features"]))
         return load_from_disk(str(path))
     if path.suffix == ".parquet" and path.is_file():
         return Dataset.from_parquet(str(path))
     if path.suffix in (".jsonl", ".json") and path.is_file():
         return Dataset.from_json(str(path))
     raise FileNotFoundError(f"no dataset at {path} (expected a stage output dir, parquet or jsonl)")
+
+
+def empty(features: Features) -> Dataset:
+    """A 0-row dataset with ``features`` (``Dataset.from_list([])`` loses them)."""
+    return Dataset.from_dict({k: [] for k in features}, features=features)

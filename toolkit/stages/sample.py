@@ -23,7 +23,7 @@ from ..generation import Generator, Request, SamplingParams, make_generator
 from ..prompts import load_prompt
 from ..schema import TRACE, empty_trace
 from ..sources import SourceConfig, load_problems
-from .io import save
+from .io import empty, save
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +137,7 @@ def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
         ds.to_parquet(str(tmp))
         tmp.replace(path)  # atomic: a killed run never leaves a half-written shard
         shards.append(ds)
-    return concatenate_datasets(shards) if shards else Dataset.from_list([], features=TRACE)
+    return concatenate_datasets(shards) if shards else empty(TRACE)
 
 
 def _check_shard_config(shard_dir: Path, cfg: SampleConfig) -> None:
