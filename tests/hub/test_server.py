@@ -297,3 +297,12 @@ def _ok(url):
         return httpx.get(url).status_code in (200, 401)
     except httpx.HTTPError:
         return False
+
+
+def test_create_repo_exist_ok_like_the_hub(api):
+    first = api.create_repo("alice/again", repo_type="dataset")
+    again = api.create_repo("alice/again", repo_type="dataset", exist_ok=True)
+    assert again.repo_id == first.repo_id == "alice/again"
+    from huggingface_hub.errors import HfHubHTTPError
+    with pytest.raises(HfHubHTTPError, match="already created"):
+        api.create_repo("alice/again", repo_type="dataset")

@@ -105,8 +105,9 @@ def create_repo(ctx) -> Response:
         ctx.storage.create_repo(repo_type, repo_id, private=private, sdk=data.get("sdk"),
                                 author=ctx.user or "anonymous")
     except HubError as e:
-        if e.status == 409:
-            raise HubError(409, f"You already created this {repo_type} repo: {repo_id}") from None
+        if e.status == 409:  # like the Hub: the body still names the repo's url (create_repo(exist_ok))
+            raise HubError(409, f"You already created this {repo_type} repo: {repo_id}",
+                           extra={"url": repo_url(ctx, repo_type, repo_id)}) from None
         raise
     url = repo_url(ctx, repo_type, repo_id)
     return JSONResponse({"url": url, "name": repo_id, "id": repo_id})

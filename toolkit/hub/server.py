@@ -73,7 +73,7 @@ def error_response(e: HubError) -> Response:
     headers = {"X-Error-Message": e.message.encode("ascii", "replace").decode()}
     if e.code:
         headers["X-Error-Code"] = e.code
-    return JSONResponse({"error": e.message}, status_code=e.status, headers=headers)
+    return JSONResponse({**e.extra, "error": e.message}, status_code=e.status, headers=headers)
 
 
 class HubApp:

@@ -51,9 +51,10 @@ _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 class HubError(ValueError):
     """An error answered to the client: HTTP ``status``, Hub ``code`` (X-Error-Code) and message."""
 
-    def __init__(self, status: int, message: str, code: str | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, extra: dict | None = None):
         super().__init__(message)
         self.status, self.message, self.code = status, message, code
+        self.extra = extra or {}  # more JSON fields of the error body (e.g. the repo "url" on 409)
 
 
 def repo_not_found(repo_id: str) -> HubError:
