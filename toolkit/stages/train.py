@@ -17,6 +17,8 @@ Example:
 """
 from __future__ import annotations
 
+import hashlib
+
 import dataclasses
 import json
 import logging
@@ -33,8 +35,9 @@ LINEAR_PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 REQUIRED_COLUMNS = ("question", "completion", "prompt_id", "trace_id")
 
 
-class TrainDataError(ValueError):
-    """The training data is missing, empty or has a row that cannot be turned into an example."""
+class TrainDataError(ConfigError):
+    """The training data is missing, empty or has a row that cannot be turned into an example
+    (a ``ConfigError``, so ``qup`` prints it as one line)."""
 
 
 @dataclass
@@ -117,7 +120,8 @@ def to_chat(ds):
 
 
 def load_traces(path: str):
-    """The trace dataset at ``path`` (a stage output dir, ``save_to_disk`` dir, parquet or jsonl)."""
+    """The trace dataset at ``path``: a stage output dir (``path/data``), a ``save_to_disk`` dir,
+    or a .parquet/.jsonl file."""
     from .io import load
 
     if not Path(path).exists():
@@ -125,7 +129,7 @@ def load_traces(path: str):
     try:
         return load(path)
     except FileNotFoundError as e:
-        raise TrainDataError(str(e)) from None
+        raise TrainDataError(f"training data: {e}") from None
 
 
 # ------------------------------------------------------------------------------------ trainer
@@ -174,7 +178,7 @@ def build_trainer(ds, cfg: TrainConfig, callbacks=None):
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, seed=cfg.seed,
         data_seed=cfg.seed, warmup_steps=cfg.warmup_ratio, logging_steps=cfg.logging_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        completion_only_loss=True, packing=False, gradient_checkpointing=False,
+        completion_only_loss=True, packing=False, activation_checkpointing=False,
         bf16=bf16, fp16=False, use_cpu=not cuda, report_to="none", push_to_hub=False,
         model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
     )
@@ -248,5 +252,7 @@ def train_command(cfg: TrainConfig) -> dict:
         raise TrainDataError(f"no training rows in {cfg.data}")
     metrics = train(ds, cfg)
     summary = {k: v for k, v in metrics.items() if k != "losses"}
+    weights = (Path(cfg.out) / "adapter_model.safetensors").read_bytes()
     return {"adapter": str(Path(cfg.out)), "run_file": str(Path(cfg.out) / RUN_FILE),
-            "data": cfg.data, "metrics": summary}
+            "adapter_sha256": hashlib.sha256(weights).hexdigest(), "data": cfg.data,
+            "metrics": summary}
