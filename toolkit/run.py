@@ -1,6 +1,7 @@
 """``qup run``: string the stages together from a YAML recipe. Nothing else lives here.
 
-Stages: sample → verify (the ``self`` variant) → rft → train + evaluate per variant → report.
+Stages: sample → verify (the ``self`` variant) → rft → publish data → train + evaluate + publish
+adapter per variant → report.
 A recipe names the model, the training and held-out problem slices, and one section per stage
 (the keys of that stage's config dataclass). Each finished stage leaves a marker with its config
 in its output dir, so re-running a recipe skips what is done and resumes what is not.
@@ -12,13 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
 from .config import ConfigError, from_dict, load_config
 from .sources import SourceConfig, load_problems
+from .stages import publish as publishing
 from .stages.evaluate import EvaluateConfig, evaluate_command
 from .stages.io import load
 from .stages.report import write_report
@@ -40,6 +42,15 @@ class Slice:
 
 
 @dataclass
+class HubSection:
+    """Where the run publishes: ``url`` (else ``HF_ENDPOINT``, else an embedded Hub under the run dir)."""
+    publish: bool = True
+    url: str = ""
+    org: str = "qup"
+    private: bool = False
+
+
+@dataclass
 class RunConfig:
     name: str
     train_problems: Slice
@@ -50,6 +61,7 @@ class RunConfig:
     rft: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     evaluate: dict[str, Any] = field(default_factory=dict)
+    hub: HubSection = field(default_factory=HubSection)
 
     def __post_init__(self):
         unknown = sorted(set(self.variants) - {"self", "rft"})
@@ -95,11 +107,11 @@ def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     return out
 
 
-def _once(out: str, cfg: Any, fn: Callable[[Any], dict]) -> dict:
+def _once(out: str, cfg: Any, fn: Callable[[Any], dict], force: bool = False) -> dict:
     """Run ``fn(cfg)`` unless ``out`` holds a marker from the same config; return its result."""
     marker = Path(out) / MARKER
     want = json.loads(json.dumps(asdict(cfg), default=str))
-    if marker.is_file():
+    if marker.is_file() and not force:
         done = json.loads(marker.read_text())
         if done.get("config") == want:
             log.info("%s: done already, skipping", out)
@@ -108,6 +120,16 @@ def _once(out: str, cfg: Any, fn: Callable[[Any], dict]) -> dict:
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps({"config": want, "result": result}, indent=2, default=str))
     return result
+
+
+def _marker_field(out: str, key: str):
+    marker = Path(out) / MARKER
+    return json.loads(marker.read_text()).get(key) if marker.is_file() else None
+
+
+def _set_marker_field(out: str, key: str, value) -> None:
+    marker = Path(out) / MARKER
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), key: value}, indent=2, default=str))
 
 
 def _data_stats(path: str) -> dict:
@@ -134,15 +156,28 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
     _once(stages["rft"].out, stages["rft"], rft_command)
     data = {"self": _data_stats(str(run / "self")), "rft": _data_stats(str(run / "rft"))}
     evaluations = {"base": _once(stages["evaluate:base"].out, stages["evaluate:base"], evaluate_command)}
-    for v in cfg.variants:
-        if data[v]["rows"] == 0:
-            raise ConfigError(f"variant {v!r} has no rows to train on (see {run / v}); sample more "
-                              "problems or traces (sample.k), or train on another variant")
-        _once(stages[f"train:{v}"].out, stages[f"train:{v}"], train_command)
-        evaluations[v] = _once(stages[f"evaluate:{v}"].out, stages[f"evaluate:{v}"], evaluate_command)
+    with publishing.hub_session(cfg.hub, run) as hub:
+        published = []
+        if hub:
+            published.append(publishing.publish_variants(hub, cfg, stages, run))
+        for v in cfg.variants:
+            if data[v]["rows"] == 0:
+                raise ConfigError(f"variant {v!r} has no rows to train on (see {run / v}); sample more "
+                                  "problems or traces (sample.k), or train on another variant")
+            train_cfg = stages[f"train:{v}"]
+            if hub:  # the adapter's card names the exact dataset repo, config and revision
+                train_cfg = replace(train_cfg, dataset_repo=published[0]["repo"], dataset_config=v,
+                                    dataset_revision=published[0]["revision"])
+            trained = _once(train_cfg.out, train_cfg, train_command)
+            ev = stages[f"evaluate:{v}"]
+            evaluations[v] = _once(ev.out, ev, evaluate_command,  # a retrained adapter is re-evaluated
+                                   force=trained["adapter_sha256"] != _marker_field(ev.out, "adapter_sha256"))
+            _set_marker_field(ev.out, "adapter_sha256", trained["adapter_sha256"])
+            if hub:
+                published.append(publishing.publish_trained(hub, cfg, v, train_cfg.out, evaluations[v]))
     summary = {"name": cfg.name, "model": cfg.model, "run_dir": str(run),
                "eval_source": f"{cfg.eval_problems.source}/{cfg.eval_problems.split}",
-               "data": data, "evaluations": evaluations}
+               "data": data, "evaluations": evaluations, "published": published}
     summary["report"] = str(write_report(run, summary))
     (run / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_table(summary)

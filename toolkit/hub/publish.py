@@ -231,16 +231,18 @@ def _publish(hub: _Hub, private: bool, tag: str | None, message: str,
 
 # ----------------------------------------------------------------------------- datasets
 def _load_variant(name: str, data):
-    from datasets import Dataset, load_from_disk
+    from datasets import Dataset
+
+    from ..stages.io import load
     if not _NAME_RE.match(name) or name == "default":
         raise PublishError(f"invalid variant name {name!r} (letters, digits, _ . -; not 'default')")
     if not isinstance(data, Dataset):
         if not Path(data).exists():
             raise PublishError(f"variant {name}: dataset dir {data} not found")
         try:
-            data = load_from_disk(str(data))
+            data = load(data)  # a stage output dir, a save_to_disk dir, parquet or jsonl
         except Exception as e:  # datasets raises several types for a bad dir
-            raise PublishError(f"variant {name}: cannot load {data} with load_from_disk: {e}") from e
+            raise PublishError(f"variant {name}: cannot load {data}: {e}") from e
         if not isinstance(data, Dataset):
             raise PublishError(f"variant {name}: {data} is a DatasetDict, expected one Dataset")
     missing = [c for c in REQUIRED_COLUMNS if c not in data.column_names]

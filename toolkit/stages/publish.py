@@ -1,0 +1,91 @@
+"""``publish`` inside a run: the variants as one Hub dataset, each adapter as a Hub model.
+
+The run publishes to ``hub.url``, else ``HF_ENDPOINT`` (with ``HF_TOKEN``), else an embedded Hub
+it starts under ``<run_dir>/hub`` with a fresh write token that is never printed or stored.
+Repo names: ``<org>/qup-<source>-<model>`` (dataset, one config per variant) and
+``<org>/qup-<source>-<model>-<variant>-lora`` (adapters). Tags: see :mod:`toolkit.hub.publish`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from ..models import model_info
+
+
+@dataclass
+class Hub:
+    endpoint: str
+    token: str | None
+    org: str
+    private: bool
+    embedded: bool
+
+
+@contextlib.contextmanager
+def hub_session(section, run_dir: Path):
+    """Yield a :class:`Hub` to publish to (``None`` when publishing is off)."""
+    if not section.publish:
+        yield None
+        return
+    url = section.url or os.environ.get("HF_ENDPOINT", "")
+    if url:
+        yield Hub(url, os.environ.get("HF_TOKEN"), section.org, section.private, embedded=False)
+        return
+    from ..hub import HubServer
+    token = "hf_qup_" + secrets.token_hex(16)
+    with HubServer(run_dir / "hub", tokens={section.org: (token, "write")}) as server:
+        yield Hub(server.url, token, section.org, section.private, embedded=True)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-")
+
+
+def dataset_repo(hub: Hub, cfg) -> str:
+    model = model_info(cfg.model).hub_id.split("/")[-1]
+    return f"{hub.org}/qup-{_slug(Path(cfg.train_problems.source).name)}-{_slug(model)}"
+
+
+def publish_variants(hub: Hub, cfg, stages: dict, run_dir: Path) -> dict:
+    """Publish ``self`` and ``rft`` as configs of the run's dataset repo (one commit, tagged)."""
+    from ..hub.publish import publish_dataset
+
+    info = model_info(cfg.model)
+    sample, rft = stages["sample"], stages["rft"]
+    provenance = {
+        "slm": {"model": info.hub_id, "revision": info.revision},
+        "endpoint_kind": "local engine" if sample.backend == "local" else f"{sample.api} endpoint",
+        "prompt_template": sample.prompt,
+        "sampling": {k: getattr(sample, k) for k in ("k", "temperature", "top_p", "top_k",
+                                                      "max_new_tokens", "stop", "seed")},
+        "verifier": "toolkit.answers (math-verify)",
+        "filters": {"rft": {"correct_only": True, "max_per_problem": rft.max_per_problem,
+                            "near_dup_threshold": rft.near_dup_threshold}},
+        "toolkit_version": version("qup-toolkit"),
+    }
+    tp = cfg.train_problems
+    source_info = {"dataset": tp.source, "split": tp.split,
+                   "slice": f"offset {tp.offset}, limit {tp.limit}"}
+    repo = dataset_repo(hub, cfg)
+    result = publish_dataset(repo, {"self": str(run_dir / "self"), "rft": str(run_dir / "rft")},
+                             token=hub.token, endpoint=hub.endpoint, private=hub.private,
+                             provenance=provenance, source_info=source_info)
+    return {"what": "dataset (self, rft)", "repo": repo, "revision": result.tag,
+            "commit": result.commit_sha, "url": result.url}
+
+
+def publish_trained(hub: Hub, cfg, variant: str, adapter_dir: str, metrics: dict) -> dict:
+    """Publish one trained adapter with its model card and held-out evaluation."""
+    from ..hub.publish import publish_adapter
+
+    repo = f"{dataset_repo(hub, cfg)}-{_slug(variant)}-lora"
+    result = publish_adapter(repo, adapter_dir, token=hub.token, endpoint=hub.endpoint,
+                             private=hub.private, eval_results=[metrics])
+    return {"what": f"adapter ({variant})", "repo": repo, "revision": result.tag,
+            "commit": result.commit_sha, "url": result.url}
