@@ -1,8 +1,8 @@
 """``train`` stage: real TRL SFTTrainer + PEFT steps on the tiny random model (CPU, fp32)."""
 from __future__ import annotations
 
+import hashlib
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -128,6 +128,7 @@ def test_train_command_writes_adapter_and_resumes(tiny_model, tmp_path, capsys):
     assert adapter_cfg["base_model_name_or_path"] == "qup/tiny-random-llama"
     assert adapter_cfg["r"] == 16 and set(adapter_cfg["target_modules"]) >= {"q_proj", "down_proj"}
     assert (out / "adapter_model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert first["adapter_sha256"] == hashlib.sha256((out / "adapter_model.safetensors").read_bytes()).hexdigest()
 
     # Interrupted-then-extended: the second run resumes from checkpoint-4 and runs only 2 steps.
     second = train_command(load_config(TrainConfig, {
@@ -169,7 +170,7 @@ def tiny_model_with_eos(tiny_model, tmp_path_factory) -> str:
 
 def test_overfit_reproduces_completion_and_stops(tiny_model_with_eos, tmp_path):
     question, completion = EXAMPLES[0]
-    cfg = TrainConfig(model=tiny_model_with_eos, data="mem", out=str(tmp_path / "a"), max_steps=30,
+    cfg = TrainConfig(model=tiny_model_with_eos, data="mem", out=str(tmp_path / "a"), max_steps=24,
                       learning_rate=1e-2, lora_dropout=0.0, batch_size=1, logging_steps=5)
     metrics = train(traces([EXAMPLES[0]]), cfg)
     assert metrics["last_loss"] < metrics["first_loss"]

@@ -17,9 +17,8 @@ Example:
 """
 from __future__ import annotations
 
-import hashlib
-
 import dataclasses
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -222,7 +221,9 @@ def train(ds, cfg: TrainConfig) -> dict:
     trainable, total = model.get_nb_trainable_parameters()
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     metrics = {
-        "train_loss": result.training_loss, "train_runtime": result.metrics.get("train_runtime"),
+        # mean loss of the steps this invocation ran (None when a finished run is re-run)
+        "train_loss": result.training_loss if counter.steps_run else None,
+        "train_runtime": result.metrics.get("train_runtime"),
         "train_samples": len(ds), "steps": trainer.state.global_step, "epochs": trainer.state.epoch,
         "trainable_params": trainable, "total_params": total, "truncated_rows": truncated,
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
