@@ -101,7 +101,15 @@ class Batcher:
                 self._cond.wait(timeout=0.5)
             if self._stop:
                 return []
-        time.sleep(self.gather_s)  # let requests sent together arrive together
+        # let requests sent together arrive together: wait while the queue still grows (<= 50 ms)
+        seen, deadline = 0, time.monotonic() + 10 * self.gather_s
+        while time.monotonic() < deadline:
+            with self._cond:
+                now = len(self._queue)
+            if now == seen or now >= self.max_batch_size:
+                break
+            seen = now
+            time.sleep(self.gather_s)
         with self._cond:
             adapter = self._queue[0].request.adapter
             batch, rest = [], collections.deque()
