@@ -21,6 +21,12 @@ def test_yaml_then_overrides(tmp_path):
     assert (cfg.k, cfg.temperature, cfg.stop, cfg.limit) == (2, 1.0, ["\n\n"], None)
 
 
+def test_exponent_floats_from_yaml_and_flags():
+    assert load_config(Inner, {"temperature": "1e-2"}).temperature == 0.01
+    with pytest.raises(ConfigError, match="temperature: expected float, got 'hot'"):
+        load_config(Inner, {"temperature": "hot"})
+
+
 def test_unknown_key_is_named(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("kk: 8\n")

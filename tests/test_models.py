@@ -13,6 +13,9 @@ def test_tiny_random_has_smollm2_tokenizer_and_template(tiny_model):
     text = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
                                    add_generation_prompt=True)
     assert text.endswith("<|im_start|>assistant\n")
+    # pad == eos here: the <|im_end|> embedding row must not be zeroed as a padding row, or the
+    # tied output head could never pick it and no trained model would ever stop.
+    assert model.get_input_embeddings().weight[tok.eos_token_id].abs().max() > 0
     info = model_info("tiny-random")
     assert info.path == tiny_model and info.hub_id == "qup/tiny-random-llama"
 

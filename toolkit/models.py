@@ -21,6 +21,7 @@ PROVENANCE = "qup_provenance.json"   # written into every prepared dir: where th
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PRESETS = ("smollm2-135m-instruct", "tiny-random")
+PRESET_VERSION = 2  # bump to rebuild cached presets when prepare() changes
 
 
 class ModelError(ValueError):
@@ -93,15 +94,18 @@ def prepare(name: str, out: str | Path) -> Path:
             vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
             tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.pad_token_id,
         )
+        # pad_token_id is set only after init: as padding_idx it would zero the <|im_end|> row
+        # (pad == eos here), and a tied zero row can never become the argmax: no model could stop.
         model = LlamaForCausalLM(config)
+        model.config.pad_token_id = tok.pad_token_id
         hub_id, revision, origin = "qup/tiny-random-llama", "seed0", "random init, seed 0"
     model.generation_config = GenerationConfig(
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
-    _write_provenance(out, base_model=hub_id, revision=revision, origin=origin, preset=name)
+    _write_provenance(out, base_model=hub_id, revision=revision, origin=origin, preset=name,
+                      preset_version=PRESET_VERSION)
     return out
 
 
@@ -109,7 +113,8 @@ def resolve_model(spec: str) -> str:
     """A preset name (prepared into the cache once), a local dir, or a Hub id, as a loadable path."""
     if spec in PRESETS:
         path = cache_dir() / "models" / spec
-        if not (path / PROVENANCE).is_file():
+        prov = path / PROVENANCE
+        if not prov.is_file() or json.loads(prov.read_text()).get("preset_version") != PRESET_VERSION:
             prepare(spec, path)
         return str(path)
     if Path(spec).exists():

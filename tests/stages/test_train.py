@@ -149,32 +149,13 @@ def test_train_command_writes_adapter_and_resumes(tiny_model, tmp_path, capsys):
     assert diff > 1e-2, diff
 
 
-@pytest.fixture(scope="module")
-def tiny_model_with_eos(tiny_model, tmp_path_factory) -> str:
-    """The tiny model with a random <|im_end|> embedding row.
-
-    tiny-random sets pad_token_id = <|im_end|>, so nn.Embedding(padding_idx=2) zeroes that row, and
-    with tied weights its logit is always 0: no LoRA on the linear layers can make it the argmax.
-    """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    out = tmp_path_factory.mktemp("tiny-eos")
-    model = AutoModelForCausalLM.from_pretrained(tiny_model)
-    emb = model.get_input_embeddings().weight
-    assert emb[IM_END].abs().max() == 0
-    with torch.no_grad():
-        emb[IM_END] = torch.randn(emb.shape[1], generator=torch.Generator().manual_seed(0)) * 0.02
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(out)
-    return str(out)
-
-
-def test_overfit_reproduces_completion_and_stops(tiny_model_with_eos, tmp_path):
+def test_overfit_reproduces_completion_and_stops(tiny_model, tmp_path):
     question, completion = EXAMPLES[0]
-    cfg = TrainConfig(model=tiny_model_with_eos, data="mem", out=str(tmp_path / "a"), max_steps=24,
+    cfg = TrainConfig(model=tiny_model, data="mem", out=str(tmp_path / "a"), max_steps=24,
                       learning_rate=1e-2, lora_dropout=0.0, batch_size=1, logging_steps=5)
     metrics = train(traces([EXAMPLES[0]]), cfg)
     assert metrics["last_loss"] < metrics["first_loss"]
-    model, tok = load_model(tiny_model_with_eos, adapter=cfg.out)
+    model, tok = load_model(tiny_model, adapter=cfg.out)
     enc = tok.apply_chat_template(PROMPT.messages(question), add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)
     out = model.generate(**enc, max_new_tokens=24, do_sample=False)[0, enc["input_ids"].shape[1]:]
