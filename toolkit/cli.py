@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .stages.train import TrainConfig
     from .stages.verify import VerifyConfig
 
-    parser = argparse.ArgumentParser(prog="qup", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="qup", description="QUP toolkit: distil math reasoning into small LMs without the "
+        "Quality-Utility Paradox (sample → verify → rft → train → evaluate → publish).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -187,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "evaluate", cmd_evaluate, "Greedy pass@1 of a model (+ adapter) on held-out problems",
          "qup evaluate --model tiny-random --adapter runs/x/adapter --source ../shared/data/svamp "
          "--limit 20 --out runs/x/eval", EvaluateConfig)
-    p = _add(sub, "run", cmd_run, "Run a whole recipe (sample → rft → train → evaluate → report)",
+    p = _add(sub, "run", cmd_run, "Run a whole recipe (sample → verify → rft → publish → train → evaluate → report)",
              "qup run smoke --run-dir runs/smoke --set sample.k=2")
     p.add_argument("recipe", help="a packaged recipe name (smoke, cpu-demo) or a YAML path")
     p.add_argument("--run-dir", help="where outputs go (default: runs/<recipe name>)")

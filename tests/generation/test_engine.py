@@ -103,3 +103,12 @@ def test_sampling_params_are_validated():
         SamplingParams(max_new_tokens=0)
     with pytest.raises(ValueError, match="top_p"):
         SamplingParams(top_p=1.5)
+
+
+def test_tiny_top_p_and_top_k_1_reduce_to_greedy(engine):
+    prompt = _prompt(engine)
+    greedy = engine.generate([Request(prompt, SamplingParams(max_new_tokens=10, do_sample=False))],
+                             progress=False)[0]
+    for params in (SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1e-6, seed=3),
+                   SamplingParams(max_new_tokens=10, temperature=1.0, top_k=1, seed=4)):
+        assert engine.generate([Request(prompt, params)], progress=False)[0].text == greedy.text

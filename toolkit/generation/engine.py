@@ -138,7 +138,8 @@ class LocalEngine:
                 if cache.get_seq_length() > 0:
                     position_ids = position_ids[:, -input_ids.shape[1]:]
                 logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                    past_key_values=cache, use_cache=True).logits[:, -1, :].float()
+                                    past_key_values=cache, use_cache=True,
+                                    logits_to_keep=1).logits[:, -1, :].float()  # no prefill lm_head
                 logprobs = torch.log_softmax(logits, dim=-1)
                 next_ids, keep = [], []
                 for b, ri in enumerate(active):
@@ -173,10 +174,13 @@ class LocalEngine:
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, dim=-1)
         if p.top_p < 1.0:
-            sorted_p, sorted_i = torch.sort(probs, descending=True)
-            drop = sorted_p.cumsum(-1) - sorted_p > p.top_p
-            sorted_p[drop] = 0
-            probs = torch.zeros_like(probs).scatter(0, sorted_i, sorted_p)
+            # The nucleus almost always lies in the top 1024 tokens: a top-k is far cheaper than
+            # sorting the whole vocabulary; fall back to the full sort when it does not.
+            top_p, top_i = torch.topk(probs, min(1024, probs.numel()))
+            if top_p.sum() < p.top_p:
+                top_p, top_i = torch.sort(probs, descending=True)
+            top_p = top_p.masked_fill(top_p.cumsum(-1) - top_p > p.top_p, 0)
+            return int(top_i[torch.multinomial(top_p.cpu(), 1, generator=g)])
         return int(torch.multinomial(probs.cpu(), 1, generator=g))
 
     def _check_finish(self, row: _Row, tok: int) -> None:
