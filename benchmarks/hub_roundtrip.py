@@ -4,13 +4,17 @@ Publishes ``{"rft": ds}`` to the embedded Hub (in this process, a background thr
 ``publish_dataset`` and loads it back with ``load_dataset(repo, "rft", revision=tag)``; then
 ``ds.to_parquet`` + ``load_dataset("parquet", data_files=...)`` locally. Both loads use a fresh
 cache dir, so both pay parquet -> arrow conversion. Target: hub (publish + load) <= 2x local
-(write + read). MB/s is parquet megabytes (10^6 bytes) per second.
+(write + read). MB/s is parquet megabytes (10^6 bytes) per second. A 50-row round trip on both
+sides first (untimed) takes one-time imports out; then ``--repeats`` runs, each publishing new
+bytes (one cell differs) to a new repo, sides in alternating order, and the medians are
+compared (the machine is shared).
 
 Run: ``.venv/bin/python benchmarks/hub_roundtrip.py [--rows 100000 --k 16]``
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import json
 import os
@@ -102,34 +106,43 @@ def fingerprint(ds) -> tuple[int, str]:
 
 
 def timed(fn):
+    gc.collect()  # garbage of the previous step is not charged to this one
     start = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - start
 
 
-def round_trips(ds, tmp: Path, url: str, tag: str) -> dict:
+def round_trips(ds, tmp: Path, url: str, tag: str, hub_first: bool = False) -> dict:
     """One local write+read and one hub publish+load of ``ds`` (new repo, fresh caches)."""
     from datasets import load_dataset
 
     from toolkit.hub.publish import publish_dataset
     local = tmp / f"local-{tag}" / "train-00000-of-00001.parquet"
     local.parent.mkdir()
-    _, lw = timed(lambda: ds.to_parquet(str(local)))
-    loc, lr = timed(lambda: load_dataset("parquet", data_files=str(local), split="train",
-                                         cache_dir=str(tmp / f"cache-local-{tag}")))
     repo = f"{REPO}-{tag}"
-    res, pub = timed(lambda: publish_dataset(repo, {"rft": ds}, token=TOKEN, endpoint=url))
-    hub, hl = timed(lambda: load_dataset(repo, "rft", revision=res.tag, split="train",
-                                         cache_dir=str(tmp / f"cache-hub-{tag}")))
-    return {"publish": pub, "load": hl, "write": lw, "read": lr, "local_ds": loc, "hub_ds": hub,
-            "bytes": local.stat().st_size, "hub_tag": res.tag}
+    out = {"bytes": 0}
+
+    def local_side():
+        _, out["write"] = timed(lambda: ds.to_parquet(str(local)))
+        out["local_ds"], out["read"] = timed(lambda: load_dataset(
+            "parquet", data_files=str(local), split="train", cache_dir=str(tmp / f"cache-local-{tag}")))
+        out["bytes"] = local.stat().st_size
+
+    def hub_side():
+        res, out["publish"] = timed(lambda: publish_dataset(repo, {"rft": ds}, token=TOKEN,
+                                                            endpoint=url))
+        out["hub_ds"], out["load"] = timed(lambda: load_dataset(
+            repo, "rft", revision=res.tag, split="train", cache_dir=str(tmp / f"cache-hub-{tag}")))
+    for side in ((hub_side, local_side) if hub_first else (local_side, hub_side)):
+        side()
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=100_000)
     ap.add_argument("--k", type=int, default=16, help="samples per problem")
-    ap.add_argument("--repeats", type=int, default=3, help="round trips per side; medians shown")
+    ap.add_argument("--repeats", type=int, default=5, help="round trips per side; medians shown")
     ap.add_argument("--target", type=float, default=2.0)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="qup-hub-bench-"))
@@ -154,7 +167,7 @@ def main() -> None:
             cols["params"][0] = json.dumps({"repeat": i})  # new bytes: a full LFS upload each time
             ds = Dataset.from_dict(cols, features=TRACE)
             want = fingerprint(ds)
-            r = round_trips(ds, tmp, server.url, str(i))
+            r = round_trips(ds, tmp, server.url, str(i), hub_first=i % 2 == 1)  # alternate
             r["ok"] = want == fingerprint(r.pop("local_ds")) == fingerprint(r.pop("hub_ds"))
             r["fingerprint"] = want
             runs.append(r)
