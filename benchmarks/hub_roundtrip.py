@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -146,6 +147,16 @@ def main() -> None:
     ap.add_argument("--target", type=float, default=2.0)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="qup-hub-bench-"))
+    try:
+        ok = bench(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # ~2 GB of arrow caches at the defaults
+    if not ok:
+        sys.exit(1)
+
+
+def bench(args, tmp: Path) -> bool:
+    """Warm-up, ``args.repeats`` round trips on both sides, print the figures; True when verified."""
     # Fresh hub cache and datasets caches; huggingface_hub reads these (and HF_ENDPOINT) at import.
     os.environ.update(HF_HOME=str(tmp / "hf_home"), HF_HUB_DISABLE_XET="1", HF_TOKEN=TOKEN,
                       HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1",
@@ -198,8 +209,7 @@ def main() -> None:
           f"{'MET' if ratio <= args.target else 'MISSED'})")
     print(f"verify                {len(runs)} runs, rows and sha256(trace_id, completion) "
           f"{runs[-1]['fingerprint']} equal after both loads: {'OK' if ok else 'MISMATCH'}")
-    if not ok:
-        sys.exit(1)
+    return ok
 
 
 if __name__ == "__main__":
