@@ -51,7 +51,7 @@ def cmd_models_prepare(args):
 
 
 def cmd_sample(args):
-    from .stages.sample import SampleConfig, sample_command
+    from .stages.sample import sample_command
     _print_json(sample_command(_cfg(args)))
 
 
@@ -61,17 +61,17 @@ def cmd_verify(args):
 
 
 def cmd_rft(args):
-    from .stages.rft import RftConfig, rft_command
+    from .stages.rft import rft_command
     _print_json(rft_command(_cfg(args)))
 
 
 def cmd_train(args):
-    from .stages.train import TrainConfig, train_command
+    from .stages.train import train_command
     _print_json(train_command(_cfg(args)))
 
 
 def cmd_evaluate(args):
-    from .stages.evaluate import EvaluateConfig, evaluate_command
+    from .stages.evaluate import evaluate_command
     _print_json(evaluate_command(_cfg(args)))
 
 
@@ -152,7 +152,6 @@ def cmd_publish_adapter(args):
     _print_json(result.__dict__)
 
 def build_parser() -> argparse.ArgumentParser:
-    from .run import RunConfig
     from .sources import SourceConfig
     from .stages.evaluate import EvaluateConfig
     from .stages.rft import RftConfig

@@ -5,14 +5,13 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from toolkit.config import ConfigError
 from toolkit.generation.engine import LocalEngine
 from toolkit.schema import TRACE
-from toolkit.sources import SourceConfig, load_problems
+from toolkit.sources import load_problems
 from toolkit.stages.io import load
 from toolkit.stages.sample import SampleConfig, sample, trace_seed
 

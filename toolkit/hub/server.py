@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import threading
-import time
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
@@ -26,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from ..background import BackgroundServer
 from . import routes_api, routes_files
 from .storage import HubError, Storage, repo_not_found
 
@@ -133,46 +132,14 @@ class HubApp:
         return await run_in_threadpool(routes_files.handle, ctx)
 
 
-class HubServer:
+class HubServer(BackgroundServer):
     """Serve a Hub-compatible API from ``root`` in a background thread (see module docstring)."""
 
     def __init__(self, root, host: str = "127.0.0.1", port: int = 0,
                  tokens: dict[str, tuple[str, str]] | None = None):
         self.root = Path(root)
-        self.host, self.port = host, port
         self.app = HubApp(self.root, tokens)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 30) -> "HubServer":
-        config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning",
-                                lifespan="off", access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True, name="qup-hub-server")
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"hub server failed to start on {self.host}:{self.port}")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = None
-
-    def __enter__(self) -> "HubServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        super().__init__(self.app, host, port)
 
 
 def parse_tokens(specs: list[str] | None) -> dict[str, tuple[str, str]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 import uuid
 from typing import Callable
@@ -24,6 +23,7 @@ from starlette.requests import Request as HTTPRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..background import BackgroundServer
 from ..generation.engine import LocalEngine
 from .batcher import Batcher, Job
 from .params import Limits, Parsed, ValidationError, parse_chat, parse_generate
@@ -230,7 +230,7 @@ class _App:
                 Route("/metrics", self.metrics)]
 
 
-class TGIServer:
+class TGIServer(BackgroundServer):
     """Serve ``model`` (+ LoRA ``adapters``: name -> dir) over TGI's HTTP API in a background thread.
 
     ``wrap_app`` (tests only) wraps the ASGI app, e.g. with a fault-injecting middleware.
@@ -239,47 +239,23 @@ class TGIServer:
     def __init__(self, model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
                  port: int = 0, max_batch_size: int = 16,
                  wrap_app: Callable | None = None):
-        self.host, self.port = host, port
         self.engine = LocalEngine(model, adapters=adapters, batch_size=max_batch_size)
         self.batcher = Batcher(self.engine, max_batch_size=max_batch_size)
         self.app = Starlette(routes=_App(self.engine, self.batcher).routes())
-        self.asgi = wrap_app(self.app) if wrap_app else self.app
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        super().__init__(wrap_app(self.app) if wrap_app else self.app, host, port)
 
     @property
     def metrics(self):
         return self.batcher.metrics
 
-    def start(self) -> "TGIServer":
+    def start(self, timeout: float = 30) -> "TGIServer":
         self.batcher.start()
-        config = uvicorn.Config(self.asgi, host=self.host, port=self.port, log_level="warning")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise OSError(f"server could not start on {self.host}:{self.port}")
-            time.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
-        return self
+        return super().start(timeout)
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(timeout=10)
-            self._server = None
+            super().stop()
             self.batcher.stop()
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def serve(model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
