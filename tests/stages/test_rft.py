@@ -51,3 +51,20 @@ def test_unverifiable_gold_is_never_correct():
 def test_config_is_validated():
     with pytest.raises(ConfigError, match="max_per_problem"):
         RftConfig(max_per_problem=0)
+
+
+def test_verify_and_rft_commands(tmp_path, capsys):
+    import json
+
+    from toolkit.cli import main
+    from toolkit.stages.io import load, save
+    save(traces({"p1": [BASE, "The answer is: 8"], "p2": ["The answer is: 7"]}), tmp_path / "samples")
+    assert main(["verify", "--traces", str(tmp_path / "samples"), "--out", str(tmp_path / "self")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert (summary["rows"], summary["correct"], summary["problems_solved"]) == (3, 2, 2)
+    assert main(["rft", "--traces", str(tmp_path / "self"), "--out", str(tmp_path / "rft"),
+                 "--max-per-problem", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["rft_rows"] == 2
+    assert load(tmp_path / "rft")["trace_id"] == ["p1#0", "p2#0"]
+    assert main(["rft", "--traces", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
+    assert "no dataset at" in capsys.readouterr().err
