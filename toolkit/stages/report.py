@@ -46,14 +46,14 @@ def _plot(evals: dict, path: Path) -> None:
 
     names = list(evals)
     acc = [100 * evals[n]["accuracy"] for n in names]
-    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(names), 3.2))
+    fig, ax = plt.subplots(figsize=(2.4 + 1.2 * len(names), 3.2))
     bars = ax.bar(names, acc, color=["#888"] + ["#f4a300"] * (len(names) - 1))
     for b, n in zip(bars, names):
         ax.annotate(f"{evals[n]['correct']}/{evals[n]['total']}", (b.get_x() + b.get_width() / 2,
                     b.get_height()), ha="center", va="bottom", fontsize=9)
     ax.set_ylabel("pass@1 (%)")
     ax.set_ylim(0, max(acc + [1]) * 1.3)
-    ax.set_title("held-out accuracy: base vs trained variants")
+    ax.set_title("held-out pass@1")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
