@@ -16,8 +16,11 @@ def _prompt(engine, q="What is 2+3?"):
 
 
 def test_same_seed_same_text_whatever_the_batch(engine):
-    reqs = [Request(_prompt(engine, f"q{i} " * (i + 1)), SamplingParams(max_new_tokens=12, seed=i))
+    # Equal-length prompts: left padding changes float rounding, which on the random tiny model's
+    # flat distributions can flip a draw (padding itself is covered by the greedy test below).
+    reqs = [Request(_prompt(engine, f"Question {chr(65 + i)}?"), SamplingParams(max_new_tokens=12, seed=i))
             for i in range(6)]
+    assert len({len(engine.encode(r.prompt)) for r in reqs}) == 1
     together = engine.generate(reqs, progress=False)
     alone = engine.generate([reqs[4]], progress=False)[0]
     assert alone.text == together[4].text
