@@ -53,7 +53,6 @@ EVAL = Features({
     "adapter": Value("string"),
 })
 
-VARIANTS = ("self", "rft", "oracle_synth", "oracle_refine", "style_aligned")
 
 
 def empty_trace() -> dict:
