@@ -117,7 +117,7 @@ def round_trips(ds, tmp: Path, url: str, tag: str, hub_first: bool = False) -> d
     """One local write+read and one hub publish+load of ``ds`` (new repo, fresh caches)."""
     from datasets import load_dataset
 
-    from toolkit.hub.publish import publish_dataset
+    from toolkit.publishing.publish import publish_dataset
     local = tmp / f"local-{tag}" / "train-00000-of-00001.parquet"
     local.parent.mkdir()
     repo = f"{REPO}-{tag}"

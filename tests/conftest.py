@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "0")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ALICE, BOB = "hf_alicewritetoken", "hf_bobreadtoken"   # tokens of the `hub` fixture
+VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,6 +56,23 @@ def hub(tmp_path, monkeypatch):
     from toolkit.hub.server import HubServer
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
-    with HubServer(tmp_path / "hub", tokens={"alice": ("hf_alicewritetoken", "write"),
-                                             "bob": ("hf_bobreadtoken", "read")}) as server:
+    with HubServer(tmp_path / "hub", tokens={"alice": (ALICE, "write"),
+                                             "bob": (BOB, "read")}) as server:
         yield server
+
+
+@pytest.fixture
+def api(hub):
+    """``HfApi`` logged in as alice (write token) against the local hub."""
+    from huggingface_hub import HfApi
+    return HfApi(endpoint=hub.url, token=ALICE)
+
+
+@pytest.fixture
+def client_env(hub, tmp_path):
+    """Environment for a client subprocess (datasets, hf CLI) pointed at the local hub as alice."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_"))}
+    env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_TOKEN=ALICE,
+               HF_HOME=str(tmp_path / "hf_home"), HF_DATASETS_CACHE=str(tmp_path / "ds_cache"),
+               HF_HUB_DISABLE_TELEMETRY="1", TOKENIZERS_PARALLELISM="false")
+    return env

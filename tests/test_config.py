@@ -1,9 +1,14 @@
+import re
 from dataclasses import dataclass, field
 
 import pytest
 
-from toolkit.config import ConfigError, load_config
-from toolkit.run import RunConfig, recipe_path, stage_configs
+import argparse
+
+from toolkit.config import ConfigError, add_dataclass_args, load_config, overrides_from_args
+from toolkit.errors import QupError
+from toolkit.run import load_recipe, recipe_path, stage_configs
+from toolkit.sources import SourceConfig
 
 
 @dataclass
@@ -44,9 +49,65 @@ def test_ill_typed_key_is_named():
 def test_recipe_stage_sections_are_validated(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(recipe_path("smoke").read_text().replace("sample: {k: 2", "sample: {kk: 2"))
-    cfg = load_config(RunConfig, bad)
-    with pytest.raises(ConfigError, match=r"recipe smoke: sample: unknown key\(s\) \['kk'\]"):
-        stage_configs(cfg, tmp_path)
+    with pytest.raises(ConfigError, match=r"recipe bad\.sample: unknown key\(s\) \['kk'\]"):
+        load_recipe(str(bad))
+    with pytest.raises(ConfigError, match=r"sample: k must be >= 1"):   # values: before any work
+        stage_configs(load_recipe("smoke", {"sample": {"k": 0}}), tmp_path)
+    with pytest.raises(ConfigError, match=r"rft\.max_per_problem: expected int"):
+        load_recipe("cpu-demo", {"rft": {"max_per_problem": "two"}})
+    with pytest.raises(ConfigError, match=r"unknown variant 'nope'; registered: \['rft', 'self'\]"):
+        load_recipe("smoke", {"variants": ["nope"]})
+
+
+@pytest.mark.parametrize("key, who", [
+    ("sample.model", "top-level `model`"), ("sample.out", "the run dir"),
+    ("sample.source", None), ("evaluate.prompt", "evaluation uses the sampling prompt"),
+    ("train.data", "the variant's dir"), ("train.dataset_revision", "publishing")])
+def test_keys_the_run_owns_are_rejected_not_ignored(key, who):
+    stage, leaf = key.split(".")
+    if who is None:  # a source key belongs in train_problems / eval_problems, not in a stage section
+        with pytest.raises(ConfigError, match=rf"sample: unknown key\(s\) \['source'\]"):
+            load_recipe("smoke", {stage: {leaf: "x"}})
+        return
+    with pytest.raises(ConfigError, match=rf"recipe smoke\.{stage}\.{leaf} is set by the run \(.*{re.escape(who)}"):
+        load_recipe("smoke", {stage: {leaf: "x"}})
+
+
+def test_recipe_keys_are_honoured(tmp_path):
+    cfg = load_recipe("smoke", {"prompt": "p.txt", "model": "m", "dtype": "float32",
+                                "train_problems": {"columns": {"question": "q"}, "config_name": "c"},
+                                "evaluate": {"max_new_tokens": 7}})
+    stages = stage_configs(cfg, tmp_path)
+    assert stages["sample"].prompt == stages["evaluate:self"].prompt == "p.txt"
+    assert stages["sample"].model == stages["train:self"].model == stages["evaluate:base"].model == "m"
+    assert {stages[s].dtype for s in ("sample", "train:self", "evaluate:self")} == {"float32"}
+    assert stages["sample"].problems.columns == {"question": "q"}
+    assert stages["sample"].problems.config_name == "c"
+    assert stages["evaluate:base"].max_new_tokens == 7
+
+
+def test_config_errors_are_qup_errors():
+    assert issubclass(ConfigError, QupError)
+
+
+@dataclass
+class WithHidden:
+    shown: int = field(default=1, metadata={"help": "a shown field"})
+    secret: int = field(default=2, metadata={"help": "internal", "hidden": True})
+    problems: SourceConfig = field(default_factory=SourceConfig)
+
+
+def test_cli_flags_hidden_fields_and_nested_configs():
+    parser = argparse.ArgumentParser()
+    add_dataclass_args(parser, WithHidden)
+    text = parser.format_help()
+    assert "--shown" in text and "--secret" not in text and "internal" not in text
+    assert "--source" in text and "--config-name" in text
+    args = parser.parse_args(["--secret", "5", "--source", "svamp", "--limit", "3"])
+    overrides = overrides_from_args(args)
+    assert overrides == {"secret": 5, "problems": {"source": "svamp", "limit": 3}}
+    cfg = load_config(WithHidden, {}, overrides)
+    assert (cfg.secret, cfg.problems.source, cfg.problems.limit, cfg.problems.split) == (5, "svamp", 3, "test")
 
 
 def test_unknown_recipe_lists_packaged():

@@ -4,7 +4,7 @@ import os
 import subprocess
 import sys
 
-from toolkit.stages.io import load
+from toolkit.io import load
 
 
 def test_qup_run_smoke_end_to_end(tmp_path, shared_data, tiny_model):

@@ -27,13 +27,15 @@ import threading
 from fractions import Fraction
 from pathlib import Path
 
+from .errors import QupError
+
 STATUSES = ("correct", "wrong", "no_answer", "unverifiable_gold", "timeout")
 MAX_ANSWER_CHARS = 1000     # a longer extracted answer is "wrong" without parsing it
 _MAX_NUMBER_CHARS = 400     # longer digit strings skip the exact numeric fast path
 _WORKER_MEMORY = 3 << 30    # address-space cap of the math-verify worker (bytes)
 
 
-class AnswerError(ValueError):
+class AnswerError(QupError, ValueError):
     """An answer or gold answer cannot be used as given (e.g. a bad timeout)."""
 
 

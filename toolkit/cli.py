@@ -13,10 +13,11 @@ import sys
 from typing import Callable
 
 from . import config as C
+from .errors import QupError
 
 
-class UserError(Exception):
-    """Raised for errors the user can fix; printed as one line, exit code 2."""
+class UserError(QupError):
+    """A bad command-line argument; printed as one line, exit code 2 (as every QupError)."""
 
 
 def _add(sub, name: str, fn: Callable, help: str, example: str, cfg_cls=None):
@@ -25,6 +26,8 @@ def _add(sub, name: str, fn: Callable, help: str, example: str, cfg_cls=None):
     if cfg_cls is not None:
         p.add_argument("--config", help="YAML file with this command's config")
         C.add_dataclass_args(p, cfg_cls)
+    elif fn is cmd_variant:
+        p.add_argument("--config", help="YAML file with this variant's options")
     p.set_defaults(fn=fn, cfg_cls=cfg_cls)
     return p
 
@@ -60,9 +63,22 @@ def cmd_verify(args):
     _print_json(verify_command(_cfg(args)))
 
 
-def cmd_rft(args):
-    from .stages.rft import rft_command
-    _print_json(rft_command(_cfg(args)))
+def cmd_variant(args):
+    """``qup <variant> --traces PARENT --out DIR [options]``: build one registered variant."""
+    from .io import load, save
+    from .stages.verify import summary
+    from .variants import get
+    v = get(args.variant)
+    if not args.traces or not args.out:
+        raise UserError(f"{v.name}: --traces (the {v.parent} dir) and --out are required")
+    options = v.options(C.merge(C.read_yaml(args.config) if args.config else {},
+                                C.overrides_from_args(args)), v.name)
+    if v.needs:
+        raise UserError(f"{v.name} needs model role(s) {list(v.needs)}; build it with `qup run`")
+    parent = load(args.traces)
+    ds = v.build(parent, options, {})
+    save(ds, args.out)
+    _print_json({"out": args.out, "variant": v.name, "parent": summary(parent), **summary(ds)})
 
 
 def cmd_train(args):
@@ -122,39 +138,33 @@ def _json_arg(value: str | None, what: str):
 
 
 def cmd_publish_dataset(args):
-    from .hub.publish import PublishError, publish_dataset
+    from .publishing.publish import publish_dataset
     variants = {}
     for item in args.variant:
         name, _, path = item.partition("=")
         if not _ or not name or not path:
             raise UserError(f"--variant expects NAME=DIR (e.g. rft=runs/x/rft), got {item!r}")
         variants[name] = path
-    try:
-        result = publish_dataset(args.repo, variants, endpoint=args.hub_url, private=args.private,
-                                 provenance=_json_arg(args.provenance, "--provenance"),
-                                 source_info=_json_arg(args.source_info, "--source-info"), tag=args.tag)
-    except PublishError as e:
-        raise UserError(str(e)) from None
+    result = publish_dataset(args.repo, variants, endpoint=args.hub_url, private=args.private,
+                             provenance=_json_arg(args.provenance, "--provenance"),
+                             source_info=_json_arg(args.source_info, "--source-info"), tag=args.tag)
     _print_json(result.__dict__)
 
 
 def cmd_publish_adapter(args):
-    from .hub.publish import PublishError, publish_adapter
+    from .publishing.publish import publish_adapter
     evals = []
     for item in args.eval or []:
         data = _json_arg(item, "--eval")
         evals.extend(data if isinstance(data, list) else [data])
-    try:
-        result = publish_adapter(args.repo, args.adapter, endpoint=args.hub_url, private=args.private,
-                                 eval_results=evals, tag=args.tag)
-    except PublishError as e:
-        raise UserError(str(e)) from None
+    result = publish_adapter(args.repo, args.adapter, endpoint=args.hub_url, private=args.private,
+                             eval_results=evals, tag=args.tag)
     _print_json(result.__dict__)
 
 def build_parser() -> argparse.ArgumentParser:
     from .sources import SourceConfig
     from .stages.evaluate import EvaluateConfig
-    from .stages.rft import RftConfig
+    from .variants import REGISTRY
     from .stages.sample import SampleConfig
     from .stages.train import TrainConfig
     from .stages.verify import VerifyConfig
@@ -180,15 +190,23 @@ def build_parser() -> argparse.ArgumentParser:
          "qup sample --model tiny-random --source svamp --limit 8 --k 4 --out runs/x/samples",
          SampleConfig)
     _add(sub, "verify", cmd_verify, "Extract and verify each trace's answer (math-verify)",
-         "qup verify --traces runs/x/samples --out runs/x/self", VerifyConfig)
-    _add(sub, "rft", cmd_rft, "Verify traces and keep correct, de-duplicated ones (rejection sampling)",
-         "qup rft --traces runs/x/self --out runs/x/rft --max-per-problem 4", RftConfig)
+         "qup verify --traces runs/x/samples --out runs/x/variants/self", VerifyConfig)
+    for v in REGISTRY.values():  # one command per variant built from another (self is `qup verify`)
+        if v.name != "self":
+            p = _add(sub, v.name, cmd_variant, f"Build the `{v.name}` variant: {v.doc}",
+                     f"qup {v.name} --traces runs/x/variants/{v.parent} --out runs/x/variants/{v.name}")
+            p.add_argument("--traces", help=f"the `{v.parent}` variant dir")
+            p.add_argument("--out", help="output dataset dir")
+            if v.config is not None:
+                C.add_dataclass_args(p, v.config)
+            p.set_defaults(variant=v.name)
     _add(sub, "train", cmd_train, "LoRA SFT of the SLM on a trace dataset (TRL + PEFT)",
-         "qup train --model tiny-random --data runs/x/rft --out runs/x/adapter --max-steps 20", TrainConfig)
+         "qup train --model tiny-random --data runs/x/variants/rft --out runs/x/adapter --max-steps 20",
+         TrainConfig)
     _add(sub, "evaluate", cmd_evaluate, "Greedy pass@1 of a model (+ adapter) on held-out problems",
          "qup evaluate --model tiny-random --adapter runs/x/adapter --source ../shared/data/svamp "
          "--limit 20 --out runs/x/eval", EvaluateConfig)
-    p = _add(sub, "run", cmd_run, "Run a whole recipe (sample → verify → rft → publish → train → evaluate → report)",
+    p = _add(sub, "run", cmd_run, "Run a whole recipe (sample → variants → publish → train → evaluate → report)",
              "qup run smoke --run-dir runs/smoke --set sample.k=2")
     p.add_argument("recipe", help="a packaged recipe name (smoke, cpu-demo) or a YAML path")
     p.add_argument("--run-dir", help="where outputs go (default: runs/<recipe name>)")
@@ -245,12 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for noisy in ("httpx", "httpx2", "huggingface_hub"):  # one line per HTTP request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from .answers import AnswerError
-    from .models import ModelError
-    from .sources import SourceError
     try:
         args.fn(args)
-    except (UserError, C.ConfigError, ModelError, SourceError, AnswerError, FileNotFoundError) as e:
+    except QupError as e:
         print(f"qup: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -23,10 +23,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from .errors import QupError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(QupError, ValueError):
     """A recipe or config value is unknown, ill-typed or invalid."""
 
 
@@ -85,6 +87,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     """Build dataclass ``cls`` from a mapping, naming any unknown or ill-typed key."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    owned = getattr(cls, "__owned__", {})  # keys another layer sets (e.g. a recipe's stage sections)
+    for key in sorted(set(data) & set(owned)):
+        raise ConfigError(f"{where}.{key} is set by the run ({owned[key]}); remove it from here")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
@@ -95,8 +102,38 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as e:
+    except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
+    except (TypeError, ValueError, QupError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def section(cls: type, owned: dict[str, str], name: str | None = None) -> type:
+    """A dataclass with the fields of config ``cls`` except ``owned`` ({field: who sets it});
+    :func:`from_dict` rejects an owned key with a message saying who sets it.
+
+    >>> @dataclasses.dataclass
+    ... class Stage:
+    ...     model: str = "m"
+    ...     k: int = 4
+    >>> S = section(Stage, {"model": "the recipe's top-level `model`"})
+    >>> from_dict(S, {"k": 8}).k
+    8
+    >>> from_dict(S, {"model": "x"}, "recipe.sample")
+    Traceback (most recent call last):
+    toolkit.config.ConfigError: recipe.sample.model is set by the run (the recipe's top-level `model`); remove it from here
+    """
+    hints = typing.get_type_hints(cls)
+    specs = []
+    for f in dataclasses.fields(cls):
+        if not f.init or f.name in owned:
+            continue
+        default = ({"default_factory": f.default_factory} if f.default_factory is not dataclasses.MISSING
+                   else {"default": f.default})
+        specs.append((f.name, hints[f.name], dataclasses.field(metadata=f.metadata, **default)))
+    out = dataclasses.make_dataclass(name or f"{cls.__name__}Section", specs)
+    out.__owned__ = dict(owned)
+    return out
 
 
 def read_yaml(path: str | Path) -> dict:
@@ -134,25 +171,45 @@ def to_dict(cfg: Any) -> dict:
 
 
 # ---------------------------------------------------------------- CLI flags from dataclass fields
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add ``--field-name VALUE`` for every field of ``cls`` (values parsed as YAML scalars)."""
+def _flags(cls: type, prefix: str = ""):
+    """``(dest, field)`` of every init field; a nested dataclass field contributes its own fields
+    (``problems: SourceConfig`` gives ``--source``, ``--split``, ...; dest ``problems__source``)."""
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _flags(hints[f.name], f"{prefix}{f.name}__")
+        else:
+            yield prefix + f.name, f
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add ``--field-name VALUE`` for every field of ``cls`` (values parsed as YAML scalars).
+
+    Fields with ``metadata={"hidden": True}`` are accepted but not listed in ``--help``.
+    """
+    for dest, f in _flags(cls):
         help_ = f.metadata.get("help", "")
         parser.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f"cfg__{f.name}", default=argparse.SUPPRESS,
-            metavar=f.name.upper(), help=help_ or argparse.SUPPRESS if f.metadata.get("hidden") else help_,
+            "--" + f.name.replace("_", "-"), dest=f"cfg__{dest}", default=argparse.SUPPRESS,
+            metavar=f.name.upper(), help=argparse.SUPPRESS if f.metadata.get("hidden") else help_,
         )
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
-    """The ``--field`` values the user typed, parsed as YAML (``8`` → int, ``[a, b]`` → list)."""
-    out = {}
+    """The ``--field`` values the user typed, parsed as YAML (``8`` → int, ``[a, b]`` → list),
+    nested as the config is (``cfg__problems__source`` → ``{"problems": {"source": ...}}``)."""
+    out: dict = {}
     for key, raw in vars(args).items():
         if key.startswith("cfg__"):
             try:
-                out[key[5:]] = yaml.safe_load(raw) if isinstance(raw, str) else raw
+                value = yaml.safe_load(raw) if isinstance(raw, str) else raw
             except yaml.YAMLError:
-                out[key[5:]] = raw
+                value = raw
+            *parents, leaf = key[5:].split("__")
+            node = out
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
     return out

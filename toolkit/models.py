@@ -7,7 +7,9 @@ Anywhere a model is named, a preset name, a local dir or a Hub id is accepted.
 
 Example:
     >>> path = resolve_model("tiny-random")          # prepared once into ~/.cache/qup/models
-    >>> model, tok = load_model(path)
+    >>> model, tok = load_model(path, dtype="auto")  # bf16 where the hardware has it, else fp32
+    >>> dtype_name(resolve_dtype("fp32"))
+    'float32'
 """
 from __future__ import annotations
 
@@ -16,15 +18,24 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .errors import QupError
+
+if TYPE_CHECKING:
+    import torch
 
 PROVENANCE = "qup_provenance.json"   # written into every prepared dir: where the weights came from
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PRESETS = ("smollm2-135m-instruct", "tiny-random")
 PRESET_VERSION = 2  # bump to rebuild cached presets when prepare() changes
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16"}
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")   # CPUs that compute in bf16 natively
 
 
-class ModelError(ValueError):
+class ModelError(QupError, ValueError):
     """A model spec names nothing loadable (unknown preset, missing dir, missing package)."""
 
 
@@ -143,6 +154,45 @@ def device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether the CPU flags name a native bf16 unit (``avx512_bf16``/``amx_bf16``); False off Linux."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return any(f in flags for f in CPU_BF16_FLAGS)
+
+
+def resolve_dtype(name: str | torch.dtype = "auto") -> torch.dtype:
+    """``torch.dtype`` for a name: auto | float32/fp32 | bfloat16/bf16 | float16/fp16 (or a dtype).
+
+    ``auto`` is bfloat16 on a bf16-capable GPU or a CPU with native bf16, else float32.
+
+    Example:
+        >>> resolve_dtype("bf16")
+        torch.bfloat16
+    """
+    import torch
+    if isinstance(name, torch.dtype):
+        name = dtype_name(name)
+    key = name.lower() if isinstance(name, str) else ""
+    if key == "auto":
+        cuda = torch.cuda.is_available()
+        bf16 = torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16()
+        return torch.bfloat16 if bf16 else torch.float32
+    if key not in DTYPES:
+        raise ModelError(f"dtype must be auto, float32/fp32, bfloat16/bf16 or float16/fp16; "
+                         f"got {name!r}")
+    return getattr(torch, DTYPES[key])
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """``torch.bfloat16`` -> ``"bfloat16"``."""
+    return str(dtype).removeprefix("torch.")
+
+
 def load_tokenizer(spec: str):
     from transformers import AutoTokenizer
     tok = AutoTokenizer.from_pretrained(resolve_model(spec))
@@ -151,14 +201,16 @@ def load_tokenizer(spec: str):
     return tok
 
 
-def load_model(spec: str, adapter: str | None = None, dtype=None):
-    """Load ``(model, tokenizer)`` in eval mode; with ``adapter`` a PEFT adapter dir or Hub id."""
-    import torch
+def load_model(spec: str, adapter: str | None = None, dtype: str | torch.dtype = "auto"):
+    """Load ``(model, tokenizer)`` in eval mode; with ``adapter`` a PEFT adapter dir or Hub id.
+
+    ``dtype``: a name for :func:`resolve_dtype` or a ``torch.dtype``.
+    """
     from transformers import AutoModelForCausalLM
 
+    dtype = resolve_dtype(dtype)
     path = resolve_model(spec)
     dev = device()
-    dtype = dtype or (torch.bfloat16 if dev == "cuda" else torch.float32)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as e:

@@ -1,10 +1,17 @@
 """``qup run``: string the stages together from a YAML recipe. Nothing else lives here.
 
-Stages: sample → verify (the ``self`` variant) → rft → publish data → train + evaluate + publish
-adapter per variant → report.
-A recipe names the model, the training and held-out problem slices, and one section per stage
-(the keys of that stage's config dataclass). Each finished stage leaves a marker with its config
-in its output dir, so re-running a recipe skips what is done and resumes what is not.
+sample → each variant in the recipe's lineage (``self`` = verified samples, ``rft``, ... from
+:mod:`toolkit.variants`) → publish them as one Hub dataset → per trained variant: train, evaluate,
+publish the adapter → report. Every step is cached by a key that chains through its inputs
+(:mod:`toolkit.steps`): a change anywhere re-runs that step and everything downstream of it, a
+killed run resumes, and nothing stale is reported as done.
+
+A recipe names the SLM (``model``), the ``prompt`` template, the ``dtype``, the training and
+held-out problem slices (``train_problems``/``eval_problems``, source configs), the ``variants`` to
+train, one section per stage (``sample``, ``train``, ``evaluate``: the stage configs minus what
+the run sets), one section per variant with options (e.g. ``rft: {max_per_problem: 2}``) and
+``hub``. Run dir: ``samples/``, ``variants/<name>/``, ``adapters/<name>/``, ``eval/<name>/``,
+``report.md``, ``report.png``, ``run.json``.
 
 Example:
     >>> run_recipe("smoke", {"sample": {"k": 2}}, run_dir="runs/smoke")        # doctest: +SKIP
@@ -13,32 +20,38 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .config import ConfigError, from_dict, load_config
+from . import variants as V
+from .config import ConfigError, from_dict, merge, read_yaml, section
+from .io import load, save
+from .publishing import experiment as publishing
+from .report import write_report
 from .sources import SourceConfig, load_problems
-from .stages import publish as publishing
 from .stages.evaluate import EvaluateConfig, evaluate_command
-from .stages.io import load
-from .stages.report import write_report
-from .stages.rft import RftConfig, rft_command
 from .stages.sample import SampleConfig, sample_command
-from .stages.train import TrainConfig, train_command
-from .stages.verify import VerifyConfig, verify_command
+from .stages.train import RUN_FILE, TrainConfig, train_command
+from .stats import trace_stats
+from .steps import Step, run_step
 
 log = logging.getLogger(__name__)
-MARKER = "qup_stage.json"
 
-
-@dataclass
-class Slice:
-    source: str
-    split: str = "test"
-    offset: int = 0
-    limit: int | None = None
+_TOP = "the recipe's top-level `{}`"
+SampleSection = section(SampleConfig, {
+    "model": _TOP.format("model"), "problems": _TOP.format("train_problems"),
+    "prompt": _TOP.format("prompt"), "dtype": _TOP.format("dtype"), "out": "the run dir"})
+TrainSection = section(TrainConfig, {
+    "model": _TOP.format("model"), "dtype": _TOP.format("dtype"), "data": "the variant's dir",
+    "out": "the run dir", "dataset_repo": "publishing", "dataset_revision": "publishing",
+    "dataset_config": "publishing"})
+EvaluateSection = section(EvaluateConfig, {
+    "model": _TOP.format("model"), "adapter": "the trained variant",
+    "problems": _TOP.format("eval_problems"), "dtype": _TOP.format("dtype"),
+    "prompt": _TOP.format("prompt") + ": evaluation uses the sampling prompt",
+    "out": "the run dir"})
 
 
 @dataclass
@@ -53,20 +66,28 @@ class HubSection:
 @dataclass
 class RunConfig:
     name: str
-    train_problems: Slice
-    eval_problems: Slice
+    train_problems: SourceConfig
+    eval_problems: SourceConfig
     model: str = "tiny-random"
+    prompt: str = "math_cot"
+    dtype: str = "auto"
     variants: list[str] = field(default_factory=lambda: ["rft"])  # which data variants to train on
-    sample: dict[str, Any] = field(default_factory=dict)
-    rft: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    evaluate: dict[str, Any] = field(default_factory=dict)
+    sample: SampleSection = field(default_factory=SampleSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     hub: HubSection = field(default_factory=HubSection)
+    variant_options: dict[str, Any] = field(default_factory=dict)  # from top-level <variant>: keys
 
     def __post_init__(self):
-        unknown = sorted(set(self.variants) - {"self", "rft"})
+        if not self.variants:
+            raise ConfigError("variants: list at least one variant to train on")
+        for name in self.variants:
+            V.get(name)
+        unknown = sorted(set(self.variant_options) - set(V.REGISTRY))
         if unknown:
-            raise ConfigError(f"variants: {unknown} not available yet; choose from ['self', 'rft']")
+            raise ConfigError(f"unknown variant section(s) {unknown}; registered: {sorted(V.REGISTRY)}")
+        self.variant_options = {v.name: v.options(self.variant_options.get(v.name), v.name)
+                                for v in V.lineage(*self.variants)}
 
 
 def recipe_path(recipe: str) -> Path:
@@ -81,103 +102,110 @@ def recipe_path(recipe: str) -> Path:
     return Path(str(res))
 
 
+def load_recipe(recipe: str, overrides: dict | None = None) -> RunConfig:
+    """The recipe (name or path) with ``overrides``, validated; top-level keys named after a
+    registered variant are that variant's options."""
+    path = recipe_path(recipe)
+    cfg = merge(read_yaml(path), overrides or {})
+    opts = {k: cfg.pop(k) for k in list(cfg) if k in V.REGISTRY}
+    cfg["variant_options"] = {**cfg.get("variant_options", {}), **opts}
+    return from_dict(RunConfig, cfg, f"recipe {path.stem}")
+
+
 def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
-    """Every stage's typed config, validated up front so a bad recipe key fails before any work."""
+    """Every stage's typed config, validated up front so a bad value fails before any work."""
     where = f"recipe {cfg.name}"
-    tr, ev = cfg.train_problems, cfg.eval_problems
-    out = {"sample": from_dict(SampleConfig, {**cfg.sample, "model": cfg.model, "source": tr.source,
-                                              "split": tr.split, "offset": tr.offset, "limit": tr.limit,
-                                              "out": str(run_dir / "samples")}, f"{where}: sample"),
-           "verify": VerifyConfig(traces=str(run_dir / "samples"), out=str(run_dir / "self")),
-           "rft": from_dict(RftConfig, {**cfg.rft, "traces": str(run_dir / "self"),
-                                        "out": str(run_dir / "rft")}, f"{where}: rft")}
-    prompt = out["sample"].prompt
-    evaluate = {**cfg.evaluate, "model": cfg.model, "source": ev.source, "split": ev.split,
-                "offset": ev.offset, "limit": ev.limit, "prompt": prompt}
+    run = {"model": cfg.model, "dtype": cfg.dtype}
+    out = {"sample": from_dict(SampleConfig, {**asdict(cfg.sample), **run, "prompt": cfg.prompt,
+                                              "problems": cfg.train_problems,
+                                              "out": str(run_dir / "samples")}, f"{where}: sample")}
+    evaluate = {**asdict(cfg.evaluate), **run, "prompt": cfg.prompt, "problems": cfg.eval_problems}
     out["evaluate:base"] = from_dict(EvaluateConfig, {**evaluate, "out": str(run_dir / "eval" / "base")},
                                      f"{where}: evaluate")
     for v in cfg.variants:
         adapter = str(run_dir / "adapters" / v)
-        out[f"train:{v}"] = from_dict(TrainConfig, {**cfg.train, "model": cfg.model,
-                                                    "data": str(run_dir / v), "out": adapter},
-                                      f"{where}: train")
+        out[f"train:{v}"] = from_dict(TrainConfig, {**asdict(cfg.train), **run, "data": variant_dir(run_dir, v),
+                                                    "out": adapter}, f"{where}: train")
         out[f"evaluate:{v}"] = from_dict(EvaluateConfig, {**evaluate, "adapter": adapter,
                                                           "out": str(run_dir / "eval" / v)},
                                          f"{where}: evaluate")
     return out
 
 
-def _once(out: str, cfg: Any, fn: Callable[[Any], dict], force: bool = False) -> dict:
-    """Run ``fn(cfg)`` unless ``out`` holds a marker from the same config; return its result."""
-    marker = Path(out) / MARKER
-    want = json.loads(json.dumps(asdict(cfg), default=str))
-    if marker.is_file() and not force:
-        done = json.loads(marker.read_text())
-        if done.get("config") == want:
-            log.info("%s: done already, skipping", out)
-            return done["result"]
-    result = fn(cfg)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"config": want, "result": result}, indent=2, default=str))
-    return result
+def variant_dir(run_dir: Path, name: str) -> str:
+    return str(Path(run_dir) / "variants" / name)
 
 
-def _marker_field(out: str, key: str):
-    marker = Path(out) / MARKER
-    return json.loads(marker.read_text()).get(key) if marker.is_file() else None
+def _build_variant(v: V.Variant, parent_dir: str, options, out: str) -> dict:
+    ds = v.build(load(parent_dir), options, {})
+    save(ds, out)
+    return _data_stats(ds)
 
 
-def _set_marker_field(out: str, key: str, value) -> None:
-    marker = Path(out) / MARKER
-    marker.write_text(json.dumps({**json.loads(marker.read_text()), key: value}, indent=2, default=str))
+def _data_stats(ds) -> dict:
+    s = trace_stats(ds)
+    return {"rows": s["rows"], "problems": s["problems"] or 0, "correct_rate": s["correct_rate"] or 0.0,
+            "mean_completion_tokens": s["mean_completion_tokens"] or 0.0}
 
 
-def _data_stats(path: str) -> dict:
-    ds = load(path)
-    n = len(ds)
-    return {"rows": n, "problems": len(set(ds["problem_id"])),
-            "correct_rate": sum(ds["correct"]) / n if n else 0.0,
-            "mean_completion_tokens": sum(ds["completion_tokens"]) / n if n else 0.0}
+def _stamp_dataset(adapter_dir: str, repo: str, config: str, revision: str) -> None:
+    """Name the exact dataset repo, config and revision in the adapter's ``qup_train.json``
+    (provenance only: it does not change what was trained, so it is not part of the cache key)."""
+    path = Path(adapter_dir) / RUN_FILE
+    info = json.loads(path.read_text())
+    info.update(dataset_repo=repo, dataset_config=config, dataset_revision=revision)
+    path.write_text(json.dumps(info, indent=2) + "\n")
 
 
 def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None = None) -> dict:
     """Run a recipe end to end; return the run summary (also written to ``run_dir/run.json``)."""
-    path = recipe_path(recipe)
-    cfg = load_config(RunConfig, path, overrides)
+    cfg = load_recipe(recipe, overrides)
     run = Path(run_dir or Path("runs") / cfg.name)
     stages = stage_configs(cfg, run)
+    publishing.check_hub(cfg.hub)
+    for v in V.lineage(*cfg.variants):
+        if v.needs:  # model roles beyond the SLM arrive with the variants that need them
+            raise ConfigError(f"variant {v.name!r} needs model role(s) {list(v.needs)}, which this "
+                              "recipe does not configure")
+    for s in (cfg.train_problems, cfg.eval_problems):  # fail fast on bad sources, before any model
+        load_problems(s)
     run.mkdir(parents=True, exist_ok=True)
-    # Fail fast on bad sources before any model work.
-    for s in (cfg.train_problems, cfg.eval_problems):
-        load_problems(SourceConfig(source=s.source, split=s.split, offset=s.offset, limit=s.limit))
 
-    _once(stages["sample"].out, stages["sample"], sample_command)
-    _once(stages["verify"].out, stages["verify"], verify_command)
-    _once(stages["rft"].out, stages["rft"], rft_command)
-    data = {"self": _data_stats(str(run / "self")), "rft": _data_stats(str(run / "rft"))}
-    evaluations = {"base": _once(stages["evaluate:base"].out, stages["evaluate:base"], evaluate_command)}
+    keys: dict[str, str] = {}
+    sample = stages["sample"]
+    run_step(Step("sample", Path(sample.out), sample, [], lambda: sample_command(sample),
+                  volatile=("batch_size", "concurrency", "cache_dir", "endpoints")), keys)
+    built, data = {}, {}
+    for v in V.lineage(*cfg.variants):
+        parent = sample.out if v.parent == V.SAMPLES else built[v.parent]
+        out, opts = variant_dir(run, v.name), cfg.variant_options[v.name]
+        data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), {"options": opts}, [
+            "sample" if v.parent == V.SAMPLES else f"variant:{v.parent}"],
+            lambda v=v, parent=parent, opts=opts, out=out: _build_variant(v, parent, opts, out)), keys)
+        built[v.name] = out
+    base = stages["evaluate:base"]
+    evaluations = {"base": run_step(Step("evaluate:base", Path(base.out), base, [],
+                                         lambda: evaluate_command(base), volatile=("batch_size",)), keys)}
     with publishing.hub_session(cfg.hub, run) as hub:
         published = []
         if hub:
-            published.append(publishing.publish_variants(hub, cfg, stages, run))
+            published.append(publishing.publish_variants(hub, cfg, sample, built, cfg.variant_options))
         for v in cfg.variants:
             if data[v]["rows"] == 0:
-                raise ConfigError(f"variant {v!r} has no rows to train on (see {run / v}); sample more "
+                raise ConfigError(f"variant {v!r} has no rows to train on (see {built[v]}); sample more "
                                   "problems or traces (sample.k), or train on another variant")
-            train_cfg = stages[f"train:{v}"]
+            tc, ec = stages[f"train:{v}"], stages[f"evaluate:{v}"]
+            run_step(Step(f"train:{v}", Path(tc.out), tc, [f"variant:{v}"], lambda tc=tc: train_command(tc),
+                          volatile=("logging_steps", "save_steps")), keys)
             if hub:  # the adapter's card names the exact dataset repo, config and revision
-                train_cfg = replace(train_cfg, dataset_repo=published[0]["repo"], dataset_config=v,
-                                    dataset_revision=published[0]["revision"])
-            trained = _once(train_cfg.out, train_cfg, train_command)
-            ev = stages[f"evaluate:{v}"]
-            evaluations[v] = _once(ev.out, ev, evaluate_command,  # a retrained adapter is re-evaluated
-                                   force=trained["adapter_sha256"] != _marker_field(ev.out, "adapter_sha256"))
-            _set_marker_field(ev.out, "adapter_sha256", trained["adapter_sha256"])
+                _stamp_dataset(tc.out, published[0]["repo"], v, published[0]["revision"])
+            evaluations[v] = run_step(Step(f"evaluate:{v}", Path(ec.out), ec, [f"train:{v}"],
+                                           lambda ec=ec: evaluate_command(ec), volatile=("batch_size",)), keys)
             if hub:
-                published.append(publishing.publish_trained(hub, cfg, v, train_cfg.out, evaluations[v]))
+                published.append(publishing.publish_trained(hub, cfg, v, tc.out, evaluations[v]))
     summary = {"name": cfg.name, "model": cfg.model, "run_dir": str(run),
                "eval_source": f"{cfg.eval_problems.source}/{cfg.eval_problems.split}",
-               "data": data, "evaluations": evaluations, "published": published}
+               "data": data, "evaluations": evaluations, "published": published, "keys": keys}
     summary["report"] = str(write_report(run, summary))
     (run / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_table(summary)

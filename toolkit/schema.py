@@ -35,7 +35,7 @@ TRACE = Features({
     "answer": Value("string"),        # extracted by verify ("" when none)
     "correct": Value("bool"),
     "verify_status": Value("string"),  # "correct" | "wrong" | "no_answer" | "unverifiable_gold" | "timeout"
-    "variant": Value("string"),       # "self", "rft", "oracle_synth", "oracle_refine", "style_aligned"
+    "variant": Value("string"),       # a registered variant (toolkit.variants): "self", "rft", ...
     "parent_id": Value("string"),     # trace this row was derived from ("" for raw samples)
 })
 
@@ -54,11 +54,22 @@ EVAL = Features({
 })
 
 
+def empty_row(features: Features = None) -> dict:
+    """A row of ``features`` (default TRACE) with neutral defaults, to be filled by a stage:
+    False, 0, "" and None (not yet measured) for float columns such as a reward or an NLL.
+
+    >>> from datasets import Value
+    >>> empty_row(Features({"reward": Value("float32"), "n": Value("int32"), "t": Value("string")}))
+    {'reward': None, 'n': 0, 't': ''}
+    """
+    row = {}
+    for name, feat in (features or TRACE).items():
+        dtype = feat.dtype
+        row[name] = (False if dtype == "bool" else 0 if dtype.startswith(("int", "uint"))
+                     else None if dtype.startswith("float") else "")
+    return row
+
 
 def empty_trace() -> dict:
-    """A TRACE row with neutral defaults, to be filled by a stage."""
-    row = {}
-    for name, feat in TRACE.items():
-        dtype = feat.dtype
-        row[name] = False if dtype == "bool" else 0 if dtype.startswith("int") else ""
-    return row
+    """A TRACE row with neutral defaults (see :func:`empty_row`)."""
+    return empty_row(TRACE)

@@ -27,6 +27,7 @@ from typing import Any, Iterable, Iterator
 from tqdm.auto import tqdm
 
 from .answers import as_number, extract_answer, numbers_in, verify
+from .errors import QupError
 from .schema import PROBLEM
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ _SPLIT_NAMES = {"train", "test", "validation", "valid", "dev", "eval"}
 _ID_COLUMNS = ("id", "ID", "unique_id", "idx")
 
 
-class SourceError(ValueError):
+class SourceError(QupError, ValueError):
     """A problem source is missing, unreadable or has a bad row (named by file, row, field)."""
 
 

@@ -1,14 +1,30 @@
-"""The local engine on the tiny random model: seeds, padding, stop strings, adapters, logprobs."""
+"""The local engine on the tiny random model: seeds, padding, stop strings, adapters, scores."""
 import pytest
 import torch
 
-from toolkit.generation.base import Request, SamplingParams
+from toolkit.generation import make_generator
+from toolkit.generation.base import Request, SamplingParams, ScoreError
 from toolkit.generation.engine import LocalEngine
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    return LocalEngine(tiny_model, batch_size=4)
+    # fp32 whatever "auto" picks here: exact comparisons below need the reference's numerics
+    return LocalEngine(tiny_model, batch_size=4, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def lora(tiny_model, tmp_path_factory):
+    """A LoRA adapter with non-zero B weights, so it changes outputs."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
+                                           init_lora_weights=False))
+    path = tmp_path_factory.mktemp("lora") / "a"
+    peft.save_pretrained(path)
+    return str(path)
 
 
 def _prompt(engine, q="What is 2+3?"):
@@ -70,31 +86,71 @@ def test_eos_finishes(engine):
     assert c.finish_reason == "eos_token" and c.text == "" and c.completion_tokens == 0
 
 
-def test_token_logprobs_match_a_forward_pass(engine):
-    text = _prompt(engine) + "5"
-    [lp] = engine.token_logprobs([text])
-    ids = torch.tensor([engine.encode(text)])
-    with torch.no_grad():
-        logits = engine.model(ids).logits[0, :-1]
-    ref = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0]
-    assert len(lp) == ids.shape[1] - 1
-    assert torch.allclose(torch.tensor(lp), ref, atol=1e-4)
+PAIRS = [("What is 2+3?", "The answer is 5."), ("a much longer question " * 6, "Four, I think"),
+         ("Hi", " 12 + 7 = 19"), ("What is 9-4?", "")]
 
 
-def test_adapter_changes_outputs(tiny_model, tmp_path):
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+def _pairs(engine):
+    return [_prompt(engine, q) for q, _ in PAIRS], [c for _, c in PAIRS]
 
-    base = AutoModelForCausalLM.from_pretrained(tiny_model)
-    peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
-                                           init_lora_weights=False))
-    peft.save_pretrained(tmp_path / "lora")
-    eng = LocalEngine(tiny_model, adapters={"a": str(tmp_path / "lora")}, batch_size=4)
+
+def test_score_is_the_completion_tokens_log_softmax(engine):
+    prompts, completions = _pairs(engine)
+    scores = engine.score(prompts, completions)
+    for p, c, got in zip(prompts, completions, scores):
+        ids, n = torch.tensor([engine.encode(p + c)]), len(engine.encode(p))
+        with torch.no_grad():
+            logits = engine.model(ids).logits[0, :-1]
+        ref = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0][n - 1:]
+        assert len(got) == ids.shape[1] - n == len(engine.encode(p + c)) - n
+        assert torch.allclose(torch.tensor(got), ref, atol=1e-4)
+    assert scores[-1] == [] and all(lp < 0 for lp in scores[0])
+
+
+def test_score_batched_equals_one_at_a_time(engine):
+    prompts, completions = _pairs(engine)
+    together = engine.score(prompts, completions, progress=True)
+    alone = [engine.score([p], [c])[0] for p, c in zip(prompts, completions)]
+    assert [len(r) for r in together] == [len(r) for r in alone]
+    assert all(abs(a - b) < 1e-4 for r, x in zip(together, alone) for a, b in zip(r, x))
+
+
+def test_score_with_adapter_differs_from_base(engine, tiny_model, lora):
+    prompts, completions = _pairs(engine)
+    eng = LocalEngine(tiny_model, adapters={"a": lora}, batch_size=4, dtype="float32")
+    base, tuned = eng.score(prompts, completions), eng.score(prompts, completions, adapter="a")
+    flat = lambda rows: [x for r in rows for x in r]  # noqa: E731
+    assert flat(base) == pytest.approx(flat(engine.score(prompts, completions)), abs=1e-5)
+    assert flat(tuned) != pytest.approx(flat(base), abs=1e-3)
+    with pytest.raises(ValueError, match="unknown adapter 'b'"):
+        eng.score(prompts, completions, adapter="b")
+
+
+def test_score_rejects_a_token_across_the_boundary(engine):
+    with pytest.raises(ScoreError, match="row 1's completion merges"):
+        engine.score(["Hello there", "Hello wor"], [" friend", "ld"])
+    with pytest.raises(ScoreError, match="one completion per prompt"):
+        engine.score(["a", "b"], ["c"])
+
+
+def test_bf16_engine_generates_and_reports_its_dtype(tiny_model):
+    gen = make_generator(tiny_model, dtype="bf16", batch_size=2)
+    assert gen.dtype == "bfloat16" and gen.model.dtype == torch.bfloat16
+    prompt = _prompt(gen)
+    out = gen.generate([Request(prompt, SamplingParams(max_new_tokens=6, seed=s)) for s in (1, 2)],
+                       progress=False)
+    assert all(c.completion_tokens >= 1 and c.finish_reason in ("length", "eos_token") for c in out)
+    assert all(lp < 0 for lp in gen.score([prompt], [out[0].text])[0])
+
+
+def test_adapter_changes_outputs(tiny_model, lora):
+    eng = LocalEngine(tiny_model, adapters={"a": lora}, batch_size=4, dtype="float32")
     prompt = _prompt(eng)
     params = SamplingParams(max_new_tokens=10, do_sample=False)
     with_adapter, without = eng.generate([Request(prompt, params, adapter="a"),
                                           Request(prompt, params)], progress=False)
-    plain = LocalEngine(tiny_model).generate([Request(prompt, params)], progress=False)[0]
+    plain = LocalEngine(tiny_model, dtype="float32").generate([Request(prompt, params)],
+                                                              progress=False)[0]
     assert without.text == plain.text          # no adapter_id: the base model
     assert with_adapter.text != without.text   # the adapter is really applied
     with pytest.raises(ValueError, match="unknown adapter 'b'"):

@@ -17,7 +17,7 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from toolkit.hub import HubServer
 
-from .conftest import ALICE, BOB, VENV_BIN
+from ..conftest import ALICE, BOB, VENV_BIN
 
 TOKENS = {"alice": (ALICE, "write"), "bob": (BOB, "read")}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from toolkit.serve import TGIServer
+from toolkit.sources import SourceConfig
 
 
 @pytest.mark.parametrize("api", ["tgi", "openai"])
@@ -11,11 +12,11 @@ def test_sample_stage_endpoint_equals_local(tiny_model, shared_data, tmp_path, a
     from toolkit.sources import load_problems
     from toolkit.stages.sample import SampleConfig, sample
 
-    smoke = dict(model=tiny_model, source=str(shared_data / "svamp"), split="test", limit=4, k=2,
+    smoke = dict(model=tiny_model, problems=SourceConfig(source=str(shared_data / "svamp"), limit=4), k=2,
                  max_new_tokens=24, temperature=1.0, shard_size=4,
                  batch_size=1)  # same batching on both sides: see tests/generation/test_endpoint.py
     local_cfg = SampleConfig(**smoke)
-    problems = load_problems(local_cfg.source_config())
+    problems = load_problems(local_cfg.problems)
     local = sample(problems, local_cfg, local_cfg.generator())
     with TGIServer(tiny_model, max_batch_size=1) as server:
         cfg = SampleConfig(**smoke, backend="endpoint", endpoints=[server.url], api=api,

@@ -5,7 +5,8 @@ import pytest
 
 from toolkit.config import ConfigError
 from toolkit.stages.evaluate import EvaluateConfig, evaluate_command
-from toolkit.stages.io import load
+from toolkit.io import load
+from toolkit.sources import SourceConfig
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +21,8 @@ def random_adapter(tiny_model, tmp_path_factory):
 
 
 def test_adapter_changes_evaluation_outputs(tiny_model, random_adapter, shared_data, tmp_path):
-    common = dict(model=tiny_model, source="svamp", limit=4, max_new_tokens=12, batch_size=4)
+    common = dict(model=tiny_model, problems=SourceConfig(source="svamp", limit=4), max_new_tokens=12,
+                  batch_size=4)
     base = evaluate_command(EvaluateConfig(**common, out=str(tmp_path / "base")))
     tuned = evaluate_command(EvaluateConfig(**common, adapter=random_adapter, out=str(tmp_path / "a")))
     base_rows, tuned_rows = load(tmp_path / "base"), load(tmp_path / "a")
@@ -37,4 +39,4 @@ def test_adapter_changes_evaluation_outputs(tiny_model, random_adapter, shared_d
 
 def test_missing_fields_are_named():
     with pytest.raises(ConfigError, match="'source' and 'out' are required"):
-        evaluate_command(EvaluateConfig(source="svamp"))
+        evaluate_command(EvaluateConfig(problems=SourceConfig(source="svamp")))

@@ -11,8 +11,8 @@ import pytest
 from toolkit.config import ConfigError
 from toolkit.generation.engine import LocalEngine
 from toolkit.schema import TRACE
-from toolkit.sources import load_problems
-from toolkit.stages.io import load
+from toolkit.sources import SourceConfig, load_problems
+from toolkit.io import load
 from toolkit.stages.sample import SampleConfig, sample, trace_seed
 
 
@@ -22,8 +22,8 @@ def engine(tiny_model):
 
 
 def test_rows_carry_provenance_and_reproduce(engine, shared_data, tmp_path):
-    cfg = SampleConfig(model="tiny-random", source="svamp", limit=3, k=2, max_new_tokens=8)
-    problems = load_problems(cfg.source_config())
+    cfg = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=3), k=2, max_new_tokens=8)
+    problems = load_problems(cfg.problems)
     ds = sample(problems, cfg, engine)
     assert ds.features == TRACE and len(ds) == 6
     row = ds[1]
@@ -58,22 +58,24 @@ def test_shards_resume_after_sigkill(engine, tiny_model, shared_data, tmp_path):
     assert len(ds) == 12 and len(set(ds["trace_id"])) == 12
     # And the resumed data equals an uninterrupted run's with the same batching (padding changes
     # float rounding, which can flip a near-tie draw of a random model).
-    cfg = SampleConfig(model=tiny_model, source="svamp", limit=6, k=2, max_new_tokens=24,
+    cfg = SampleConfig(model=tiny_model, problems=SourceConfig(source="svamp", limit=6), k=2, max_new_tokens=24,
                        shard_size=1, batch_size=2)
     engine.batch_size = 2
     try:
-        fresh = sample(load_problems(cfg.source_config()), cfg, engine, shard_dir=tmp_path / "fresh")
+        fresh = sample(load_problems(cfg.problems), cfg, engine, shard_dir=tmp_path / "fresh")
     finally:
         engine.batch_size = 8
     assert fresh["completion"] == ds["completion"] and fresh["trace_id"] == ds["trace_id"]
 
 
 def test_changed_settings_do_not_reuse_shards(engine, shared_data, tmp_path):
-    cfg = SampleConfig(model="tiny-random", source="svamp", limit=2, k=1, max_new_tokens=4)
-    sample(load_problems(cfg.source_config()), cfg, engine, shard_dir=tmp_path)
-    cfg2 = SampleConfig(model="tiny-random", source="svamp", limit=2, k=1, max_new_tokens=5)
+    cfg = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=2), k=1,
+                       max_new_tokens=4)
+    sample(load_problems(cfg.problems), cfg, engine, shard_dir=tmp_path)
+    cfg2 = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=2), k=1,
+                        max_new_tokens=5)
     with pytest.raises(ConfigError, match=r"other settings \(\['max_new_tokens'\]\)"):
-        sample(load_problems(cfg2.source_config()), cfg2, engine, shard_dir=tmp_path)
+        sample(load_problems(cfg2.problems), cfg2, engine, shard_dir=tmp_path)
 
 
 def test_bad_config_is_named():

@@ -13,7 +13,7 @@ from toolkit.config import ConfigError, load_config
 from toolkit.models import load_model
 from toolkit.prompts import load_prompt
 from toolkit.schema import TRACE, empty_trace
-from toolkit.stages import io
+from toolkit import io
 from toolkit.stages.train import RUN_FILE, TrainConfig, TrainDataError, build_trainer, train, train_command
 
 PROMPT = load_prompt("math_cot")

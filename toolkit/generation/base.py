@@ -7,12 +7,19 @@ Example:
     >>> gen = LocalEngine("tiny-random")                                  # doctest: +SKIP
     >>> out = gen.generate([Request(prompt="<|im_start|>user ...", params=SamplingParams(seed=1))])
     >>> out[0].text, out[0].finish_reason
+    >>> gen.score(["<prompt>"], [" 5"])      # log-probability of each completion token
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
+
+from ..errors import QupError
+
+
+class ScoreError(QupError, ValueError):
+    """A (prompt, completion) pair cannot be scored as given (e.g. a token spans the boundary)."""
 
 
 @dataclass
@@ -62,13 +69,44 @@ class Completion:
     token_logprobs: list[float] = field(default_factory=list)
 
 
+def split_for_scoring(encode: Callable[[str], list[int]], prompts: Sequence[str],
+                      completions: Sequence[str]) -> list[tuple[list[int], int]]:
+    """``(ids of prompt + completion, number of prompt tokens)`` per pair, tokenised as one text.
+
+    Raises :class:`ScoreError` naming the row when a token merges across the boundary.
+
+    Example:
+        >>> split_for_scoring(str.split, ["a b"], [" c d"])   # any str -> list encoder
+        [(['a', 'b', 'c', 'd'], 2)]
+    """
+    if len(prompts) != len(completions):
+        raise ScoreError(f"score needs one completion per prompt: got {len(prompts)} prompts "
+                         f"and {len(completions)} completions")
+    out = []
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        head, ids = encode(p), encode(p + c)
+        if not head:
+            raise ScoreError(f"score: prompt of row {i} is empty (its first token has no context)")
+        if ids[:len(head)] != head:
+            raise ScoreError(f"score: row {i}'s completion merges with the prompt's last token "
+                             f"when tokenised together; end the prompt at a token boundary")
+        out.append((ids, len(head)))
+    return out
+
+
 class Generator(Protocol):
-    """What a stage needs from a model: completions, the chat template, and the model's identity."""
+    """What a stage needs from a model: completions, scores, the chat template, its identity."""
     model_id: str
     model_revision: str
+    dtype: str                        # "bfloat16", "float32", ...; "" = unknown (remote)
 
     def generate(self, requests: Sequence[Request], progress: bool = True) -> list[Completion]:
         """One completion per request, in order."""
+
+    def score(self, prompts: Sequence[str], completions: Sequence[str], adapter: str | None = None,
+              progress: bool = False) -> list[list[float]]:
+        """Per pair, the log-probability of each completion token given the prompt and the
+        completion tokens before it (prompt tokens excluded; see :func:`split_for_scoring`)."""
 
     def render_chat(self, messages: list[dict]) -> str:
         """The prompt text for ``messages`` with the model's chat template and generation prompt."""

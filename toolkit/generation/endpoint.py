@@ -12,6 +12,8 @@ Example:
     >>> gen = EndpointGenerator("tiny-random", ["http://127.0.0.1:8080"], cache_dir="runs/x/cache")
     >>> prompt = gen.render_chat([{"role": "user", "content": "What is 2+3?"}])  # doctest: +SKIP
     >>> [c] = gen.generate([Request(prompt, SamplingParams(max_new_tokens=32, seed=1))])
+    >>> [c] = await gen.agenerate([...])       # from async code (e.g. a Gradio handler)
+    >>> [lps] = gen.score([prompt], [c.text])  # TGI decoder_input_details of prompt + completion
 """
 from __future__ import annotations
 
@@ -27,13 +29,14 @@ import aiohttp
 from huggingface_hub import AsyncInferenceClient
 from tqdm.auto import tqdm
 
-from .base import Completion, Request, SamplingParams
+from ..errors import QupError
+from .base import Completion, Request, SamplingParams, split_for_scoring
 from .cache import RequestCache
 
 FINISH = {"eos_token": "eos_token", "stop_sequence": "stop", "stop": "stop", "length": "length"}
 
 
-class EndpointError(ValueError):
+class EndpointError(QupError, ValueError):
     """An endpoint request failed for good (retries exhausted, or rejected as invalid)."""
 
 
@@ -70,16 +73,25 @@ def _is_transport(e: BaseException) -> bool:
 
 
 def _run(coro):
-    """Run ``coro`` to completion, also from inside a running event loop (e.g. a notebook)."""
+    """Run ``coro`` to completion, also from inside a running event loop (then in a thread);
+    its exception, if any, is raised here."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
         return asyncio.run(coro)
     box = {}
-    t = threading.Thread(target=lambda: box.setdefault("r", asyncio.run(coro)))
+
+    def target():
+        try:
+            box["result"] = asyncio.run(coro)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = e
+    t = threading.Thread(target=target)
     t.start()
     t.join()
-    return box["r"]
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 class EndpointGenerator:
@@ -88,7 +100,9 @@ class EndpointGenerator:
     ``tokenizer`` (default: ``model``) renders chat prompts and counts prompt tokens; ``token``
     is sent as the bearer token and never logged; ``adapter`` is the default ``adapter_id``.
     Sampled requests without a seed are not cached (they are not reproducible).
+    Async code awaits :meth:`agenerate` / :meth:`ascore`; the sync methods wrap them.
     """
+    dtype = ""   # the server's, unknown here
 
     def __init__(self, model: str, endpoints: Sequence[str], api: str = "tgi",
                  tokenizer: str | None = None, concurrency: int = 16, cache_dir: str | None = None,
@@ -139,23 +153,46 @@ class EndpointGenerator:
 
     def generate(self, requests: Sequence[Request], progress: bool = True) -> list[Completion]:
         """One completion per request, in order; cached ones are not sent again."""
+        return _run(self.agenerate(requests, progress))
+
+    async def agenerate(self, requests: Sequence[Request], progress: bool = True) -> list[Completion]:
+        """:meth:`generate` for async code."""
         for r in requests:
             if self.api == "openai" and r.params.top_k:
                 raise EndpointError("top_k is not part of the OpenAI chat API; use api='tgi'")
-        return _run(self._generate_all(list(requests), progress))
+        return await self._generate_all(list(requests), progress)
 
-    def token_logprobs(self, texts: Sequence[str], adapter: str | None = None) -> list[list[float]]:
-        """Like ``LocalEngine.token_logprobs``: TGI ``decoder_input_details`` (prefill logprobs)."""
+    def score(self, prompts: Sequence[str], completions: Sequence[str], adapter: str | None = None,
+              progress: bool = False) -> list[list[float]]:
+        """Log-probability of each completion token given the prompt, as ``LocalEngine.score``."""
+        return _run(self.ascore(prompts, completions, adapter, progress))
+
+    async def ascore(self, prompts: Sequence[str], completions: Sequence[str],
+                     adapter: str | None = None, progress: bool = False) -> list[list[float]]:
+        """:meth:`score` for async code: TGI ``decoder_input_details`` of prompt + completion."""
         if self.api != "tgi":
-            raise EndpointError("token_logprobs needs a TGI endpoint (api='tgi')")
-        reqs = [Request(t, SamplingParams(max_new_tokens=1, do_sample=False), adapter) for t in texts]
-        return _run(self._generate_all(reqs, False, scoring=True))
+            raise EndpointError("scoring needs a TGI endpoint (api='tgi'): the OpenAI chat API "
+                                "returns no prompt logprobs")
+        pairs = split_for_scoring(self.encode, prompts, completions)
+        todo = [i for i, (ids, n) in enumerate(pairs) if len(ids) > n]
+        greedy = SamplingParams(max_new_tokens=1, do_sample=False)
+        reqs = [Request(prompts[i] + completions[i], greedy, adapter) for i in todo]
+        prefills = await self._generate_all(reqs, progress, scoring=True)
+        out: list[list[float]] = [[] for _ in pairs]
+        for i, pre in zip(todo, prefills):
+            ids, n = pairs[i]
+            k = len(ids) - n    # the server may prepend a BOS: take the last k prefill tokens
+            if pre["ids"][-k:] != ids[n:]:
+                raise EndpointError(f"row {i}: the endpoint tokenises the completion differently "
+                                    f"from tokenizer {self.model_id!r}; pass tokenizer=...")
+            out[i] = pre["logprobs"][-k:]
+        return out
 
     # ------------------------------------------------------------------ the run
     def _key(self, r: Request, scoring: bool) -> str | None:
         if self.cache is None or (not scoring and not r.params.greedy and r.params.seed is None):
             return None
-        params = "token_logprobs" if scoring else r.params.to_json()
+        params = "prefill" if scoring else r.params.to_json()
         return self.cache.key(self.model_id, r.prompt, params, r.params.seed, r.adapter or self.adapter)
 
     async def _generate_all(self, requests: list[Request], progress: bool, scoring: bool = False):
@@ -165,11 +202,11 @@ class EndpointGenerator:
             key = self._key(r, scoring)
             hit = self.cache.get(key) if key else None
             if hit is not None:
-                out[i] = hit["logprobs"] if scoring else Completion(**hit)
+                out[i] = hit if scoring else Completion(**hit)
             else:
                 todo.append((i, key))
         bar = tqdm(total=len(requests), initial=len(requests) - len(todo), unit="seq",
-                   desc="generate (endpoint)", disable=not progress)
+                   desc=f"{'score' if scoring else 'generate'} (endpoint)", disable=not progress)
         start, tokens = time.perf_counter(), 0
         sem = asyncio.Semaphore(self.concurrency)
         clients = {r.url: AsyncInferenceClient(model=r.url, token=self.token, timeout=self.timeout)
@@ -182,9 +219,9 @@ class EndpointGenerator:
                 async with sem:
                     result = await self._with_retries(http, clients, requests[i], scoring)
                 if key:
-                    self.cache.put(key, {"logprobs": result} if scoring else asdict(result))
+                    self.cache.put(key, result if scoring else asdict(result))
                 out[i] = result
-                tokens += 0 if scoring else result.completion_tokens
+                tokens += len(result["ids"]) if scoring else result.completion_tokens
                 bar.update(1)
                 bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}")
             try:
@@ -248,8 +285,11 @@ class EndpointGenerator:
                             f"({urls}); last error: {last}")
 
     # ------------------------------------------------------------------ one request
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
     def _prompt_tokens(self, prompt: str) -> int:
-        return len(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        return len(self.encode(prompt))
 
     @staticmethod
     def _cut(text: str, stop: list[str]) -> str:
@@ -274,11 +314,13 @@ class EndpointGenerator:
                           completion_tokens=len(tokens), finish_reason=finish,
                           token_ids=[t.id for t in tokens], token_logprobs=[t.logprob for t in tokens])
 
-    async def _score(self, client: AsyncInferenceClient, req: Request) -> list[float]:
+    async def _score(self, client: AsyncInferenceClient, req: Request) -> dict:
+        """The prompt's tokens and their logprobs (the first token has none: ``None``)."""
         out = await client.text_generation(req.prompt, max_new_tokens=1, details=True,
                                            decoder_input_details=True,
                                            adapter_id=req.adapter or self.adapter)
-        return [t.logprob for t in out.details.prefill[1:]]
+        pre = out.details.prefill
+        return {"ids": [t.id for t in pre], "logprobs": [None] + [t.logprob for t in pre[1:]]}
 
     async def _chat(self, client: AsyncInferenceClient, req: Request) -> Completion:
         p = req.params

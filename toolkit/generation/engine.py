@@ -8,6 +8,7 @@ Example:
     >>> engine = LocalEngine("tiny-random", batch_size=8)                   # doctest: +SKIP
     >>> prompt = engine.render_chat([{"role": "user", "content": "What is 2+3?"}])
     >>> [c] = engine.generate([Request(prompt, SamplingParams(max_new_tokens=16, seed=0))])
+    >>> [lps] = engine.score([prompt], [c.text])      # one logprob per completion token
 """
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..models import load_model, model_info
-from .base import Completion, Request, SamplingParams
+from ..models import dtype_name, load_model, model_info
+from .base import Completion, Request, SamplingParams, split_for_scoring
 
 StepCallback = Callable[[int, int, str, float], None]  # (request index, token id, token text, logprob)
 
@@ -43,13 +44,15 @@ class LocalEngine:
 
     ``adapters`` maps names to PEFT adapter dirs (or Hub ids); a request picks one by
     ``Request.adapter``; requests without one use ``default_adapter`` (``None``: the base model).
+    ``dtype``: ``auto`` (see :func:`toolkit.models.resolve_dtype`), a name or a ``torch.dtype``.
     """
 
     def __init__(self, model: str, adapters: dict[str, str] | None = None,
-                 default_adapter: str | None = None, batch_size: int = 16):
+                 default_adapter: str | None = None, batch_size: int = 16, dtype="auto"):
         info = model_info(model)
         self.model_id, self.model_revision = info.hub_id, info.revision
-        self.model, self.tokenizer = load_model(model)
+        self.model, self.tokenizer = load_model(model, dtype=dtype)
+        self.dtype = dtype_name(self.model.dtype)
         self.adapters = dict(adapters or {})
         if self.adapters:
             from peft import PeftModel
@@ -101,7 +104,10 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ one batch
     def _adapter_of(self, req: Request) -> str | None:
-        name = req.adapter if req.adapter is not None else self.default_adapter
+        return self._adapter_name(req.adapter)
+
+    def _adapter_name(self, name: str | None) -> str | None:
+        name = name if name is not None else self.default_adapter
         if name is not None and name not in self.adapters:
             raise ValueError(f"unknown adapter {name!r}; loaded: {list(self.adapters)}")
         return name
@@ -207,17 +213,55 @@ class LocalEngine:
                           token_logprobs=row.logprobs)
 
     # ------------------------------------------------------------------ scoring
-    @torch.inference_mode()
-    def token_logprobs(self, texts: Sequence[str], adapter: str | None = None) -> list[list[float]]:
-        """Log-probability of every token of each text given its prefix (first token: none).
+    def score(self, prompts: Sequence[str], completions: Sequence[str], adapter: str | None = None,
+              progress: bool = False) -> list[list[float]]:
+        """Log-probability of each completion token given the prompt (see ``Generator.score``).
 
-        This is what TGI's ``decoder_input_details`` returns; adaptation cost builds on it.
+        ``adapter`` as in :meth:`generate` (``None``: ``default_adapter``).
         """
+        pairs = split_for_scoring(self.encode, prompts, completions)
+        return self.score_ids([ids for ids, _ in pairs], [n for _, n in pairs], adapter, progress)
+
+    @torch.inference_mode()
+    def score_ids(self, sequences: Sequence[list[int]], starts: Sequence[int],
+                  adapter: str | None = None, progress: bool = False) -> list[list[float]]:
+        """Log-probabilities of ``ids[start:]`` given what precedes them, per sequence (start >= 1).
+
+        ``batch_size`` sequences (length-sorted, right-padded) share a forward pass; logits are
+        computed only at the scored positions.
+        """
+        if len(starts) != len(sequences) or any(n < 1 for n in starts):
+            raise ValueError("score_ids needs one start >= 1 per sequence")
+        name = self._adapter_name(adapter)
+        out: list[list[float]] = [[] for _ in sequences]
+        order = sorted((i for i, ids in enumerate(sequences) if len(ids) > starts[i]),
+                       key=lambda i: -len(sequences[i]))
+        bar = tqdm(total=len(sequences), desc="score", unit="seq", disable=not progress)
+        bar.update(len(sequences) - len(order))
+        begin, tokens = time.perf_counter(), 0
+        with self._adapter_context(name):
+            for k in range(0, len(order), self.batch_size):
+                batch = order[k:k + self.batch_size]
+                for i, lp in zip(batch, self._score_batch([sequences[i] for i in batch],
+                                                          [starts[i] for i in batch])):
+                    out[i] = lp
+                tokens += sum(len(sequences[i]) for i in batch)
+                bar.update(len(batch))
+                bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - begin):.1f}")
+        bar.close()
+        return out
+
+    def _score_batch(self, seqs: list[list[int]], starts: list[int]) -> list[list[float]]:
+        width, pad = max(map(len, seqs)), self.tokenizer.pad_token_id
+        ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
+        keep = torch.zeros_like(mask, dtype=torch.bool)   # positions predicting the scored tokens
+        for b, (s, n) in enumerate(zip(seqs, starts)):
+            keep[b, n - 1:len(s) - 1] = True
+        logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        targets = ids[:, 1:][keep[:, :-1]]
         out = []
-        with self._adapter_context(adapter if adapter is not None else self.default_adapter):
-            for text in texts:
-                ids = torch.tensor([self.encode(text)], device=self.device)
-                logits = self.model(input_ids=ids).logits[0, :-1].float()
-                lp = torch.log_softmax(logits, dim=-1).gather(1, ids[0, 1:, None])[:, 0]
-                out.append(lp.tolist())
+        for lg, tg in zip(logits.split([len(s) - n for s, n in zip(seqs, starts)]),
+                          targets.split([len(s) - n for s, n in zip(seqs, starts)])):
+            out.append(torch.log_softmax(lg.float(), -1).gather(1, tg[:, None])[:, 0].tolist())
         return out

@@ -34,6 +34,8 @@ from dulwich.objects import Blob, Commit, Tree
 from dulwich.object_store import commit_tree_changes
 from dulwich.repo import Repo
 
+from ..errors import QupError
+
 REPO_TYPES = ("model", "dataset", "space")
 LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1\n"
 LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub's "regular file" size limit
@@ -48,7 +50,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
 _SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
-class HubError(ValueError):
+class HubError(QupError, ValueError):
     """An error answered to the client: HTTP ``status``, Hub ``code`` (X-Error-Code) and message."""
 
     def __init__(self, status: int, message: str, code: str | None = None, extra: dict | None = None):

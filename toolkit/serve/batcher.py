@@ -144,9 +144,11 @@ class Batcher:
 
     def _decode(self, batch: list[Job]) -> None:
         adapter = batch[0].request.adapter
-        for job in batch:
-            if job.want_prefill:
-                [job.prefill] = self.engine.token_logprobs([job.request.prompt], adapter=adapter)
+        want = [job for job in batch if job.want_prefill]
+        if want:  # decoder_input_details: every prompt token's logprob but the first
+            ids = [self.engine.encode(job.request.prompt) for job in want]
+            for job, lps in zip(want, self.engine.score_ids(ids, [1] * len(ids), adapter)):
+                job.prefill = lps
 
         def on_token(i: int, tok: int, text: str, logprob: float) -> None:
             batch[i].tokens.append((tok, text, logprob))

@@ -169,7 +169,7 @@ class _App:
             "max_input_tokens": self.limits.max_input_tokens, "max_total_tokens": e.max_length,
             "validation_workers": 1, "max_client_batch_size": self.batcher.max_batch_size,
             "router": "qup-serve", "version": VERSION, "sha": None, "docker_label": None,
-            "adapters": list(e.adapters)})
+            "model_dtype": f"torch.{e.dtype}", "adapters": list(e.adapters)})
 
     async def health(self, request: HTTPRequest):
         if not self.batcher._thread.is_alive():
@@ -233,13 +233,14 @@ class _App:
 class TGIServer(BackgroundServer):
     """Serve ``model`` (+ LoRA ``adapters``: name -> dir) over TGI's HTTP API in a background thread.
 
+    ``dtype``: ``auto`` (bf16 where native, else fp32) or a name, as for ``LocalEngine``.
     ``wrap_app`` (tests only) wraps the ASGI app, e.g. with a fault-injecting middleware.
     """
 
     def __init__(self, model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
-                 port: int = 0, max_batch_size: int = 16,
+                 port: int = 0, max_batch_size: int = 16, dtype="auto",
                  wrap_app: Callable | None = None):
-        self.engine = LocalEngine(model, adapters=adapters, batch_size=max_batch_size)
+        self.engine = LocalEngine(model, adapters=adapters, batch_size=max_batch_size, dtype=dtype)
         self.batcher = Batcher(self.engine, max_batch_size=max_batch_size)
         self.app = Starlette(routes=_App(self.engine, self.batcher).routes())
         super().__init__(wrap_app(self.app) if wrap_app else self.app, host, port)
@@ -259,9 +260,9 @@ class TGIServer(BackgroundServer):
 
 
 def serve(model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
-          port: int = 8080, max_batch_size: int = 16) -> None:
+          port: int = 8080, max_batch_size: int = 16, dtype: str = "auto") -> None:
     """Run the server in the foreground until interrupted (``qup serve``)."""
-    server = TGIServer(model, adapters, host, port, max_batch_size)
+    server = TGIServer(model, adapters, host, port, max_batch_size, dtype=dtype)
     server.batcher.start()
     try:
         uvicorn.run(server.app, host=host, port=port, log_level="info")

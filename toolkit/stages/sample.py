@@ -5,7 +5,8 @@ template id, sampling params, rendered prompt, token counts and finish reason. W
 shards of problems, so a killed run resumes without redoing finished problems.
 
 Example:
-    >>> cfg = SampleConfig(model="tiny-random", source="svamp", limit=4, k=2, out="runs/x/self")
+    >>> cfg = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=4), k=2,
+    ...                    out="runs/x/samples")
     >>> sample_command(cfg)                                                  # doctest: +SKIP
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..generation import Generator, Request, SamplingParams, make_generator
 from ..prompts import load_prompt
 from ..schema import TRACE, empty_trace
 from ..sources import SourceConfig, load_problems
-from .io import empty, save
+from ..io import empty, save
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +36,7 @@ def _h(text: str) -> dict:
 @dataclass
 class SampleConfig:
     model: str = field(default="tiny-random", metadata=_h("preset, model dir or Hub id of the SLM"))
-    source: str = field(default="", metadata=_h("problem source (shared-data name/folder, file, Hub id)"))
-    split: str = field(default="test", metadata=_h("split of the source"))
-    offset: int = field(default=0, metadata=_h("skip this many problems"))
-    limit: int | None = field(default=None, metadata=_h("use at most this many problems"))
+    problems: SourceConfig = field(default_factory=SourceConfig, metadata=_h("problems to sample"))
     k: int = field(default=4, metadata=_h("traces per problem"))
     temperature: float = 0.8
     top_p: float = 0.95
@@ -48,6 +46,7 @@ class SampleConfig:
     seed: int = field(default=0, metadata=_h("base seed; each trace's seed derives from it"))
     prompt: str = field(default="math_cot", metadata=_h("prompt template name or .txt path"))
     batch_size: int = field(default=16, metadata=_h("sequences per forward pass (local backend)"))
+    dtype: str = field(default="auto", metadata=_h("auto (bf16 where native) | float32 | bfloat16"))
     shard_size: int = field(default=32, metadata=_h("problems per resumable shard"))
     backend: str = field(default="local", metadata=_h("local | endpoint"))
     endpoints: list[str] = field(default_factory=list, metadata=_h("endpoint URLs (backend=endpoint)"))
@@ -71,17 +70,13 @@ class SampleConfig:
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
-    def source_config(self) -> SourceConfig:
-        if not self.source:
-            raise ConfigError("sample: 'source' is required (e.g. --source svamp)")
-        return SourceConfig(source=self.source, split=self.split, offset=self.offset, limit=self.limit)
-
     def generator(self) -> Generator:
         opts = {}
         if self.backend == "endpoint":
             opts = dict(endpoints=self.endpoints, api=self.api, concurrency=self.concurrency,
                         cache_dir=self.cache_dir or None)
-        return make_generator(self.model, backend=self.backend, batch_size=self.batch_size, **opts)
+        return make_generator(self.model, backend=self.backend, batch_size=self.batch_size,
+                              dtype=self.dtype, **opts)
 
 
 def trace_seed(base: int, problem_id: str, index: int) -> int:
@@ -143,7 +138,7 @@ def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
 def _check_shard_config(shard_dir: Path, cfg: SampleConfig) -> None:
     """Shards are only reused by the same sampling setup (model, prompt, params, k, shard size)."""
     keys = ("model", "k", "temperature", "top_p", "top_k", "max_new_tokens", "stop", "seed",
-            "prompt", "shard_size")
+            "prompt", "shard_size", "dtype")
     want = {k: getattr(cfg, k) for k in keys}
     path = shard_dir / "sample_config.json"
     if path.exists():
@@ -151,7 +146,7 @@ def _check_shard_config(shard_dir: Path, cfg: SampleConfig) -> None:
         if have != want:
             diff = sorted(k for k in keys if have.get(k) != want[k])
             raise ConfigError(f"{shard_dir} holds shards sampled with other settings ({diff}); "
-                              "use another --out or delete it")
+                              "sample into another output dir or delete this one")
     else:
         path.write_text(json.dumps(want, indent=2))
 
@@ -159,9 +154,12 @@ def _check_shard_config(shard_dir: Path, cfg: SampleConfig) -> None:
 def sample_command(cfg: SampleConfig) -> dict:
     """Load problems, sample (resumably), save the ``self`` variant to ``cfg.out``."""
     if not cfg.out:
-        raise ConfigError("sample: 'out' is required (e.g. --out runs/x/self)")
-    problems = load_problems(cfg.source_config())
-    ds = sample(problems, cfg, cfg.generator(), shard_dir=Path(cfg.out) / "shards")
+        raise ConfigError("sample: 'out' is required (e.g. --out runs/x/samples)")
+    if not cfg.problems.source:
+        raise ConfigError("sample: 'source' is required (e.g. --source svamp)")
+    problems = load_problems(cfg.problems)
+    gen = cfg.generator()
+    ds = sample(problems, cfg, gen, shard_dir=Path(cfg.out) / "shards")
     save(ds, cfg.out)
-    return {"out": cfg.out, "problems": len(problems), "traces": len(ds),
+    return {"out": cfg.out, "problems": len(problems), "traces": len(ds), "dtype": getattr(gen, "dtype", ""),
             "completion_tokens": int(sum(ds["completion_tokens"]))}

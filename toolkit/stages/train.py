@@ -57,6 +57,8 @@ class TrainConfig:
     grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
     max_length: int = field(default=1024, metadata={"help": "max tokens per example (longer are truncated)"})
     seed: int = field(default=0, metadata={"help": "seed of LoRA init, shuffling and dropout"})
+    dtype: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA and CPUs with native "
+                                                 "bf16, else float32) | float32 | bfloat16"})
     warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of steps of linear warmup"})
     logging_steps: int = field(default=5, metadata={"help": "log the loss every N steps"})
     save_steps: int = field(default=200, metadata={"help": "checkpoint every N steps (for resuming)"})
@@ -121,7 +123,7 @@ def to_chat(ds):
 def load_traces(path: str):
     """The trace dataset at ``path``: a stage output dir (``path/data``), a ``save_to_disk`` dir,
     or a .parquet/.jsonl file."""
-    from .io import load
+    from ..io import load
 
     if not Path(path).exists():
         raise TrainDataError(f"training data not found: {path}")
@@ -164,13 +166,16 @@ def build_trainer(ds, cfg: TrainConfig, callbacks=None):
     from peft import LoraConfig
     from trl import SFTConfig
 
-    from ..models import load_tokenizer, resolve_model
+    from ..models import dtype_name, load_tokenizer, resolve_dtype, resolve_model
 
     if len(ds) == 0:
         raise TrainDataError(f"no training rows in {cfg.data or 'the given dataset'}")
     chat = to_chat(ds)
     cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
+    dtype = resolve_dtype(cfg.dtype)
+    if dtype == torch.float16 and not cuda:
+        raise ConfigError("train: dtype float16 needs a CUDA GPU; use auto, bfloat16 or float32")
+    bf16, fp16 = dtype == torch.bfloat16, dtype == torch.float16
     args = SFTConfig(
         output_dir=cfg.out, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
@@ -178,8 +183,8 @@ def build_trainer(ds, cfg: TrainConfig, callbacks=None):
         data_seed=cfg.seed, warmup_steps=cfg.warmup_ratio, logging_steps=cfg.logging_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
         completion_only_loss=True, packing=False, activation_checkpointing=False,
-        bf16=bf16, fp16=False, use_cpu=not cuda, report_to="none", push_to_hub=False,
-        model_init_kwargs={"dtype": "bfloat16" if bf16 else "float32"},
+        bf16=bf16, fp16=fp16, use_cpu=not cuda, report_to="none", push_to_hub=False,
+        model_init_kwargs={"dtype": dtype_name(dtype)},
     )
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
@@ -229,7 +234,7 @@ def train(ds, cfg: TrainConfig) -> dict:
         "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
         "losses": losses, "resumed_from": Path(resume).name if resume else "",
         "start_step": counter.start_step, "steps_run": counter.steps_run,
-        "device": str(trainer.args.device), "dtype": "bfloat16" if trainer.args.bf16 else "float32",
+        "device": str(trainer.args.device), "dtype": trainer.args.model_init_kwargs["dtype"],
     }
     run = {"base_model": info.hub_id, "base_model_revision": info.revision,
            "dataset_repo": cfg.dataset_repo, "dataset_revision": cfg.dataset_revision,

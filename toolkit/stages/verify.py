@@ -1,28 +1,27 @@
 """``verify``: extract each trace's final answer and check it against the gold with math-verify.
 
 Fills the TRACE columns ``answer``, ``correct`` and ``verify_status``. An unparseable gold answer
-is counted as ``unverifiable_gold``, never as correct.
+is counted as ``unverifiable_gold``, never as correct. The verified samples are the ``self``
+variant (:mod:`toolkit.variants.self`).
 
 Example:
-    >>> ds = verify(load("runs/x/self"))                                       # doctest: +SKIP
-    >>> verify_summary(ds)["correct_rate"]
+    >>> ds = verify(load("runs/x/samples"))                                    # doctest: +SKIP
+    >>> trace_stats(ds)["correct_rate"]
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from datasets import Dataset
 
-from ..answers import extract_answer
-from ..answers import verify as verify_answer
+from ..answers import grade
 from ..config import ConfigError
-from .io import load, save
+from ..io import load, save
+from ..stats import trace_stats
 
 
 def _verify_row(row: dict) -> dict:
-    answer = extract_answer(row["completion"])
-    status = verify_answer(answer, row["gold_answer"])
+    answer, status = grade(row["completion"], row["gold_answer"])
     return {"answer": answer or "", "correct": status == "correct", "verify_status": status}
 
 
@@ -31,21 +30,17 @@ def verify(ds: Dataset) -> Dataset:
     return ds.map(_verify_row, desc="verify", load_from_cache_file=False)
 
 
-def verify_summary(ds: Dataset) -> dict:
-    """Counts per status and the correct rate over rows and problems."""
-    statuses = Counter(ds["verify_status"])
-    solved = {pid for pid, ok in zip(ds["problem_id"], ds["correct"]) if ok}
-    n = len(ds)
-    return {"rows": n, "correct": statuses.get("correct", 0),
-            "correct_rate": statuses.get("correct", 0) / n if n else 0.0,
-            "problems": len(set(ds["problem_id"])), "problems_solved": len(solved),
-            "statuses": dict(statuses)}
-
-
 @dataclass
 class VerifyConfig:
     traces: str = field(default="", metadata={"help": "sampled traces (a `qup sample` output dir)"})
     out: str = field(default="", metadata={"help": "output dataset dir (the verified `self` variant)"})
+
+
+def summary(ds: Dataset) -> dict:
+    """The counts a verify run reports (a subset of :func:`toolkit.stats.trace_stats`)."""
+    s = trace_stats(ds)
+    return {k: s[k] for k in ("rows", "correct", "correct_rate", "problems", "problems_solved",
+                              "verify_status")}
 
 
 def verify_command(cfg: VerifyConfig) -> dict:
@@ -53,4 +48,4 @@ def verify_command(cfg: VerifyConfig) -> dict:
         raise ConfigError("verify: 'traces' and 'out' are required")
     ds = verify(load(cfg.traces))
     save(ds, cfg.out)
-    return {"out": cfg.out, **verify_summary(ds)}
+    return {"out": cfg.out, **summary(ds)}

@@ -4,8 +4,8 @@ from datasets import Dataset
 
 from toolkit.config import ConfigError
 from toolkit.schema import TRACE, empty_trace
-from toolkit.stages.rft import RftConfig, rft
-from toolkit.stages.verify import verify, verify_summary
+from toolkit.variants.rft import RftConfig, rft
+from toolkit.stages.verify import summary, verify
 
 BASE = "Tom has 3 apples and buys 4 more. 3 + 4 = 7. The answer is: 7"
 
@@ -45,7 +45,7 @@ def test_unverifiable_gold_is_never_correct():
     ds = verify(traces({"p1": ["The answer is: 7"]}, gold=r"\frac{"))
     assert ds["verify_status"] == ["unverifiable_gold"] and ds["correct"] == [False]
     assert len(rft(ds, RftConfig())) == 0
-    assert verify_summary(ds)["statuses"] == {"unverifiable_gold": 1}
+    assert summary(ds)["verify_status"] == {"unverifiable_gold": 1}
 
 
 def test_config_is_validated():
@@ -57,14 +57,14 @@ def test_verify_and_rft_commands(tmp_path, capsys):
     import json
 
     from toolkit.cli import main
-    from toolkit.stages.io import load, save
+    from toolkit.io import load, save
     save(traces({"p1": [BASE, "The answer is: 8"], "p2": ["The answer is: 7"]}), tmp_path / "samples")
     assert main(["verify", "--traces", str(tmp_path / "samples"), "--out", str(tmp_path / "self")]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["rows"], summary["correct"], summary["problems_solved"]) == (3, 2, 2)
     assert main(["rft", "--traces", str(tmp_path / "self"), "--out", str(tmp_path / "rft"),
                  "--max-per-problem", "1"]) == 0
-    assert json.loads(capsys.readouterr().out)["rft_rows"] == 2
+    assert json.loads(capsys.readouterr().out)["rows"] == 2
     assert load(tmp_path / "rft")["trace_id"] == ["p1#0", "p2#0"]
     assert main(["rft", "--traces", str(tmp_path / "missing"), "--out", str(tmp_path / "x")]) == 2
     assert "no dataset at" in capsys.readouterr().err

@@ -10,12 +10,12 @@ import pytest
 from datasets import Dataset, Features, Value
 from huggingface_hub import DatasetCard, ModelCard
 
-from toolkit.hub.cards import scrub, scrub_text
-from toolkit.hub.publish import MANIFEST, PublishError, publish_adapter, publish_dataset
+from toolkit.publishing.cards import scrub, scrub_text
+from toolkit.publishing.publish import MANIFEST, PublishError, publish_adapter, publish_dataset
 from toolkit.prompts import load_prompt
 from toolkit.schema import TRACE, empty_trace
 
-from .conftest import ALICE, BOB
+from ..conftest import ALICE, BOB
 
 REPO = "alice/qup-svamp-tiny"
 PROMPT = load_prompt("math_cot")

@@ -1,4 +1,5 @@
-"""Dataset and model cards for published QUP artifacts, rendered from ``dataset_cards/*.md.j2``.
+"""Dataset and model cards for published QUP artifacts, from the Jinja templates in ``dataset_cards/``
+(shipped as package data: ``toolkit/publishing/templates`` links to it).
 
 Everything that goes into a card passes :func:`scrub` first: HF tokens, credentials in URLs,
 query strings and private endpoints never reach the Hub. Cards contain no timestamps, so the
@@ -17,26 +18,21 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "dataset_cards"
+TEMPLATES = Path(__file__).parent / "templates"   # package data (a link to the top-level dataset_cards/)
 PUBLIC_HOSTS = ("huggingface.co", "hf.co", "api.openai.com", "github.com", "arxiv.org")
-# Numeric TRACE columns that are bookkeeping, not diagnostics (completion_tokens has its own column).
-NOT_DIAGNOSTIC = {"sample_index", "seed", "prompt_tokens", "completion_tokens"}
-VARIANT_DOC = {
-    "self": "raw SLM samples (k per problem), verified",
-    "rft": "rejection-sampling fine-tuning data: verified-correct, de-duplicated SLM traces",
-    "oracle_synth": "traces written from scratch by the Oracle",
-    "oracle_refine": "SLM traces refined by the Oracle",
-    "style_aligned": "Oracle traces rewritten into the SLM's own style",
-}
 
 _TOKEN_RE = re.compile(r"\bhf_[A-Za-z0-9]{8,}|\b(?:sk|api)-[A-Za-z0-9_-]{16,}|(?i:bearer)\s+[^\s'\",;]+")
 _URL_RE = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)\]`]+")
 _SECRET_KEY_RE = re.compile(r"(^|[_-])(token|secret|password|passwd|api[_-]?key|authorization|"
                             r"credentials?|auth)$", re.I)
+
+
+def variant_docs() -> dict[str, str]:
+    """One line per registered variant (the registry is the one place variants are described)."""
+    from ..variants import docs
+    return docs()
 
 
 def endpoint_kind(url: str) -> str:
@@ -102,49 +98,6 @@ def package_version(name: str) -> str:
         return "not installed"
 
 
-def _distinct(table: pa.Table, column: str, limit: int = 8) -> list[str]:
-    if column not in table.column_names:
-        return []
-    values = pc.unique(table[column]).to_pylist()
-    return sorted(str(v) for v in values if v not in (None, ""))[:limit]
-
-
-def _mean(table: pa.Table, column: str) -> float | None:
-    if column not in table.column_names or table.num_rows == 0:
-        return None
-    col = table[column]
-    if pa.types.is_boolean(col.type):
-        col = pc.cast(col, pa.float64())
-    value = pc.mean(col).as_py()
-    return None if value is None else round(float(value), 4)
-
-
-def variant_stats(table: pa.Table) -> dict:
-    """Per-variant statistics: rows, problems, correct rate, mean tokens, mean of numeric diagnostics."""
-    diagnostics = {}
-    for name, typ in zip(table.column_names, table.schema.types):
-        if name not in NOT_DIAGNOSTIC and (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
-            diagnostics[name] = _mean(table, name)
-    status = {}
-    if "verify_status" in table.column_names and table.num_rows:
-        counts = pc.value_counts(table["verify_status"]).to_pylist()
-        status = {str(c["values"]): c["counts"] for c in sorted(counts, key=lambda c: str(c["values"]))}
-    return {
-        "rows": table.num_rows,
-        "problems": len(pc.unique(table["problem_id"])) if "problem_id" in table.column_names else None,
-        "correct_rate": _mean(table, "correct"),
-        "mean_completion_tokens": _mean(table, "completion_tokens"),
-        "diagnostics": diagnostics,
-        "verify_status": status,
-        "models": _distinct(table, "model_id"),
-        "model_revisions": _distinct(table, "model_revision"),
-        "prompt_ids": _distinct(table, "prompt_id"),
-        "params": _distinct(table, "params", limit=4),
-        "sources": _distinct(table, "source"),
-        "source_splits": _distinct(table, "split"),
-    }
-
-
 def prompt_texts(prompt_ids) -> dict[str, str]:
     """Text of each ``name@sha`` prompt id whose packaged template still hashes the same."""
     from ..prompts import load_prompt
@@ -175,7 +128,7 @@ def _fmt(value) -> str:
 
 def render_dataset_card(repo_id: str, tag: str, variants: dict[str, dict], provenance: dict,
                         source_info: dict, data_files: dict[str, str]) -> str:
-    """README.md text of a trace dataset repo; ``variants`` maps config name → :func:`variant_stats`.
+    """README.md text of a trace dataset repo; ``variants`` maps config name → :func:`toolkit.stats.trace_stats`.
 
     ``provenance`` and ``source_info`` must already be scrubbed; ``data_files`` maps config → glob.
     """
@@ -201,7 +154,7 @@ def render_dataset_card(repo_id: str, tag: str, variants: dict[str, dict], prove
     )
     card = DatasetCard.from_template(
         card_data, template_path=str(TEMPLATES / "dataset_card.md.j2"),
-        repo_id=repo_id, tag=tag, variants=variants, variant_names=names, variant_doc=VARIANT_DOC,
+        repo_id=repo_id, tag=tag, variants=variants, variant_names=names, variant_doc=variant_docs(),
         stats_table=table, provenance=provenance, source_info=source_info,
         provenance_json=json.dumps(provenance, indent=2, sort_keys=True),
         math_verify_version=package_version("math-verify"),

@@ -1,10 +1,20 @@
-"""Reading and writing stage outputs: every stage saves ``out/data`` with ``save_to_disk``."""
+"""Reading and writing stage outputs: every stage saves ``out/data`` with ``save_to_disk``.
+
+Example:
+    >>> save(ds, "runs/x/variants/rft"); load("runs/x/variants/rft")             # doctest: +SKIP
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 from datasets import Dataset, Features, load_from_disk
+
+from .errors import QupError
+
+
+class DataError(QupError, FileNotFoundError):
+    """A stage input is missing or is not a dataset."""
 
 
 def save(ds: Dataset, out: str | Path) -> None:
@@ -26,7 +36,7 @@ def load(path: str | Path) -> Dataset:
         return Dataset.from_parquet(str(path))
     if path.suffix in (".jsonl", ".json") and path.is_file():
         return Dataset.from_json(str(path))
-    raise FileNotFoundError(f"no dataset at {path} (expected a stage output dir, parquet or jsonl)")
+    raise DataError(f"no dataset at {path} (expected a stage output dir, parquet or jsonl)")
 
 
 def empty(features: Features) -> Dataset:

@@ -5,7 +5,7 @@ duplicates (word 3-gram Jaccard similarity ≥ ``near_dup_threshold`` to a kept 
 problem), and caps the traces kept per problem.
 
 Example:
-    >>> rft_command(RftConfig(traces="runs/x/self", out="runs/x/rft"))           # doctest: +SKIP
+    >>> rft(load("runs/x/variants/self"), RftConfig(max_per_problem=2))        # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -15,14 +15,12 @@ from dataclasses import dataclass, field
 from datasets import Dataset
 
 from ..config import ConfigError
-from .io import load, save
-from .verify import verify, verify_summary
+from ..stages.verify import verify
+from . import Variant, register
 
 
 @dataclass
 class RftConfig:
-    traces: str = field(default="", metadata={"help": "sampled traces (a `qup sample` output dir)"})
-    out: str = field(default="", metadata={"help": "output dataset dir"})
     max_per_problem: int = field(default=4, metadata={"help": "keep at most this many per problem"})
     near_dup_threshold: float = field(default=0.9, metadata={"help": "3-gram Jaccard above which "
                                                               "two traces are near duplicates"})
@@ -45,7 +43,7 @@ def _jaccard(a: set, b: set) -> float:
 
 def rft(ds: Dataset, cfg: RftConfig) -> Dataset:
     """Correct, de-duplicated traces, at most ``cfg.max_per_problem`` per problem."""
-    if "" in set(ds["verify_status"]):
+    if "" in set(ds["verify_status"]):  # unverified input (e.g. raw samples): verify it once
         ds = verify(ds)
     kept: dict[str, list[tuple[str, set]]] = {}
     keep = []
@@ -65,11 +63,9 @@ def rft(ds: Dataset, cfg: RftConfig) -> Dataset:
                    load_from_cache_file=False)
 
 
-def rft_command(cfg: RftConfig) -> dict:
-    if not cfg.traces or not cfg.out:
-        raise ConfigError("rft: 'traces' and 'out' are required")
-    traces = verify(load(cfg.traces))
-    out = rft(traces, cfg)
-    save(out, cfg.out)
-    return {"out": cfg.out, "self": verify_summary(traces), "rft_rows": len(out),
-            "rft_problems": len(set(out["problem_id"]))}
+def build(parent: Dataset, config: RftConfig | None = None, roles=None) -> Dataset:
+    return rft(parent, config or RftConfig())
+
+
+register(Variant("rft", "self", "rejection-sampling fine-tuning data: verified-correct, "
+                 "de-duplicated SLM traces", build, RftConfig))

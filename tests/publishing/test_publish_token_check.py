@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from datasets import Dataset, concatenate_datasets
 
-from toolkit.hub.publish import PublishError, publish_dataset
+from toolkit.publishing.publish import PublishError, publish_dataset
 from toolkit.schema import TRACE, empty_trace
 
-from .conftest import ALICE
+from ..conftest import ALICE
 
 
 def traces(completions: list[str]) -> Dataset:

@@ -42,12 +42,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import urlsplit
 
+from ..errors import QupError
+from ..hub.client import DEFAULT_ENDPOINT, safe_endpoint, xet_off_for
+from ..stats import trace_stats
 from . import cards
 
 log = logging.getLogger(__name__)
-DEFAULT_ENDPOINT = "https://huggingface.co"
 MANIFEST = "qup_manifest.json"
 TRAIN_INFO = "qup_train.json"
 SHARD_BYTES = 256 << 20
@@ -60,7 +61,7 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][\w.-]*$")
 _TAG_RE = re.compile(r"^v(\d+)$")
 
 
-class PublishError(ValueError):
+class PublishError(QupError, ValueError):
     """Publishing failed for a reason the user can fix (input, token, permissions, repo)."""
 
 
@@ -71,13 +72,6 @@ class PublishResult:
     tag: str
     url: str
     created_commit: bool
-
-
-def safe_endpoint(endpoint: str) -> str:
-    """``endpoint`` without credentials, query or fragment (fit for messages and results)."""
-    p = urlsplit(endpoint)
-    host = p.hostname or ""
-    return f"{p.scheme}://{host}{f':{p.port}' if p.port else ''}{p.path}".rstrip("/")
 
 
 def sha256(data: bytes) -> str:
@@ -124,16 +118,10 @@ _HINTS = {401: "authentication failed (token missing, invalid or expired)",
 def _session(hub: _Hub):
     """Xet off for non-huggingface.co endpoints; Hub/network errors → :class:`PublishError`."""
     import httpx2
-    from huggingface_hub import constants
     from huggingface_hub.errors import HfHubHTTPError
-    host = (urlsplit(hub.endpoint).hostname or "").lower()
-    no_xet = not (host == "huggingface.co" or host.endswith(".huggingface.co"))
-    saved = constants.HF_HUB_DISABLE_XET, os.environ.get("HF_HUB_DISABLE_XET")
-    if no_xet:
-        constants.HF_HUB_DISABLE_XET = True
-        os.environ["HF_HUB_DISABLE_XET"] = "1"
     try:
-        yield
+        with xet_off_for(hub.endpoint):
+            yield
     except HfHubHTTPError as e:
         status = e.response.status_code if e.response is not None else None
         detail = cards.scrub_text((e.server_message or "").strip().splitlines()[0][:200]
@@ -143,13 +131,6 @@ def _session(hub: _Hub):
                            + (f": {detail}" if detail else "")) from e
     except (httpx2.TransportError, ConnectionError) as e:
         raise PublishError(f"cannot reach {hub.where}: {type(e).__name__}") from e
-    finally:
-        if no_xet:
-            constants.HF_HUB_DISABLE_XET = saved[0]
-            if saved[1] is None:
-                os.environ.pop("HF_HUB_DISABLE_XET", None)
-            else:
-                os.environ["HF_HUB_DISABLE_XET"] = saved[1]
 
 
 def _state(hub: _Hub) -> tuple[str | None, dict[str, str], str | None]:
@@ -233,7 +214,7 @@ def _publish(hub: _Hub, private: bool, tag: str | None, message: str,
 def _load_variant(name: str, data):
     from datasets import Dataset
 
-    from ..stages.io import load
+    from ..io import load
     if not _NAME_RE.match(name) or name == "default":
         raise PublishError(f"invalid variant name {name!r} (letters, digits, _ . -; not 'default')")
     if not isinstance(data, Dataset):
@@ -274,7 +255,7 @@ def _encode_variant(name: str, ds) -> tuple[dict[str, bytes], dict]:
         buf = io.BytesIO()
         ds.shard(n, i, contiguous=True).to_parquet(buf)
         files[f"{name}/train-{i:05d}-of-{n:05d}.parquet"] = buf.getvalue()
-    stats = cards.variant_stats(ds.with_format("arrow")[:])
+    stats = trace_stats(ds)
     return files, stats
 
 

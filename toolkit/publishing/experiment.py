@@ -1,9 +1,9 @@
-"""``publish`` inside a run: the variants as one Hub dataset, each adapter as a Hub model.
+"""Publishing inside ``qup run``: the variants as one Hub dataset, each adapter as a Hub model.
 
 The run publishes to ``hub.url``, else ``HF_ENDPOINT`` (with ``HF_TOKEN``), else an embedded Hub
 it starts under ``<run_dir>/hub`` with a fresh write token that is never printed or stored.
 Repo names: ``<org>/qup-<source>-<model>`` (dataset, one config per variant) and
-``<org>/qup-<source>-<model>-<variant>-lora`` (adapters). Tags: see :mod:`toolkit.hub.publish`.
+``<org>/qup-<source>-<model>-<variant>-lora`` (adapters). Tags: see :mod:`toolkit.publishing.publish`.
 """
 from __future__ import annotations
 
@@ -11,11 +11,12 @@ import contextlib
 import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib.metadata import version
 from pathlib import Path
 
 from ..models import model_info
+from .publish import PublishError
 
 
 @dataclass
@@ -27,15 +28,31 @@ class Hub:
     embedded: bool
 
 
+def _target(section) -> tuple[str, str | None]:
+    """``(url, token)`` a run publishes to; ``("", None)`` means an embedded Hub."""
+    url = section.url or os.environ.get("HF_ENDPOINT", "")
+    return url, os.environ.get("HF_TOKEN") if url else None
+
+
+def check_hub(section) -> None:
+    """Fail before any work when the run would publish to a Hub without a token."""
+    url, token = _target(section)
+    if section.publish and url and not token:
+        from ..hub.client import safe_endpoint
+        raise PublishError(f"the run publishes to {safe_endpoint(url)} (hub.url or HF_ENDPOINT) but "
+                           "HF_TOKEN is not set: set it, or --set hub.publish=false")
+
+
 @contextlib.contextmanager
 def hub_session(section, run_dir: Path):
     """Yield a :class:`Hub` to publish to (``None`` when publishing is off)."""
     if not section.publish:
         yield None
         return
-    url = section.url or os.environ.get("HF_ENDPOINT", "")
+    check_hub(section)
+    url, token = _target(section)
     if url:
-        yield Hub(url, os.environ.get("HF_TOKEN"), section.org, section.private, embedded=False)
+        yield Hub(url, token, section.org, section.private, embedded=False)
         return
     from ..hub import HubServer
     token = "hf_qup_" + secrets.token_hex(16)
@@ -52,37 +69,35 @@ def dataset_repo(hub: Hub, cfg) -> str:
     return f"{hub.org}/qup-{_slug(Path(cfg.train_problems.source).name)}-{_slug(model)}"
 
 
-def publish_variants(hub: Hub, cfg, stages: dict, run_dir: Path) -> dict:
-    """Publish ``self`` and ``rft`` as configs of the run's dataset repo (one commit, tagged)."""
-    from ..hub.publish import publish_dataset
+def publish_variants(hub: Hub, cfg, sample, built: dict[str, str], options: dict) -> dict:
+    """Publish the ``built`` variants ({name: dir}) as configs of the run's dataset repo (one
+    commit, tagged); ``sample`` is the run's SampleConfig, ``options`` each variant's options."""
+    from .publish import publish_dataset
 
     info = model_info(cfg.model)
-    sample, rft = stages["sample"], stages["rft"]
     provenance = {
-        "slm": {"model": info.hub_id, "revision": info.revision},
+        "slm": {"model": info.hub_id, "revision": info.revision, "dtype": sample.dtype},
         "endpoint_kind": "local engine" if sample.backend == "local" else f"{sample.api} endpoint",
         "prompt_template": sample.prompt,
         "sampling": {k: getattr(sample, k) for k in ("k", "temperature", "top_p", "top_k",
                                                       "max_new_tokens", "stop", "seed")},
         "verifier": "toolkit.answers (math-verify)",
-        "filters": {"rft": {"correct_only": True, "max_per_problem": rft.max_per_problem,
-                            "near_dup_threshold": rft.near_dup_threshold}},
+        "filters": {name: asdict(opts) for name, opts in options.items() if opts is not None},
         "toolkit_version": version("qup-toolkit"),
     }
     tp = cfg.train_problems
     source_info = {"dataset": tp.source, "split": tp.split,
                    "slice": f"offset {tp.offset}, limit {tp.limit}"}
     repo = dataset_repo(hub, cfg)
-    result = publish_dataset(repo, {"self": str(run_dir / "self"), "rft": str(run_dir / "rft")},
-                             token=hub.token, endpoint=hub.endpoint, private=hub.private,
+    result = publish_dataset(repo, built, token=hub.token, endpoint=hub.endpoint, private=hub.private,
                              provenance=provenance, source_info=source_info)
-    return {"what": "dataset (self, rft)", "repo": repo, "revision": result.tag,
+    return {"what": f"dataset ({', '.join(built)})", "repo": repo, "revision": result.tag,
             "commit": result.commit_sha, "url": result.url}
 
 
 def publish_trained(hub: Hub, cfg, variant: str, adapter_dir: str, metrics: dict) -> dict:
     """Publish one trained adapter with its model card and held-out evaluation."""
-    from ..hub.publish import publish_adapter
+    from .publish import publish_adapter
 
     repo = f"{dataset_repo(hub, cfg)}-{_slug(variant)}-lora"
     result = publish_adapter(repo, adapter_dir, token=hub.token, endpoint=hub.endpoint,

@@ -1,0 +1,1 @@
+"""QUP publishing: trace datasets and adapters as Hub repos with generated cards."""

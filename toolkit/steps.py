@@ -1,0 +1,100 @@
+"""Cached steps whose keys chain through their inputs, so a change flows downstream.
+
+A :class:`Step` is a unit of work with an output dir, a config and the names of the steps it
+reads. Its cache key hashes its config (minus fields that only change how it runs, not what it
+makes) and the keys of its inputs. A step is skipped only when its dir holds a finished marker
+with the same key; a dir with another key is stale and removed before the step runs again, so
+nothing downstream of a change is ever served from an old result (as distilabel invalidates a
+changed step and its successors). A step killed midway keeps its key and resumes (sample shards,
+training checkpoints).
+
+Example:
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> keys = {}
+    >>> run_step(Step("a", d / "a", {"k": 1}, [], lambda: {"n": 1}), keys)
+    {'n': 1}
+    >>> run_step(Step("b", d / "b", {}, ["a"], lambda: {"n": 2}), keys)["n"]
+    2
+    >>> skipped(d / "b", keys["b"])
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+MARKER = "qup_stage.json"
+
+
+@dataclass
+class Step:
+    name: str                                   # "sample", "variant:rft", "train:rft", ...
+    out: Path
+    config: Any                                 # a config dataclass or a JSON-able mapping
+    inputs: list[str]                           # names of the steps it reads
+    fn: Callable[[], dict]                      # does the work, returns a JSON-able result
+    volatile: tuple[str, ...] = field(default=())  # config fields that do not change the result
+
+
+def _jsonable(config: Any) -> Any:
+    data = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else config
+    return json.loads(json.dumps(data, default=str, sort_keys=True))
+
+
+def step_key(step: Step, keys: dict[str, str]) -> str:
+    """sha256 of the step's name, config (minus volatile fields) and its inputs' keys."""
+    config = {k: v for k, v in _jsonable(step.config).items() if k not in step.volatile}
+    missing = [i for i in step.inputs if i not in keys]
+    if missing:
+        raise RuntimeError(f"step {step.name}: inputs {missing} have not run yet")
+    payload = {"step": step.name, "config": config, "inputs": {i: keys[i] for i in step.inputs}}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _marker(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def skipped(out: Path, key: str) -> bool:
+    """Whether ``out`` holds a finished result with cache key ``key``."""
+    m = _marker(out)
+    return bool(m and m.get("key") == key and m.get("done"))
+
+
+def _write_marker(out: Path, data: dict) -> None:
+    tmp = out / (MARKER + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(out / MARKER)
+
+
+def run_step(step: Step, keys: dict[str, str]) -> dict:
+    """Run ``step`` unless its result is cached under the same key; record its key in ``keys``."""
+    key = step_key(step, keys)
+    keys[step.name] = key
+    out = Path(step.out)
+    m = _marker(out)
+    if m and m.get("key") == key and m.get("done"):
+        log.info("%s: done already (key %s), skipping", step.name, key)
+        return m["result"]
+    if out.exists() and (m is None or m.get("key") != key):
+        why = "its inputs or config changed" if m else "it holds no marker of this run"
+        log.info("%s: removing %s (%s)", step.name, out, why)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {"step": step.name, "key": key, "done": False, "config": _jsonable(step.config),
+              "inputs": {i: keys[i] for i in step.inputs}}
+    _write_marker(out, record)
+    result = step.fn()
+    _write_marker(out, {**record, "done": True, "result": result})
+    return result

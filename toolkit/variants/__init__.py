@@ -1,0 +1,80 @@
+"""The paper's data variants as data: one module per variant, one :class:`Variant` entry each.
+
+A variant is built from its ``parent`` (``samples``: the raw SLM traces, or another variant) by
+a function ``build(parent_rows, config, roles) -> rows`` over TRACE datasets; ``config`` is an
+instance of the variant's options dataclass (its recipe section, e.g. ``rft: {max_per_problem: 2}``)
+and ``roles`` maps the model roles it ``needs`` (e.g. ``oracle``) to Generators. ``qup run``, the
+published dataset configs, the cards, the report and the ``qup <variant>`` commands all iterate
+:data:`REGISTRY`, so a new variant is one module plus one :func:`register` call.
+
+Example:
+    >>> [v.name for v in lineage("rft")]
+    ['self', 'rft']
+    >>> get("rft").parent
+    'self'
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..config import ConfigError
+
+SAMPLES = "samples"   # the root every lineage starts from: the SLM's raw, unverified traces
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    parent: str                     # SAMPLES or another variant's name
+    doc: str                        # one line, shown in cards and --help
+    build: Callable[..., Any]       # (parent: Dataset, config, roles: dict) -> Dataset
+    config: type | None = None      # options dataclass (recipe section named after the variant)
+    needs: tuple[str, ...] = ()     # model roles besides the SLM, e.g. ("oracle",)
+
+    def options(self, data: dict | None = None, where: str = "") -> Any:
+        """The variant's options from a mapping (validated), or None when it takes none."""
+        from ..config import from_dict
+        if self.config is None:
+            if data:
+                raise ConfigError(f"{where or self.name}: variant {self.name!r} takes no options")
+            return None
+        return from_dict(self.config, dict(data or {}), where or self.name)
+
+
+REGISTRY: dict[str, Variant] = {}
+
+
+def register(variant: Variant) -> Variant:
+    """Add ``variant`` to the registry (its parent must be registered first)."""
+    if variant.parent != SAMPLES and variant.parent not in REGISTRY:
+        raise ConfigError(f"variant {variant.name!r}: parent {variant.parent!r} is not registered")
+    if variant.name in (SAMPLES, "default") or not variant.name.isidentifier():
+        raise ConfigError(f"invalid variant name {variant.name!r}")
+    REGISTRY[variant.name] = variant
+    return variant
+
+
+def get(name: str) -> Variant:
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown variant {name!r}; registered: {sorted(REGISTRY)}")
+    return REGISTRY[name]
+
+
+def lineage(*names: str) -> list[Variant]:
+    """The variants ``names`` and all their ancestors, parents first (registry order)."""
+    want: set[str] = set()
+    for name in names:
+        while name != SAMPLES and name not in want:
+            want.add(name)
+            name = get(name).parent
+    return [v for n, v in REGISTRY.items() if n in want]
+
+
+def docs() -> dict[str, str]:
+    return {n: v.doc for n, v in REGISTRY.items()}
+
+
+# The built-in variants, in lineage order. Later issues add oracle_synth, oracle_refine, ...
+from . import self as _self  # noqa: E402,F401,I001  (each module registers itself)
+from . import rft as _rft  # noqa: E402,F401
