@@ -95,6 +95,7 @@ class WithHidden:
     shown: int = field(default=1, metadata={"help": "a shown field"})
     secret: int = field(default=2, metadata={"help": "internal", "hidden": True})
     problems: SourceConfig = field(default_factory=SourceConfig)
+    urls: list[str] = field(default_factory=list)
 
 
 def test_cli_flags_hidden_fields_and_nested_configs():
@@ -106,6 +107,9 @@ def test_cli_flags_hidden_fields_and_nested_configs():
     args = parser.parse_args(["--secret", "5", "--source", "svamp", "--limit", "3"])
     overrides = overrides_from_args(args)
     assert overrides == {"secret": 5, "problems": {"source": "svamp", "limit": 3}}
+    assert overrides_from_args(parser.parse_args(["--urls", "http://a:1", "--urls", "http://b:2"])) == {
+        "urls": ["http://a:1", "http://b:2"]}                 # as the README's --endpoints example
+    assert overrides_from_args(parser.parse_args(["--urls", "[x, y]"])) == {"urls": ["x", "y"]}
     cfg = load_config(WithHidden, {}, overrides)
     assert (cfg.secret, cfg.problems.source, cfg.problems.limit, cfg.problems.split) == (5, "svamp", 3, "test")
 

@@ -1,16 +1,27 @@
-"""End to end through the CLI: `qup run smoke` (tiny model, whole loop, embedded Hub)."""
+"""``qup run``: the whole loop through the CLI, cache keys that chain through inputs, and a toy
+variant that shows up everywhere from one registry entry."""
 import json
 import os
 import subprocess
 import sys
 
+import pytest
+from datasets import Dataset
+
+from toolkit import variants
 from toolkit.io import load
+
+QUP = [sys.executable, "-m", "toolkit.cli"]
+
+
+def _env(**extra):
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("HF_")}, **extra}
 
 
 def test_qup_run_smoke_end_to_end(tmp_path, shared_data, tiny_model):
     run_dir = tmp_path / "smoke"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
-    cmd = [sys.executable, "-m", "toolkit.cli", "run", "smoke", "--run-dir", str(run_dir)]
+    env = _env()
+    cmd = QUP + ["run", "smoke", "--run-dir", str(run_dir)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -19,7 +30,7 @@ def test_qup_run_smoke_end_to_end(tmp_path, shared_data, tiny_model):
     assert summary["data"]["self"]["rows"] == 16  # 8 problems x k=2
     # Every stage left its output.
     assert len(load(run_dir / "samples")) == 16
-    assert set(load(run_dir / "self")["verify_status"]) <= {"correct", "wrong", "no_answer", "timeout"}
+    assert set(load(run_dir / "variants" / "self")["verify_status"]) <= {"correct", "wrong", "no_answer", "timeout"}
     assert (run_dir / "adapters" / "self" / "adapter_model.safetensors").is_file()
     assert len(load(run_dir / "eval" / "self")) == 8
     report = (run_dir / "report.md").read_text()
@@ -35,24 +46,107 @@ def test_qup_run_smoke_end_to_end(tmp_path, shared_data, tiny_model):
         code = ("from datasets import load_dataset; ds = load_dataset("
                 "'qup/qup-svamp-tiny-random-llama', 'self', revision='v1', split='train'); "
                 "print(len(ds), ds[0]['trace_id'])")
-        env.update(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1", HF_HOME=str(tmp_path / "hf"))
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                             timeout=300)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                             env=env | dict(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1",
+                                            HF_HOME=str(tmp_path / "hf")))
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.split()[0] == "16"
-    # A second run finds every stage done and redoes nothing.
-    again = subprocess.run(cmd, env=env | {"HF_ENDPOINT": ""}, capture_output=True, text=True, timeout=300)
+    # A second run finds every step done and redoes nothing.
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("done already, skipping") >= 6
+    assert again.stderr.count("done already") == 5, again.stderr[-2000:]
     assert "generate:" not in again.stderr
+
+
+# --------------------------------------------------------------- a toy variant: one module + one entry
+def shortest(parent: Dataset, config=None, roles=None) -> Dataset:
+    """The shortest `self` trace of each problem."""
+    best: dict[str, tuple[int, int]] = {}
+    for i, (pid, n) in enumerate(zip(parent["problem_id"], parent["completion_tokens"])):
+        if pid not in best or n < best[pid][0]:
+            best[pid] = (n, i)
+    keep = sorted(i for _, i in best.values())
+    return parent.select(keep).map(lambda r: {"variant": "shortest", "parent_id": r["trace_id"]})
+
+
+@pytest.fixture
+def toy_variant():
+    v = variants.register(variants.Variant("shortest", "self", "the shortest SLM trace per problem",
+                                           shortest))
+    yield v
+    del variants.REGISTRY["shortest"]
+
+
+def test_toy_variant_and_upstream_changes_flow_downstream(tmp_path, shared_data, tiny_model, toy_variant):
+    from huggingface_hub import DatasetCard, hf_hub_download
+
+    from toolkit.hub import HubServer
+    from toolkit.run import run_recipe
+
+    run_dir = tmp_path / "run"
+    first = run_recipe("smoke", {"variants": ["shortest"]}, run_dir=str(run_dir))
+    assert list(first["data"]) == ["self", "shortest"]          # the lineage, parents first
+    assert first["data"]["shortest"]["rows"] == first["data"]["shortest"]["problems"] == 8
+    assert set(first["evaluations"]) == {"base", "shortest"}
+    assert "| shortest | the shortest SLM trace per problem | 8 |" in (run_dir / "report.md").read_text()
+    dataset = first["published"][0]
+    assert dataset["what"] == "dataset (self, shortest)" and dataset["revision"] == "v1"
+    with HubServer(run_dir / "hub") as hub:
+        readme = hf_hub_download(dataset["repo"], "README.md", repo_type="dataset", revision="v1",
+                                 endpoint=hub.url, cache_dir=tmp_path / "hf")
+        card = DatasetCard.load(readme)
+        assert [c["config_name"] for c in card.data.configs] == ["self", "shortest"]
+        assert "the shortest SLM trace per problem" in card.text
+
+    # The README's example after `make demo`: change sampling, re-run. Everything downstream of
+    # `sample` re-runs (no stale data, no shard error); the base evaluation does not depend on it.
+    second = run_recipe("smoke", {"variants": ["shortest"], "sample": {"k": 3}}, run_dir=str(run_dir))
+    assert len(load(run_dir / "samples")) == 24
+    assert second["data"]["self"]["rows"] == 24 and second["data"]["shortest"]["rows"] == 8
+    changed = {k for k in first["keys"] if first["keys"][k] != second["keys"][k]}
+    assert changed == {"sample", "variant:self", "variant:shortest", "train:shortest", "evaluate:shortest"}
+    assert second["published"][0]["revision"] == "v2"
+    train_info = json.loads((run_dir / "adapters" / "shortest" / "qup_train.json").read_text())
+    assert (train_info["dataset_revision"], train_info["dataset_config"]) == ("v2", "shortest")
+    assert train_info["metrics"]["train_samples"] == 8 and train_info["metrics"]["steps"] == 4
+
+    # A change of the problem slice flows the same way (it used to re-run `sample` only).
+    third = run_recipe("smoke", {"variants": ["shortest"], "sample": {"k": 3},
+                                 "train_problems": {"limit": 4}}, run_dir=str(run_dir))
+    assert third["data"]["self"]["rows"] == 12 and third["data"]["shortest"]["problems"] == 4
+    assert len(load(run_dir / "variants" / "shortest")) == 4
+    assert {k for k in third["keys"] if third["keys"][k] != second["keys"][k]} == changed
+
+
+def _one_line_error(proc) -> str:
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    return lines[0]
 
 
 def test_bad_recipe_key_is_one_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\ntrain_problems: {source: svamp}\neval_problems: {source: svamp}\n"
                    "sample: {temprature: 0.5}\n")
-    proc = subprocess.run([sys.executable, "-m", "toolkit.cli", "run", str(bad)], capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        proc.stderr.strip().splitlines()[-1]] and "unknown key(s) ['temprature']" in proc.stderr
+    proc = subprocess.run(QUP + ["run", str(bad)], capture_output=True, text=True, timeout=120)
+    assert "unknown key(s) ['temprature']" in _one_line_error(proc)
+    proc = subprocess.run(QUP + ["run", "smoke", "--set", "evaluate.prompt=other"],
+                          capture_output=True, text=True, timeout=120)
+    assert "evaluate.prompt is set by the run" in _one_line_error(proc)
+
+
+def test_hub_url_without_token_fails_before_any_work(tmp_path):
+    proc = subprocess.run(QUP + ["run", "smoke", "--run-dir", str(tmp_path / "r"),
+                                 "--set", "hub.url=http://127.0.0.1:9"],
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert "HF_TOKEN is not set" in _one_line_error(proc)
+    assert not (tmp_path / "r").exists()
+
+
+def test_dead_endpoint_is_one_line(tmp_path, free_port):
+    proc = subprocess.run(QUP + ["sample", "--model", "tiny-random", "--source", "svamp", "--limit", "1",
+                                 "--k", "1", "--backend", "endpoint", "--endpoints",
+                                 f"http://127.0.0.1:{free_port}", "--retries", "0",
+                                 "--out", str(tmp_path / "s")],
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert "endpoint request failed" in _one_line_error(proc)

@@ -181,7 +181,7 @@ def _flags(cls: type, prefix: str = ""):
         if dataclasses.is_dataclass(hints[f.name]):
             yield from _flags(hints[f.name], f"{prefix}{f.name}__")
         else:
-            yield prefix + f.name, f
+            yield prefix + f.name, f, hints[f.name]
 
 
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
@@ -189,12 +189,23 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 
     Fields with ``metadata={"hidden": True}`` are accepted but not listed in ``--help``.
     """
-    for dest, f in _flags(cls):
+    for dest, f, tp in _flags(cls):
         help_ = f.metadata.get("help", "")
+        many = typing.get_origin(tp) is list   # repeat the flag: --endpoints URL1 --endpoints URL2
         parser.add_argument(
             "--" + f.name.replace("_", "-"), dest=f"cfg__{dest}", default=argparse.SUPPRESS,
-            metavar=f.name.upper(), help=argparse.SUPPRESS if f.metadata.get("hidden") else help_,
+            metavar=f.name.upper(), action="append" if many else "store",
+            help=argparse.SUPPRESS if f.metadata.get("hidden") else help_ + (" (repeatable)" if many else ""),
         )
+
+
+def _scalar(raw):
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
@@ -203,10 +214,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     out: dict = {}
     for key, raw in vars(args).items():
         if key.startswith("cfg__"):
-            try:
-                value = yaml.safe_load(raw) if isinstance(raw, str) else raw
-            except yaml.YAMLError:
-                value = raw
+            value = _scalar(raw)
+            if isinstance(raw, list):  # a repeated flag; one "[a, b]" value is a whole list
+                value = [_scalar(r) for r in raw]
+                value = value[0] if len(value) == 1 and isinstance(value[0], list) else value
             *parents, leaf = key[5:].split("__")
             node = out
             for part in parents:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .variants import docs as variant_docs
+
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
@@ -24,11 +26,13 @@ def write_report(run_dir: str | Path, summary: dict) -> Path:
         lines.append(f"| {'base' if name == 'base' else 'base + LoRA'} | {name if name != 'base' else '—'} "
                      f"| {rows} | {_pct(m['accuracy'])} | {m['correct']} / {m['total']} "
                      f"| {m['stopped']} / {m['total']} | {m['mean_completion_tokens']:.0f} |")
+    docs = variant_docs()
     lines += ["", "## Training data variants", "",
-              "| variant | rows | problems | correct rate | mean tokens |", "|---|---:|---:|---:|---:|"]
+              "| variant | what | rows | problems | correct rate | mean tokens |",
+              "|---|---|---:|---:|---:|---:|"]
     for name, d in data.items():
-        lines.append(f"| {name} | {d['rows']} | {d['problems']} | {_pct(d['correct_rate'])} "
-                     f"| {d['mean_completion_tokens']:.0f} |")
+        lines.append(f"| {name} | {docs.get(name, '')} | {d['rows']} | {d['problems']} "
+                     f"| {_pct(d['correct_rate'])} | {d['mean_completion_tokens']:.0f} |")
     if summary.get("published"):
         lines += ["", "## Published", "", "| what | repo | revision |", "|---|---|---|"]
         lines += [f"| {p['what']} | `{p['repo']}` | `{p['revision']}` |" for p in summary["published"]]

@@ -174,7 +174,7 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
     keys: dict[str, str] = {}
     sample = stages["sample"]
     run_step(Step("sample", Path(sample.out), sample, [], lambda: sample_command(sample),
-                  volatile=("batch_size", "concurrency", "cache_dir", "endpoints")), keys)
+                  volatile=("batch_size", "concurrency", "cache_dir", "endpoints", "retries")), keys)
     built, data = {}, {}
     for v in V.lineage(*cfg.variants):
         parent = sample.out if v.parent == V.SAMPLES else built[v.parent]

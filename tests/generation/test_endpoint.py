@@ -1,5 +1,5 @@
-"""EndpointGenerator against the local TGI-compatible server: same rows as the local engine,
-faults survived, cache resumes after SIGKILL, replicas with health checks."""
+"""EndpointGenerator against the local TGI-compatible server: same rows and scores as the local
+engine, async use, faults survived, cache resumes after SIGKILL, replicas with health checks."""
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +18,7 @@ import uvicorn
 from starlette.responses import JSONResponse
 
 from toolkit.generation import make_generator
-from toolkit.generation.base import Request, SamplingParams
+from toolkit.generation.base import Request, SamplingParams, ScoreError
 from toolkit.generation.cache import RequestCache
 from toolkit.generation.endpoint import EndpointError, EndpointGenerator
 from toolkit.generation.engine import LocalEngine
@@ -69,18 +69,22 @@ def rows(completions):
     return [(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in completions]
 
 
-# Rows are compared across backends one sequence per forward pass: the random tiny model's flat
-# distributions turn the float rounding of other batch shapes into different draws.
+# Rows are compared across backends one sequence per forward pass, in fp32 on both sides: the
+# random tiny model's flat distributions turn other rounding into different draws.
 @pytest.fixture(scope="module")
 def server(tiny_model):
-    with TGIServer(tiny_model, max_batch_size=1) as s:
+    with TGIServer(tiny_model, max_batch_size=1, dtype="float32") as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def local_rows(tiny_model):
-    engine = LocalEngine(tiny_model, batch_size=1)
-    return rows(engine.generate(make_requests(engine), progress=False))
+def local_engine(tiny_model):
+    return LocalEngine(tiny_model, batch_size=1, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def local_rows(local_engine):
+    return rows(local_engine.generate(make_requests(local_engine), progress=False))
 
 
 @pytest.mark.parametrize("api", ["tgi", "openai"])
@@ -96,12 +100,49 @@ def test_endpoint_rows_equal_local_engine(server, tiny_model, local_rows, tmp_pa
     assert metric(server.url, "tgi_request_count") == before
 
 
-def test_token_logprobs_match_local(server, tiny_model):
-    texts = ["Hello there my friend", "2 + 2 = 4"]
-    remote = EndpointGenerator(tiny_model, [server.url]).token_logprobs(texts)
-    local = LocalEngine(tiny_model).token_logprobs(texts)
-    assert [len(r) for r in remote] == [len(x) for x in local]
-    assert all(abs(a - b) < 1e-4 for r, x in zip(remote, local) for a, b in zip(r, x))
+def test_score_equals_local(server, tiny_model, local_engine, tmp_path):
+    gen = EndpointGenerator(tiny_model, [server.url], cache_dir=str(tmp_path))
+    prompts = [gen.render_chat([{"role": "user", "content": q}]) for q in QUESTIONS[:3]] + ["Hi"]
+    completions = ["The answer is 4.", "3 + 9 = 12", "", " there my friend"]
+    remote = gen.score(prompts, completions, progress=True)
+    local = local_engine.score(prompts, completions)
+    assert [len(r) for r in remote] == [len(x) for x in local] and remote[2] == []
+    assert all(abs(a - b) < 1e-3 for r, x in zip(remote, local) for a, b in zip(r, x))
+    before = metric(server.url, "tgi_request_count")
+    assert gen.score(prompts, completions) == remote          # answered from the cache
+    assert metric(server.url, "tgi_request_count") == before
+    with pytest.raises(ScoreError, match="row 0"):
+        gen.score(["Hello wor"], ["ld"])
+
+
+def test_score_needs_tgi(server, tiny_model):
+    gen = EndpointGenerator(tiny_model, [server.url], api="openai")
+    assert gen.dtype == ""
+    with pytest.raises(EndpointError, match="scoring needs a TGI endpoint"):
+        gen.score(["Hi"], [" there"])
+
+
+def test_dead_endpoint_inside_a_running_loop_raises_endpoint_error(tiny_model, free_port):
+    gen = EndpointGenerator(tiny_model, [f"http://127.0.0.1:{free_port}"], max_retries=1,
+                            backoff=0.01, health_interval=0.01)
+
+    async def handler():   # e.g. a Gradio handler calling the sync API
+        return gen.generate(make_requests(gen, n=1), progress=False)
+    with pytest.raises(EndpointError, match="failed after 2 attempts"):
+        asyncio.run(handler())
+    with pytest.raises(EndpointError, match="failed after 2 attempts"):
+        gen.generate(make_requests(gen, n=1), progress=False)   # and without a loop
+
+
+def test_agenerate_equals_generate(server, tiny_model):
+    gen = EndpointGenerator(tiny_model, [server.url], concurrency=4)
+    reqs = make_requests(gen, n=4)
+
+    async def handler():
+        return await gen.agenerate(reqs, progress=False), await gen.ascore(["Hi"], [" there"])
+    got, scores = asyncio.run(handler())
+    assert rows(got) == rows(gen.generate(reqs, progress=False))
+    assert scores == gen.score(["Hi"], [" there"])
 
 
 def test_faults_and_stalls_give_the_fault_free_rows(tiny_model, local_rows, tmp_path):
@@ -110,7 +151,7 @@ def test_faults_and_stalls_give_the_fault_free_rows(tiny_model, local_rows, tmp_
     def wrap(app):
         faults["f"] = Faults(app, rate=0.2, stall_s=2.5, seed=1)
         return faults["f"]
-    with TGIServer(tiny_model, max_batch_size=1, wrap_app=wrap) as s:
+    with TGIServer(tiny_model, max_batch_size=1, dtype="float32", wrap_app=wrap) as s:
         gen = EndpointGenerator(tiny_model, [s.url], concurrency=4, timeout=1.5, backoff=0.05,
                                 max_retries=10, cache_dir=str(tmp_path))
         got = rows(gen.generate(make_requests(gen), progress=False))
@@ -152,7 +193,7 @@ def test_invalid_request_fails_fast(server, tiny_model):
 
 def test_replicas_spread_and_skip_unhealthy(server, tiny_model, local_rows, free_port):
     dead = f"http://127.0.0.1:{free_port}"
-    with TGIServer(tiny_model, max_batch_size=1) as second:
+    with TGIServer(tiny_model, max_batch_size=1, dtype="float32") as second:
         gen = EndpointGenerator(tiny_model, [server.url, second.url, dead], concurrency=6,
                                 health_interval=0.2)
         counts = [metric(u, "tgi_request_count") for u in (server.url, second.url)]
@@ -160,7 +201,7 @@ def test_replicas_spread_and_skip_unhealthy(server, tiny_model, local_rows, free
         assert metric(server.url, "tgi_request_count") > counts[0]
         assert metric(second.url, "tgi_request_count") > counts[1]
         # the dead replica comes back: after its health check passes it gets work again
-        with TGIServer(tiny_model, port=free_port, max_batch_size=1) as revived:
+        with TGIServer(tiny_model, port=free_port, max_batch_size=1, dtype="float32") as revived:
             time.sleep(0.3)
             gen.generate(make_requests(gen, n=6, max_new_tokens=4), progress=False)
             assert metric(revived.url, "tgi_request_count") > 0
@@ -169,7 +210,7 @@ def test_replicas_spread_and_skip_unhealthy(server, tiny_model, local_rows, free
 SCRIPT = textwrap.dedent("""
     import sys
     from toolkit.generation.endpoint import EndpointGenerator
-    from toolkit.generation.base import Request, SamplingParams
+    from toolkit.generation.base import Request, SamplingParams, ScoreError
     model, url, cache = sys.argv[1:4]
     gen = EndpointGenerator(model, [url], concurrency=2, cache_dir=cache)
     reqs = [Request(gen.render_chat([{"role": "user", "content": f"Q{i}"}]),

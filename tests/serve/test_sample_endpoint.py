@@ -14,11 +14,11 @@ def test_sample_stage_endpoint_equals_local(tiny_model, shared_data, tmp_path, a
 
     smoke = dict(model=tiny_model, problems=SourceConfig(source=str(shared_data / "svamp"), limit=4), k=2,
                  max_new_tokens=24, temperature=1.0, shard_size=4,
-                 batch_size=1)  # same batching on both sides: see tests/generation/test_endpoint.py
+                 batch_size=1, dtype="float32")  # same numerics both sides: see test_endpoint.py
     local_cfg = SampleConfig(**smoke)
     problems = load_problems(local_cfg.problems)
     local = sample(problems, local_cfg, local_cfg.generator())
-    with TGIServer(tiny_model, max_batch_size=1) as server:
+    with TGIServer(tiny_model, max_batch_size=1, dtype="float32") as server:
         cfg = SampleConfig(**smoke, backend="endpoint", endpoints=[server.url], api=api,
                            concurrency=4, cache_dir=str(tmp_path / "cache"))
         remote = sample(problems, cfg, cfg.generator(), shard_dir=tmp_path / "shards")

@@ -34,7 +34,7 @@ def lora_adapter(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(tiny_model, lora_adapter):
-    with TGIServer(tiny_model, adapters={"math": lora_adapter}) as s:
+    with TGIServer(tiny_model, adapters={"math": lora_adapter}, dtype="float32") as s:
         yield s
 
 
@@ -50,7 +50,7 @@ def test_hub_client_text_generation_matches_local_engine(server, tiny_model):
     client = InferenceClient(server.url)
     out = client.text_generation(PROMPT, max_new_tokens=8, details=True, do_sample=True, seed=7,
                                  temperature=0.9, decoder_input_details=True)
-    local = LocalEngine(tiny_model).generate(
+    local = LocalEngine(tiny_model, dtype="float32").generate(
         [Request(PROMPT, SamplingParams(max_new_tokens=8, temperature=0.9, seed=7))], progress=False)[0]
     assert out.generated_text == local.text
     d = out.details
@@ -167,9 +167,22 @@ def test_concurrent_requests_share_forward_passes(tiny_model):
         assert alone["generated_text"] == outs[3]["generated_text"]
 
 
+def test_endpoint_score_with_adapter_equals_local(server, tiny_model, lora_adapter):
+    from toolkit.generation.endpoint import EndpointGenerator
+    prompts, completions = [PROMPT, PROMPT, "Hello"], ["5", "It is 2 + 3 = 5.", " there"]
+    local = LocalEngine(tiny_model, adapters={"math": lora_adapter}, dtype="float32")
+    remote = EndpointGenerator(tiny_model, [server.url])
+    for adapter in (None, "math"):
+        want, got = local.score(prompts, completions, adapter), remote.score(prompts, completions, adapter)
+        assert [len(r) for r in got] == [len(r) for r in want]
+        assert all(abs(a - b) < 1e-3 for r, x in zip(got, want) for a, b in zip(r, x))
+    assert remote.score(prompts, completions, "math") != remote.score(prompts, completions)
+
+
 def test_info_tokenize_health(server):
     info = requests.get(f"{server.url}/info").json()
     assert info["max_total_tokens"] == 2048 and info["max_input_tokens"] == 2047
+    assert info["model_dtype"] == "torch.float32"
     toks = requests.post(f"{server.url}/tokenize", json={"inputs": "Hello there"}).json()
     assert "".join(t["text"] for t in toks) == "Hello there"
     assert requests.get(f"{server.url}/health").status_code == 200

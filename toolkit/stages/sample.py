@@ -52,12 +52,15 @@ class SampleConfig:
     endpoints: list[str] = field(default_factory=list, metadata=_h("endpoint URLs (backend=endpoint)"))
     api: str = field(default="tgi", metadata=_h("tgi | openai (backend=endpoint)"))
     concurrency: int = 16
+    retries: int = field(default=8, metadata=_h("retries per request (backend=endpoint)"))
     cache_dir: str = field(default="", metadata=_h("request cache dir (backend=endpoint)"))
     out: str = field(default="", metadata=_h("output dataset dir (save_to_disk)"))
 
     def __post_init__(self):
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
+        if self.retries < 0:
+            raise ConfigError(f"retries must be >= 0, got {self.retries}")
         if self.shard_size < 1:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
         self.params(0)  # validates sampling params early
@@ -74,7 +77,7 @@ class SampleConfig:
         opts = {}
         if self.backend == "endpoint":
             opts = dict(endpoints=self.endpoints, api=self.api, concurrency=self.concurrency,
-                        cache_dir=self.cache_dir or None)
+                        cache_dir=self.cache_dir or None, max_retries=self.retries)
         return make_generator(self.model, backend=self.backend, batch_size=self.batch_size,
                               dtype=self.dtype, **opts)
 
