@@ -119,9 +119,11 @@ def test_toy_variant_and_upstream_changes_flow_downstream(tmp_path, shared_data,
 
 
 def _one_line_error(proc) -> str:
+    """The error line of a failed ``qup`` call: exit code 2, no traceback (logs may precede it)."""
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
-    return lines[0]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert lines[-1].startswith("qup: error: ") and sum("error" in ln for ln in lines) == 1, lines
+    return lines[-1]
 
 
 def test_bad_recipe_key_is_one_line(tmp_path):

@@ -114,7 +114,8 @@ def cmd_serve(args):
         if not _ or not name or not path:
             raise UserError(f"--adapter expects NAME=PATH, got {item!r}")
         adapters[name] = path
-    serve(args.model, adapters or None, host=args.host, port=args.port, max_batch_size=args.max_batch_size)
+    serve(args.model, adapters or None, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+          dtype=args.dtype)
 
 
 def cmd_hub_serve(args):
@@ -171,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="qup", description="QUP toolkit: distil math reasoning into small LMs without the "
-        "Quality-Utility Paradox (sample → verify → rft → train → evaluate → publish).")
+        "Quality-Utility Paradox (sample → verify → variants → publish → train → evaluate).")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-batch-size", type=int, default=16, help="requests per shared forward pass")
+    p.add_argument("--dtype", default="auto", help="auto (bf16 where native) | float32 | bfloat16 | float16")
     hub = sub.add_parser("hub", help="local Hub-compatible server").add_subparsers(dest="sub", required=True)
     p = _add(hub, "serve", cmd_hub_serve, "Serve a Hub-compatible API (HF_ENDPOINT) from a folder; "
              "no --token = open server, anyone may write",

@@ -98,12 +98,12 @@ def test_score_is_the_completion_tokens_log_softmax(engine):
     prompts, completions = _pairs(engine)
     scores = engine.score(prompts, completions)
     for p, c, got in zip(prompts, completions, scores):
-        ids, n = torch.tensor([engine.encode(p + c)]), len(engine.encode(p))
+        ids, n = torch.tensor([engine.encode(p + c)], device=engine.device), len(engine.encode(p))
         with torch.no_grad():
             logits = engine.model(ids).logits[0, :-1]
         ref = torch.log_softmax(logits, -1).gather(1, ids[0, 1:, None])[:, 0][n - 1:]
         assert len(got) == ids.shape[1] - n == len(engine.encode(p + c)) - n
-        assert torch.allclose(torch.tensor(got), ref, atol=1e-4)
+        assert torch.allclose(torch.tensor(got), ref.float().cpu(), atol=1e-4)
     assert scores[-1] == [] and all(lp < 0 for lp in scores[0])
 
 

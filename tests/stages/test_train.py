@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from toolkit.cli import main as qup
 from toolkit.config import ConfigError, load_config
-from toolkit.models import load_model
+from toolkit.models import dtype_name, load_model, resolve_dtype
 from toolkit.prompts import load_prompt
 from toolkit.schema import TRACE, empty_trace
 from toolkit import io
@@ -122,7 +122,8 @@ def test_train_command_writes_adapter_and_resumes(tiny_model, tmp_path, capsys):
                         "dataset_config", "config", "metrics"}
     assert (run["base_model"], run["base_model_revision"]) == ("qup/tiny-random-llama", "seed0")
     assert run["dataset_repo"] == "alice/traces" and run["config"]["max_steps"] == 4
-    assert run["metrics"]["dtype"] == "float32" and run["metrics"]["device"] == "cpu"
+    want = "cuda:0" if torch.cuda.is_available() else "cpu"     # dtype auto: bf16 on CUDA or native-bf16 CPUs
+    assert run["metrics"]["dtype"] == dtype_name(resolve_dtype("auto")) and run["metrics"]["device"] == want
     assert 0 < run["metrics"]["trainable_params"] < run["metrics"]["total_params"]
     adapter_cfg = json.loads((out / "adapter_config.json").read_text())
     assert adapter_cfg["base_model_name_or_path"] == "qup/tiny-random-llama"
@@ -143,7 +144,7 @@ def test_train_command_writes_adapter_and_resumes(tiny_model, tmp_path, capsys):
     # The adapter (loaded through the preset name, as evaluate does) really changes the logits.
     base, tok = load_model("tiny-random")
     tuned, _ = load_model("tiny-random", adapter=str(out))
-    ids = torch.tensor([prompt_ids(tok, EXAMPLES[0][0])])
+    ids = torch.tensor([prompt_ids(tok, EXAMPLES[0][0])], device=base.device)
     with torch.no_grad():
         diff = (base(input_ids=ids).logits - tuned(input_ids=ids).logits).abs().max().item()
     assert diff > 1e-2, diff

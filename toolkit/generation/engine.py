@@ -259,9 +259,7 @@ class LocalEngine:
         for b, (s, n) in enumerate(zip(seqs, starts)):
             keep[b, n - 1:len(s) - 1] = True
         logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
-        targets = ids[:, 1:][keep[:, :-1]]
-        out = []
-        for lg, tg in zip(logits.split([len(s) - n for s, n in zip(seqs, starts)]),
-                          targets.split([len(s) - n for s, n in zip(seqs, starts)])):
-            out.append(torch.log_softmax(lg.float(), -1).gather(1, tg[:, None])[:, 0].tolist())
-        return out
+        targets = ids[:, 1:][keep[:, :-1]]                  # logits are (scored tokens, vocab)
+        sizes = [len(s) - n for s, n in zip(seqs, starts)]
+        return [torch.log_softmax(lg.float(), -1).gather(1, tg[:, None])[:, 0].tolist()
+                for lg, tg in zip(logits.split(sizes), targets.split(sizes))]

@@ -12,10 +12,10 @@ import os
 import re
 import secrets
 from dataclasses import asdict, dataclass
-from importlib.metadata import version
 from pathlib import Path
 
 from ..models import model_info
+from .cards import package_version
 from .publish import PublishError
 
 
@@ -83,7 +83,7 @@ def publish_variants(hub: Hub, cfg, sample, built: dict[str, str], options: dict
                                                       "max_new_tokens", "stop", "seed")},
         "verifier": "toolkit.answers (math-verify)",
         "filters": {name: asdict(opts) for name, opts in options.items() if opts is not None},
-        "toolkit_version": version("qup-toolkit"),
+        "toolkit_version": package_version("qup-toolkit"),
     }
     tp = cfg.train_problems
     source_info = {"dataset": tp.source, "split": tp.split,
