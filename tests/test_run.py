@@ -59,7 +59,7 @@ def test_qup_run_smoke_end_to_end(tmp_path, shared_data, tiny_model):
 
 
 # --------------------------------------------------------------- a toy variant: one module + one entry
-def shortest(parent: Dataset, config=None, roles=None) -> Dataset:
+def shortest(parent: Dataset, config=None, ctx=None) -> Dataset:
     """The shortest `self` trace of each problem."""
     best: dict[str, tuple[int, int]] = {}
     for i, (pid, n) in enumerate(zip(parent["problem_id"], parent["completion_tokens"])):
@@ -152,3 +152,35 @@ def test_dead_endpoint_is_one_line(tmp_path, free_port):
                                  "--out", str(tmp_path / "s")],
                           env=_env(), capture_output=True, text=True, timeout=120)
     assert "endpoint request failed" in _one_line_error(proc)
+
+
+def test_oracle_variants_in_a_run_with_the_reference_oracle(tmp_path, shared_data, tiny_model):
+    """oracle_synth from the dataset's own solutions goes through train, evaluate and publishing;
+    the card names the Oracle; variants the recipe does not list are not built."""
+    from huggingface_hub import DatasetCard, hf_hub_download
+
+    from toolkit.hub import HubServer
+    from toolkit.run import run_recipe
+
+    run_dir = tmp_path / "run"
+    summary = run_recipe("smoke", {"variants": ["oracle_synth"], "oracle": {"model": "reference"},
+                                   "train_problems": {"source": "gsm8k", "split": "train", "limit": 4}},
+                         run_dir=str(run_dir))
+    assert list(summary["data"]) == ["self", "oracle_synth"]
+    synth = load(run_dir / "variants" / "oracle_synth")
+    assert len(synth) == 4 and all(synth["correct"]) and set(synth["mode"]) == {"reference"}
+    assert set(summary["evaluations"]) == {"base", "oracle_synth"}
+    with HubServer(run_dir / "hub") as hub:
+        readme = hf_hub_download(summary["published"][0]["repo"], "README.md", repo_type="dataset",
+                                 revision="v1", endpoint=hub.url, cache_dir=tmp_path / "hf")
+    card = DatasetCard.load(readme)
+    assert "**Oracle**: `reference (the dataset's own worked solutions)`" in card.text
+    assert [c["config_name"] for c in card.data.configs] == ["oracle_synth", "self"]
+
+
+def test_a_variant_that_needs_an_oracle_fails_before_any_work(tmp_path):
+    proc = subprocess.run(QUP + ["run", "smoke", "--run-dir", str(tmp_path / "r"),
+                                 "--set", "variants=[style_aligned]"],
+                          env=_env(), capture_output=True, text=True, timeout=120)
+    assert "variant 'style_aligned' needs an Oracle" in _one_line_error(proc)
+    assert not (tmp_path / "r").exists()

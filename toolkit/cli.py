@@ -64,21 +64,35 @@ def cmd_verify(args):
 
 
 def cmd_variant(args):
-    """``qup <variant> --traces PARENT --out DIR [options]``: build one registered variant."""
+    """``qup <variant> --traces PARENT --out DIR [--oracle M] [--slm M] [options]``: build one variant."""
+    from pathlib import Path
+
+    from .generation.roles import RoleConfig
     from .io import load, save
     from .stages.verify import summary
-    from .variants import get
+    from .variants import BuildContext, get
     v = get(args.variant)
     if not args.traces or not args.out:
         raise UserError(f"{v.name}: --traces (the {v.parent} dir) and --out are required")
     options = v.options(C.merge(C.read_yaml(args.config) if args.config else {},
                                 C.overrides_from_args(args)), v.name)
-    if v.needs:
-        raise UserError(f"{v.name} needs model role(s) {list(v.needs)}; build it with `qup run`")
+    roles = {}
+    for role in v.needs:
+        model, urls = getattr(args, role), getattr(args, f"{role}_endpoint") or []
+        if model:
+            spec = RoleConfig(model=model, backend="endpoint" if urls else "local", endpoints=urls)
+            roles[role] = spec.generator
+    tokenize = None
+    if getattr(args, "slm", None):
+        from .models import load_tokenizer
+        tok = load_tokenizer(args.slm)
+        tokenize = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    ctx = BuildContext(roles=roles, workdir=Path(args.out), tokenize=tokenize)
     parent = load(args.traces)
-    ds = v.build(parent, options, {})
+    ds = v.build(parent, options, ctx)
     save(ds, args.out)
-    _print_json({"out": args.out, "variant": v.name, "parent": summary(parent), **summary(ds)})
+    _print_json({"out": args.out, "variant": v.name, "parent": summary(parent), **summary(ds),
+                 "counts": dict(ctx.counts)})
 
 
 def cmd_train(args):
@@ -194,10 +208,17 @@ def build_parser() -> argparse.ArgumentParser:
          "qup verify --traces runs/x/samples --out runs/x/variants/self", VerifyConfig)
     for v in REGISTRY.values():  # one command per variant built from another (self is `qup verify`)
         if v.name != "self":
+            roles = "".join(f" --{r} {'qwen2.5-coder-0.5b-instruct' if r == 'oracle' else 'smollm2-135m-instruct'}"
+                            for r in v.needs)
             p = _add(sub, v.name, cmd_variant, f"Build the `{v.name}` variant: {v.doc}",
-                     f"qup {v.name} --traces runs/x/variants/{v.parent} --out runs/x/variants/{v.name}")
+                     f"qup {v.name} --traces runs/x/variants/{v.parent} --out runs/x/variants/{v.name}{roles}")
             p.add_argument("--traces", help=f"the `{v.parent}` variant dir")
             p.add_argument("--out", help="output dataset dir")
+            for role in v.needs:
+                p.add_argument(f"--{role}", help=f"the {role} model: preset, dir or Hub id"
+                               + (", or `reference`" if role == "oracle" else ""))
+                p.add_argument(f"--{role}-endpoint", action="append", metavar="URL",
+                               help=f"serve the {role} from these TGI endpoints (repeatable)")
             if v.config is not None:
                 C.add_dataclass_args(p, v.config)
             p.set_defaults(variant=v.name)

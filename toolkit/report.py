@@ -3,11 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .stats import wilson
 from .variants import docs as variant_docs
 
 
 def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{x:.2f}"
 
 
 def write_report(run_dir: str | Path, summary: dict) -> Path:
@@ -19,20 +24,23 @@ def write_report(run_dir: str | Path, summary: dict) -> Path:
              f"Model: `{summary['model']}`. Held-out problems: `{summary['eval_source']}` "
              f"({next(iter(evals.values()))['total']} problems, greedy pass@1).", "",
              "## Accuracy on the same held-out problems", "",
-             "| model | trained on | train rows | accuracy | correct / total | stopped | mean tokens |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| model | trained on | train rows | accuracy | 95% interval | correct / total | stopped "
+             "| mean tokens |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     for name, m in evals.items():
         rows = data.get(name, {}).get("rows", "—") if name != "base" else "—"
+        lo, hi = wilson(m["correct"], m["total"])
         lines.append(f"| {'base' if name == 'base' else 'base + LoRA'} | {name if name != 'base' else '—'} "
-                     f"| {rows} | {_pct(m['accuracy'])} | {m['correct']} / {m['total']} "
+                     f"| {rows} | {_pct(m['accuracy'])} | {_pct(lo)}–{_pct(hi)} | {m['correct']} / {m['total']} "
                      f"| {m['stopped']} / {m['total']} | {m['mean_completion_tokens']:.0f} |")
     docs = variant_docs()
     lines += ["", "## Training data variants", "",
-              "| variant | what | rows | problems | correct rate | mean tokens |",
-              "|---|---|---:|---:|---:|---:|"]
+              "| variant | what | rows | problems covered | correct rate | mean tokens | edit distance "
+              "| Oracle token share | skipped or rejected |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for name, d in data.items():
+        counts = ", ".join(f"{k}: {n}" for k, n in sorted(d.get("counts", {}).items())) or "—"
         lines.append(f"| {name} | {docs.get(name, '')} | {d['rows']} | {d['problems']} "
-                     f"| {_pct(d['correct_rate'])} | {d['mean_completion_tokens']:.0f} |")
+                     f"| {_pct(d['correct_rate'])} | {d['mean_completion_tokens']:.0f} "
+                     f"| {_num(d.get('mean_edit_distance'))} | {_num(d.get('oracle_token_share'))} | {counts} |")
     if summary.get("published"):
         lines += ["", "## Published", "", "| what | repo | revision |", "|---|---|---|"]
         lines += [f"| {p['what']} | `{p['repo']}` | `{p['revision']}` |" for p in summary["published"]]
@@ -50,14 +58,16 @@ def _plot(evals: dict, path: Path) -> None:
 
     names = list(evals)
     acc = [100 * evals[n]["accuracy"] for n in names]
+    ci = [wilson(evals[n]["correct"], evals[n]["total"]) for n in names]
+    err = [[a - 100 * lo for a, (lo, _) in zip(acc, ci)], [100 * hi - a for a, (_, hi) in zip(acc, ci)]]
     fig, ax = plt.subplots(figsize=(2.4 + 1.2 * len(names), 3.2))
-    bars = ax.bar(names, acc, color=["#888"] + ["#f4a300"] * (len(names) - 1))
+    bars = ax.bar(names, acc, yerr=err, capsize=4, color=["#888"] + ["#f4a300"] * (len(names) - 1))
     for b, n in zip(bars, names):
         ax.annotate(f"{evals[n]['correct']}/{evals[n]['total']}", (b.get_x() + b.get_width() / 2,
                     b.get_height()), ha="center", va="bottom", fontsize=9)
     ax.set_ylabel("pass@1 (%)")
-    ax.set_ylim(0, max(acc + [1]) * 1.3)
-    ax.set_title("held-out pass@1")
+    ax.set_ylim(0, max([100 * hi for _, hi in ci] + [1]) * 1.15)
+    ax.set_title("held-out pass@1 (95% Wilson interval)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

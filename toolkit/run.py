@@ -6,7 +6,7 @@ publish the adapter → report. Every step is cached by a key that chains throug
 (:mod:`toolkit.steps`): a change anywhere re-runs that step and everything downstream of it, a
 killed run resumes, and nothing stale is reported as done.
 
-A recipe names the SLM (``model``), the ``prompt`` template, the ``dtype``, the training and
+A recipe names the SLM (``model``), the ``oracle`` role (for the Oracle variants), the ``prompt`` template, the ``dtype``, the training and
 held-out problem slices (``train_problems``/``eval_problems``, source configs), the ``variants`` to
 train, one section per stage (``sample``, ``train``, ``evaluate``: the stage configs minus what
 the run sets), one section per variant with options (e.g. ``rft: {max_per_problem: 2}``) and
@@ -27,6 +27,7 @@ from typing import Any
 
 from . import variants as V
 from .config import ConfigError, from_dict, merge, read_yaml, section
+from .generation.roles import VOLATILE, RoleConfig
 from .io import load, save
 from .publishing import experiment as publishing
 from .report import write_report
@@ -68,7 +69,8 @@ class RunConfig:
     name: str
     train_problems: SourceConfig
     eval_problems: SourceConfig
-    model: str = "tiny-random"
+    model: str = "tiny-random"                      # the SLM (the learner)
+    oracle: RoleConfig = field(default_factory=RoleConfig)  # the Oracle role ('' = none)
     prompt: str = "math_cot"
     dtype: str = "auto"
     variants: list[str] = field(default_factory=lambda: ["rft"])  # which data variants to train on
@@ -136,16 +138,37 @@ def variant_dir(run_dir: Path, name: str) -> str:
     return str(Path(run_dir) / "variants" / name)
 
 
-def _build_variant(v: V.Variant, parent_dir: str, options, out: str) -> dict:
-    ds = v.build(load(parent_dir), options, {})
+def _role_keys(cfg: RunConfig, v: V.Variant) -> dict:
+    """What of the model roles a variant needs goes into its cache key."""
+    roles = {"slm": {"model": cfg.model, "dtype": cfg.dtype},
+             "oracle": {k: x for k, x in asdict(cfg.oracle).items() if k not in VOLATILE}}
+    return {r: roles[r] for r in v.needs}
+
+
+def _context(cfg: RunConfig, sample: SampleConfig, out: str) -> V.BuildContext:
+    def tokenize(text: str, _tok=[]) -> list[int]:
+        if not _tok:
+            from .models import load_tokenizer
+            _tok.append(load_tokenizer(cfg.model))
+        return _tok[0](text, add_special_tokens=False)["input_ids"]
+    roles = {"slm": sample.generator}
+    if cfg.oracle.enabled:
+        roles["oracle"] = cfg.oracle.generator
+    return V.BuildContext(roles=roles, workdir=Path(out), tokenize=tokenize)
+
+
+def _build_variant(v: V.Variant, parent_dir: str, options, ctx: V.BuildContext, out: str) -> dict:
+    ds = v.build(load(parent_dir), options, ctx)
     save(ds, out)
-    return _data_stats(ds)
+    return {**_data_stats(ds), "counts": dict(ctx.counts)}
 
 
 def _data_stats(ds) -> dict:
     s = trace_stats(ds)
+    d = s["diagnostics"]
     return {"rows": s["rows"], "problems": s["problems"] or 0, "correct_rate": s["correct_rate"] or 0.0,
-            "mean_completion_tokens": s["mean_completion_tokens"] or 0.0}
+            "mean_completion_tokens": s["mean_completion_tokens"] or 0.0,
+            "mean_edit_distance": d.get("edit_distance"), "oracle_token_share": d.get("oracle_token_share")}
 
 
 def _stamp_dataset(adapter_dir: str, repo: str, config: str, revision: str) -> None:
@@ -164,9 +187,9 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
     stages = stage_configs(cfg, run)
     publishing.check_hub(cfg.hub)
     for v in V.lineage(*cfg.variants):
-        if v.needs:  # model roles beyond the SLM arrive with the variants that need them
-            raise ConfigError(f"variant {v.name!r} needs model role(s) {list(v.needs)}, which this "
-                              "recipe does not configure")
+        if "oracle" in v.needs and not cfg.oracle.enabled:
+            raise ConfigError(f"variant {v.name!r} needs an Oracle: set `oracle: {{model: ...}}` in "
+                              "the recipe (a preset, dir, Hub id or `reference`)")
     for s in (cfg.train_problems, cfg.eval_problems):  # fail fast on bad sources, before any model
         load_problems(s)
     run.mkdir(parents=True, exist_ok=True)
@@ -179,25 +202,29 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
     for v in V.lineage(*cfg.variants):
         parent = sample.out if v.parent == V.SAMPLES else built[v.parent]
         out, opts = variant_dir(run, v.name), cfg.variant_options[v.name]
-        data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), {"options": opts}, [
-            "sample" if v.parent == V.SAMPLES else f"variant:{v.parent}"],
-            lambda v=v, parent=parent, opts=opts, out=out: _build_variant(v, parent, opts, out)), keys)
+        data[v.name] = run_step(Step(
+            f"variant:{v.name}", Path(out), {"options": opts, "roles": _role_keys(cfg, v)},
+            ["sample" if v.parent == V.SAMPLES else f"variant:{v.parent}"],
+            lambda v=v, parent=parent, opts=opts, out=out: _build_variant(
+                v, parent, opts, _context(cfg, sample, out), out)), keys)
         built[v.name] = out
     base = stages["evaluate:base"]
     evaluations = {"base": run_step(Step("evaluate:base", Path(base.out), base, [],
                                          lambda: evaluate_command(base), volatile=("batch_size",)), keys)}
     with publishing.hub_session(cfg.hub, run) as hub:
         published = []
-        if hub:
-            published.append(publishing.publish_variants(hub, cfg, sample, built, cfg.variant_options))
+        nonempty = {v: d for v, d in built.items() if data[v]["rows"]}
+        if hub and nonempty:
+            published.append(publishing.publish_variants(hub, cfg, sample, nonempty, cfg.variant_options))
         for v in cfg.variants:
-            if data[v]["rows"] == 0:
-                raise ConfigError(f"variant {v!r} has no rows to train on (see {built[v]}); sample more "
-                                  "problems or traces (sample.k), or train on another variant")
+            if data[v]["rows"] == 0:  # reported (report, run.json), not a crash of the other variants
+                log.warning("variant %s has no rows (%s): not trained; sample more problems or traces "
+                            "(sample.k), or check its counts in run.json", v, data[v].get("counts", {}))
+                continue
             tc, ec = stages[f"train:{v}"], stages[f"evaluate:{v}"]
             run_step(Step(f"train:{v}", Path(tc.out), tc, [f"variant:{v}"], lambda tc=tc: train_command(tc),
                           volatile=("logging_steps", "save_steps")), keys)
-            if hub:  # the adapter's card names the exact dataset repo, config and revision
+            if hub and published:  # the adapter's card names the exact dataset repo, config and revision
                 _stamp_dataset(tc.out, published[0]["repo"], v, published[0]["revision"])
             evaluations[v] = run_step(Step(f"evaluate:{v}", Path(ec.out), ec, [f"train:{v}"],
                                            lambda ec=ec: evaluate_command(ec), volatile=("batch_size",)), keys)

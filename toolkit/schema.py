@@ -37,6 +37,15 @@ TRACE = Features({
     "verify_status": Value("string"),  # "correct" | "wrong" | "no_answer" | "unverifiable_gold" | "timeout"
     "variant": Value("string"),       # a registered variant (toolkit.variants): "self", "rft", ...
     "parent_id": Value("string"),     # trace this row was derived from ("" for raw samples)
+    # Oracle provenance (empty / null for the SLM's own traces). model_id above names the author of
+    # the trajectory: the Oracle for oracle_synth/oracle_refine, the SLM for style_aligned rows.
+    "mode": Value("string"),          # how the variant made the row: synth, refine, prefix, minimal_edit, passthrough
+    "oracle_model_id": Value("string"),
+    "oracle_model_revision": Value("string"),
+    "oracle_prompt_id": Value("string"),   # the Oracle's template id ("<name>@<sha1[:8]>")
+    "oracle_prompt": Value("string"),      # the Oracle prompt as rendered (its chat template's system prompt included)
+    "edit_distance": Value("float32"),     # normalised token edit distance to the parent trace
+    "oracle_token_share": Value("float32"),  # share of the completion's tokens written by the Oracle
 })
 
 EVAL = Features({

@@ -8,6 +8,8 @@ Example:
 """
 from __future__ import annotations
 
+import math
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -64,3 +66,17 @@ def trace_stats(data) -> dict:
         "sources": _distinct(table, "source"),
         "source_splits": _distinct(table, "split"),
     }
+
+
+def wilson(correct: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion (sensible at 0/n and n/n, unlike the normal one).
+
+    >>> [round(x, 3) for x in wilson(5, 100)]
+    [0.022, 0.112]
+    """
+    if total <= 0:
+        return 0.0, 0.0
+    p = correct / total
+    centre = (p + z * z / (2 * total)) / (1 + z * z / total)
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / (1 + z * z / total)
+    return max(0.0, centre - half), min(1.0, centre + half)

@@ -23,9 +23,13 @@ class PromptTemplate:
     def id(self) -> str:
         return f"{self.name}@{hashlib.sha1(self.text.encode()).hexdigest()[:8]}"
 
-    def messages(self, question: str) -> list[dict]:
-        """The chat messages (user turn) for ``question``; the model's chat template does the rest."""
-        return [{"role": "user", "content": self.text.replace("{question}", question.strip())}]
+    def messages(self, question: str, **fields: str) -> list[dict]:
+        """The chat messages (user turn) for ``question`` (and any other ``{field}`` of the
+        template, e.g. ``solution``); the model's chat template does the rest."""
+        text = self.text
+        for name, value in {"question": question, **fields}.items():
+            text = text.replace("{" + name + "}", str(value).strip())
+        return [{"role": "user", "content": text}]
 
 
 def load_prompt(name_or_path: str) -> PromptTemplate:

@@ -83,6 +83,7 @@ def publish_variants(hub: Hub, cfg, sample, built: dict[str, str], options: dict
                                                       "max_new_tokens", "stop", "seed")},
         "verifier": "toolkit.answers (math-verify)",
         "filters": {name: asdict(opts) for name, opts in options.items() if opts is not None},
+        **({"oracle": role_identity(cfg.oracle)} if cfg.oracle.enabled else {}),
         "toolkit_version": package_version("qup-toolkit"),
     }
     tp = cfg.train_problems
@@ -93,6 +94,19 @@ def publish_variants(hub: Hub, cfg, sample, built: dict[str, str], options: dict
                              provenance=provenance, source_info=source_info)
     return {"what": f"dataset ({', '.join(built)})", "repo": repo, "revision": result.tag,
             "commit": result.commit_sha, "url": result.url}
+
+
+def role_identity(role) -> dict:
+    """Hub id and revision of a model role (``reference``: the dataset's own solutions)."""
+    from ..generation.roles import REFERENCE
+    from ..models import ModelError
+    if role.model == REFERENCE:
+        return {"model": "reference (the dataset's own worked solutions)"}
+    try:
+        info = model_info(role.model)
+        return {"model": info.hub_id, "revision": info.revision, "backend": role.backend}
+    except ModelError:
+        return {"model": role.model, "backend": role.backend}
 
 
 def publish_trained(hub: Hub, cfg, variant: str, adapter_dir: str, metrics: dict) -> dict:

@@ -1,9 +1,10 @@
 """The paper's data variants as data: one module per variant, one :class:`Variant` entry each.
 
 A variant is built from its ``parent`` (``samples``: the raw SLM traces, or another variant) by
-a function ``build(parent_rows, config, roles) -> rows`` over TRACE datasets; ``config`` is an
+a function ``build(parent_rows, config, ctx) -> rows`` over TRACE datasets; ``config`` is an
 instance of the variant's options dataclass (its recipe section, e.g. ``rft: {max_per_problem: 2}``)
-and ``roles`` maps the model roles it ``needs`` (e.g. ``oracle``) to Generators. ``qup run``, the
+and ``ctx`` a :class:`BuildContext`: the model roles it ``needs`` (``oracle``, ``slm``) as
+Generators, made on first use, and a work dir for resumable shards. ``qup run``, the
 published dataset configs, the cards, the report and the ``qup <variant>`` commands all iterate
 :data:`REGISTRY`, so a new variant is one module plus one :func:`register` call.
 
@@ -15,7 +16,9 @@ Example:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from ..config import ConfigError
@@ -28,7 +31,7 @@ class Variant:
     name: str
     parent: str                     # SAMPLES or another variant's name
     doc: str                        # one line, shown in cards and --help
-    build: Callable[..., Any]       # (parent: Dataset, config, roles: dict) -> Dataset
+    build: Callable[..., Any]       # (parent: Dataset, config, ctx: BuildContext) -> Dataset
     config: type | None = None      # options dataclass (recipe section named after the variant)
     needs: tuple[str, ...] = ()     # model roles besides the SLM, e.g. ("oracle",)
 
@@ -40,6 +43,25 @@ class Variant:
                 raise ConfigError(f"{where or self.name}: variant {self.name!r} takes no options")
             return None
         return from_dict(self.config, dict(data or {}), where or self.name)
+
+
+@dataclass
+class BuildContext:
+    """What a variant's build may use besides its parent rows."""
+    roles: dict[str, Callable[[], Any]] = field(default_factory=dict)  # role -> factory of a Generator
+    workdir: Path | None = None        # where resumable shards go (None: keep nothing)
+    tokenize: Callable[[str], list] | None = None   # the learner's tokenizer (token counts, edits)
+    counts: Counter = field(default_factory=Counter)  # what a build skipped or rejected, and why
+    _made: dict = field(default_factory=dict, repr=False)
+
+    def role(self, name: str):
+        """The Generator (or the ``reference`` Oracle) playing ``name``, made once on first use."""
+        if name not in self._made:
+            if name not in self.roles:
+                raise ConfigError(f"this variant needs the model role {name!r}; configure it "
+                                  f"(e.g. `{name}: {{model: ...}}` in the recipe)")
+            self._made[name] = self.roles[name]()
+        return self._made[name]
 
 
 REGISTRY: dict[str, Variant] = {}
@@ -75,6 +97,9 @@ def docs() -> dict[str, str]:
     return {n: v.doc for n, v in REGISTRY.items()}
 
 
-# The built-in variants, in lineage order. Later issues add oracle_synth, oracle_refine, ...
-from . import self as _self  # noqa: E402,F401,I001  (each module registers itself)
+# The built-in variants, parents first; each module registers itself.
+from . import self as _self  # noqa: E402,F401,I001
 from . import rft as _rft  # noqa: E402,F401
+from . import oracle_synth as _oracle_synth  # noqa: E402,F401
+from . import oracle_refine as _oracle_refine  # noqa: E402,F401
+from . import style_aligned as _style_aligned  # noqa: E402,F401

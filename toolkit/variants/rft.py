@@ -43,6 +43,14 @@ def _jaccard(a: set, b: set) -> float:
 
 def rft(ds: Dataset, cfg: RftConfig) -> Dataset:
     """Correct, de-duplicated traces, at most ``cfg.max_per_problem`` per problem."""
+    out = keep_correct(ds, cfg)
+    return out.map(lambda r: {"variant": "rft", "parent_id": r["trace_id"]}, desc="rft",
+                   load_from_cache_file=False)
+
+
+def keep_correct(ds: Dataset, cfg: RftConfig) -> Dataset:
+    """The rows of ``ds`` that verify as correct, exact and near duplicates dropped, capped per
+    problem (shared by every variant that keeps verified traces)."""
     if "" in set(ds["verify_status"]):  # unverified input (e.g. raw samples): verify it once
         ds = verify(ds)
     kept: dict[str, list[tuple[str, set]]] = {}
@@ -58,12 +66,10 @@ def rft(ds: Dataset, cfg: RftConfig) -> Dataset:
             continue
         seen.append((norm, shingles))
         keep.append(i)
-    out = ds.select(keep)
-    return out.map(lambda r: {"variant": "rft", "parent_id": r["trace_id"]}, desc="rft",
-                   load_from_cache_file=False)
+    return ds.select(keep)
 
 
-def build(parent: Dataset, config: RftConfig | None = None, roles=None) -> Dataset:
+def build(parent: Dataset, config: RftConfig | None = None, ctx=None) -> Dataset:
     return rft(parent, config or RftConfig())
 
 

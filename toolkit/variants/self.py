@@ -13,7 +13,7 @@ from ..stages.verify import verify
 from . import SAMPLES, Variant, register
 
 
-def build(samples: Dataset, config=None, roles=None) -> Dataset:
+def build(samples: Dataset, config=None, ctx=None) -> Dataset:
     """Every sampled trace with ``answer``/``correct``/``verify_status`` filled, labelled ``self``."""
     return verify(samples).map(lambda r: {"variant": "self"}, desc="self", load_from_cache_file=False)
 

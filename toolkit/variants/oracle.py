@@ -1,0 +1,108 @@
+"""What the Oracle variants share: asking the Oracle in resumable shards, deriving TRACE rows with
+their Oracle provenance, and measuring how far a row moved from its parent.
+
+Example:
+    >>> edit_stats(str.split, "a b c d", "a x c d e")   # 2 of 5 tokens changed or added
+    (0.4, 0.4)
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterable
+
+from datasets import Dataset
+
+from ..generation import Request, SamplingParams
+from ..io import empty
+from ..schema import TRACE
+from . import BuildContext
+
+log = logging.getLogger(__name__)
+
+
+def problems_of(parent: Dataset) -> list[dict]:
+    """One row per problem of ``parent`` (its first trace), in first-seen order."""
+    seen: dict[str, dict] = {}
+    for row in parent:
+        seen.setdefault(row["problem_id"], row)
+    return list(seen.values())
+
+
+def tokens(ctx: BuildContext, text: str) -> list:
+    """``text`` as the learner's tokens (the SLM tokenizer), or words when none is given."""
+    return ctx.tokenize(text) if ctx.tokenize else text.split()
+
+
+def edit_stats(tokenize: Callable[[str], list], parent: str, new: str) -> tuple[float, float]:
+    """``(normalised token edit distance, share of new's tokens not copied from parent)``."""
+    from rapidfuzz.distance import Levenshtein
+    a, b = tokenize(parent), tokenize(new)
+    if not b:
+        return (0.0 if not a else 1.0), 0.0
+    written = sum(op.dest_end - op.dest_start for op in Levenshtein.opcodes(a, b)
+                  if op.tag in ("replace", "insert"))
+    return round(Levenshtein.normalized_distance(a, b), 4), round(written / len(b), 4)
+
+
+def derive(base: dict, completion: str, ctx: BuildContext, **fields) -> dict:
+    """A TRACE row made from ``base`` (a parent trace or a problem's first trace) with a new
+    ``completion``; ``fields`` set the variant, mode, ids and Oracle provenance."""
+    row = {k: base.get(k) for k in TRACE}
+    row.update(completion=completion, completion_tokens=len(tokens(ctx, completion)), answer="",
+               correct=False, verify_status="", finish_reason=fields.pop("finish_reason", "stop"),
+               edit_distance=None, oracle_token_share=None)
+    row.update(fields)
+    return row
+
+
+def oracle_identity(oracle) -> dict:
+    return {"oracle_model_id": oracle.model_id, "oracle_model_revision": oracle.model_revision}
+
+
+def sampling(cfg, seed: int | None = None) -> SamplingParams:
+    """Sampling params from a variant config's ``temperature``/``top_p``/``max_new_tokens``."""
+    return SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                          top_p=cfg.top_p, do_sample=cfg.temperature > 0, seed=seed)
+
+
+def ask(oracle, prompts: list[str], params: list[SamplingParams]) -> list:
+    """One Oracle completion per prompt (batched, cached and retried by the Generator)."""
+    return oracle.generate([Request(p, sp) for p, sp in zip(prompts, params)])
+
+
+def sharded(items: list, fn: Callable[[list], list[dict]], ctx: BuildContext, size: int = 64,
+            desc: str = "oracle") -> Dataset:
+    """``fn`` over ``items`` in shards of ``size``; each finished shard is saved under
+    ``ctx.workdir`` so a killed build resumes where it stopped (the run removes the dir when the
+    step's inputs change). Returns the TRACE rows of all shards."""
+    rows: list[dict] = []
+    workdir = Path(ctx.workdir) / "shards" if ctx.workdir else None
+    if workdir:
+        workdir.mkdir(parents=True, exist_ok=True)
+    n = -(-len(items) // size)
+    for s, start in enumerate(range(0, len(items), size)):
+        path = workdir / f"shard-{s:05d}.parquet" if workdir else None
+        if path and path.exists():
+            log.info("%s shard %d/%d: reusing", desc, s + 1, n)
+            rows.extend(Dataset.from_parquet(str(path)).to_list())
+            continue
+        log.info("%s shard %d/%d: %d items", desc, s + 1, n, len(items[start:start + size]))
+        done = fn(items[start:start + size])
+        if path:
+            tmp = path.with_suffix(".tmp")
+            _rows_ds(done).to_parquet(str(tmp))
+            tmp.replace(path)   # atomic: a killed build never leaves half a shard
+        rows.extend(done)
+    return _rows_ds(rows)
+
+
+def _rows_ds(rows: list[dict]) -> Dataset:
+    return Dataset.from_list(rows, features=TRACE) if rows else empty(TRACE)
+
+
+def count_empty(ctx: BuildContext, texts: Iterable[str], what: str) -> None:
+    """Count Oracle answers that came back empty (reported, never silently dropped)."""
+    empty = sum(not (t or "").strip() for t in texts)
+    if empty:
+        ctx.counts[what] += empty
