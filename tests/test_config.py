@@ -66,7 +66,7 @@ def test_recipe_stage_sections_are_validated(tmp_path):
 def test_keys_the_run_owns_are_rejected_not_ignored(key, who):
     stage, leaf = key.split(".")
     if who is None:  # a source key belongs in train_problems / eval_problems, not in a stage section
-        with pytest.raises(ConfigError, match=rf"sample: unknown key\(s\) \['source'\]"):
+        with pytest.raises(ConfigError, match=r"sample: unknown key\(s\) \['source'\]"):
             load_recipe("smoke", {stage: {leaf: "x"}})
         return
     with pytest.raises(ConfigError, match=rf"recipe smoke\.{stage}\.{leaf} is set by the run \(.*{re.escape(who)}"):

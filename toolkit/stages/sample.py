@@ -20,7 +20,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets
 
 from ..config import ConfigError
-from ..generation import Generator, Request, SamplingParams, make_generator
+from ..generation import Generator, Request, SamplingParams
 from ..prompts import load_prompt
 from ..schema import TRACE, empty_trace
 from ..sources import SourceConfig, load_problems
@@ -74,12 +74,10 @@ class SampleConfig:
             raise ConfigError(str(e)) from None
 
     def generator(self) -> Generator:
-        opts = {}
-        if self.backend == "endpoint":
-            opts = dict(endpoints=self.endpoints, api=self.api, concurrency=self.concurrency,
-                        cache_dir=self.cache_dir or None, max_retries=self.retries)
-        return make_generator(self.model, backend=self.backend, batch_size=self.batch_size,
-                              dtype=self.dtype, **opts)
+        """The SLM's Generator (the same role spec as any other model role)."""
+        from ..generation.roles import RoleConfig
+        return RoleConfig(self.model, self.backend, list(self.endpoints), self.api, self.dtype,
+                          self.batch_size, self.concurrency, self.cache_dir, self.retries).generator()
 
 
 def trace_seed(base: int, problem_id: str, index: int) -> int:

@@ -56,6 +56,17 @@ def derive(base: dict, completion: str, ctx: BuildContext, **fields) -> dict:
     return row
 
 
+def model_oracle(ctx: BuildContext, variant: str):
+    """The Oracle role, which must be a model (the ``reference`` Oracle only writes oracle_synth)."""
+    from ..config import ConfigError
+    from ..generation.roles import ReferenceOracle
+    oracle = ctx.role("oracle")
+    if isinstance(oracle, ReferenceOracle):
+        raise ConfigError(f"{variant} needs a model as Oracle (the `reference` Oracle only serves "
+                          "oracle_synth)")
+    return oracle
+
+
 def oracle_identity(oracle) -> dict:
     return {"oracle_model_id": oracle.model_id, "oracle_model_revision": oracle.model_revision}
 

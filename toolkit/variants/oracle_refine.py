@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
-from ..config import ConfigError
-from ..generation.roles import ReferenceOracle
 from ..prompts import load_prompt
 from ..stages.verify import verify
 from . import BuildContext, Variant, register
-from .oracle import ask, count_empty, derive, edit_stats, oracle_identity, sampling, sharded, tokens
+from .oracle import (ask, count_empty, derive, edit_stats, model_oracle, oracle_identity, sampling,
+                     sharded, tokens)
 from .rft import RftConfig, keep_correct
 
 
@@ -37,10 +36,7 @@ class OracleRefineConfig:
 
 def build(parent: Dataset, cfg: OracleRefineConfig | None, ctx: BuildContext) -> Dataset:
     cfg = cfg or OracleRefineConfig()
-    oracle = ctx.role("oracle")
-    if isinstance(oracle, ReferenceOracle):
-        raise ConfigError("oracle_refine needs a model as Oracle (the `reference` Oracle only "
-                          "serves oracle_synth)")
+    oracle = model_oracle(ctx, "oracle_refine")
     template = load_prompt(cfg.prompt)
 
     def refine(traces: list[dict]) -> list[dict]:

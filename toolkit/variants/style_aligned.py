@@ -26,13 +26,13 @@ from datasets import Dataset, concatenate_datasets
 
 from ..config import ConfigError
 from ..generation import SamplingParams
-from ..generation.roles import ReferenceOracle
 from ..prompts import load_prompt
 from ..schema import TRACE
 from ..stages.sample import trace_seed
 from ..stages.verify import verify
 from . import BuildContext, Variant, register
-from .oracle import ask, count_empty, derive, edit_stats, oracle_identity, sampling, sharded, tokens
+from .oracle import (ask, count_empty, derive, edit_stats, model_oracle, oracle_identity, sampling,
+                     sharded, tokens)
 from .rft import RftConfig, keep_correct
 
 REPAIRABLE = ("wrong", "no_answer")
@@ -166,10 +166,7 @@ def _minimal_edit_rows(traces: list[dict], cfg: StyleAlignedConfig, ctx: BuildCo
 
 def build(parent: Dataset, cfg: StyleAlignedConfig | None, ctx: BuildContext) -> Dataset:
     cfg = cfg or StyleAlignedConfig()
-    oracle = ctx.role("oracle")
-    if isinstance(oracle, ReferenceOracle):
-        raise ConfigError("style_aligned needs a model as Oracle (the `reference` Oracle only serves "
-                          "oracle_synth)")
+    oracle = model_oracle(ctx, "style_aligned")
     if "" in set(parent["verify_status"]):
         parent = verify(parent)
     keep = parent.filter(lambda r: r["correct"]).map(lambda r: {
