@@ -184,3 +184,30 @@ def test_a_variant_that_needs_an_oracle_fails_before_any_work(tmp_path):
                           env=_env(), capture_output=True, text=True, timeout=120)
     assert "variant 'style_aligned' needs an Oracle" in _one_line_error(proc)
     assert not (tmp_path / "r").exists()
+
+
+def test_model_oracle_variants_in_a_run(tmp_path, shared_data, tiny_model):
+    """A real (tiny, random) Qwen2 plays the Oracle through the local engine: every Oracle variant
+    is built, with its counts; the Oracle's own chat template (Qwen's default system prompt) is
+    recorded; variants left with no rows are reported and not trained, the rest go on."""
+    import pyarrow.parquet as pq
+
+    from toolkit.run import run_recipe
+
+    run_dir = tmp_path / "run"
+    summary = run_recipe("smoke", {
+        "variants": ["self", "oracle_refine", "style_aligned"], "oracle": {"model": "tiny-random-qwen2"},
+        "oracle_refine": {"max_new_tokens": 16, "temperature": 1.0}, "train_problems": {"limit": 4},
+        "style_aligned": {"mode": "prefix", "max_new_tokens": 8, "continuations": 1}}, run_dir=str(run_dir))
+    assert list(summary["data"]) == ["self", "oracle_refine", "style_aligned"]
+    shard = run_dir / "variants" / "oracle_refine" / "shards" / "shard-00000.parquet"
+    asked = pq.read_table(shard).to_pydict()             # every Oracle answer, before verification
+    counts = summary["data"]["oracle_refine"]["counts"]
+    assert len(asked["trace_id"]) + counts.get("oracle_empty", 0) == 8 and asked["trace_id"]
+    assert all(p.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.")
+               for p in asked["oracle_prompt"])
+    assert set(asked["oracle_model_id"]) == {"qup/tiny-random-qwen2"} and set(asked["mode"]) == {"refine"}
+    trained = {v for v in ("self", "oracle_refine", "style_aligned") if summary["data"][v]["rows"]}
+    assert set(summary["evaluations"]) == {"base"} | trained
+    report = (run_dir / "report.md").read_text()
+    assert "| oracle_refine |" in report and "| style_aligned |" in report

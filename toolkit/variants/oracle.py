@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
+import pyarrow.parquet as pq
 from datasets import Dataset
 
 from ..generation import Request, SamplingParams
@@ -96,7 +97,7 @@ def sharded(items: list, fn: Callable[[list], list[dict]], ctx: BuildContext, si
         path = workdir / f"shard-{s:05d}.parquet" if workdir else None
         if path and path.exists():
             log.info("%s shard %d/%d: reusing", desc, s + 1, n)
-            rows.extend(Dataset.from_parquet(str(path)).to_list())
+            rows.extend(pq.read_table(path).to_pylist())   # (datasets cannot read a 0-row file)
             continue
         log.info("%s shard %d/%d: %d items", desc, s + 1, n, len(items[start:start + size]))
         done = fn(items[start:start + size])
