@@ -42,6 +42,8 @@ def trace_stats(data) -> dict:
     diagnostics = {}
     for name, typ in zip(table.column_names, table.schema.types):
         if name not in NOT_DIAGNOSTIC and (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+            if table.num_rows and table[name].null_count == table.num_rows:
+                continue   # not measured for this variant (e.g. edit_distance of raw samples)
             diagnostics[name] = _mean(table, name)
     status = {}
     if "verify_status" in table.column_names and table.num_rows:
