@@ -18,6 +18,7 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -146,11 +147,13 @@ def _role_keys(cfg: RunConfig, v: V.Variant) -> dict:
 
 
 def _context(cfg: RunConfig, sample: SampleConfig, out: str) -> V.BuildContext:
-    def tokenize(text: str, _tok=[]) -> list[int]:
-        if not _tok:
-            from .models import load_tokenizer
-            _tok.append(load_tokenizer(cfg.model))
-        return _tok[0](text, add_special_tokens=False)["input_ids"]
+    @functools.lru_cache(maxsize=1)
+    def tokenizer():
+        from .models import load_tokenizer
+        return load_tokenizer(cfg.model)
+
+    def tokenize(text: str) -> list[int]:
+        return tokenizer()(text, add_special_tokens=False)["input_ids"]
     roles = {"slm": sample.generator}
     if cfg.oracle.enabled:
         roles["oracle"] = cfg.oracle.generator

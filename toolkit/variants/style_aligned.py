@@ -25,7 +25,7 @@ from typing import Literal
 from datasets import Dataset, concatenate_datasets
 
 from ..config import ConfigError
-from ..generation import SamplingParams
+from ..generation import Request, SamplingParams
 from ..prompts import load_prompt
 from ..schema import TRACE
 from ..stages.sample import trace_seed
@@ -125,7 +125,7 @@ def _prefix_rows(traces: list[dict], cfg: StyleAlignedConfig, ctx: BuildContext,
     for i, _, _, _, j in jobs:  # the SLM's own sampling params, fresh seeds
         p = json.loads(traces[i]["params"])
         params.append(SamplingParams(**{**p, "seed": trace_seed(cfg.seed, traces[i]["trace_id"], j)}))
-    outs = slm.generate([_req(traces[i]["prompt"] + prefix, sp) for (i, prefix, *_), sp in zip(jobs, params)])
+    outs = slm.generate([Request(traces[i]["prompt"] + prefix, sp) for (i, prefix, *_), sp in zip(jobs, params)])
     rows = []
     for (i, prefix, fixed, prompt, j), sp, c in zip(jobs, params, outs):
         t, text = traces[i], prefix + c.text
@@ -136,11 +136,6 @@ def _prefix_rows(traces: list[dict], cfg: StyleAlignedConfig, ctx: BuildContext,
                            oracle_token_share=round(len(tokens(ctx, fixed)) / max(1, len(tokens(ctx, text))), 4),
                            oracle_prompt_id=fix.id, oracle_prompt=prompt, **oracle_identity(oracle)))
     return rows
-
-
-def _req(prompt: str, params: SamplingParams):
-    from ..generation import Request
-    return Request(prompt, params)
 
 
 def _minimal_edit_rows(traces: list[dict], cfg: StyleAlignedConfig, ctx: BuildContext, oracle) -> list[dict]:
