@@ -55,7 +55,7 @@ def test_recipe_stage_sections_are_validated(tmp_path):
         stage_configs(load_recipe("smoke", {"sample": {"k": 0}}), tmp_path)
     with pytest.raises(ConfigError, match=r"rft\.max_per_problem: expected int"):
         load_recipe("cpu-demo", {"rft": {"max_per_problem": "two"}})
-    with pytest.raises(ConfigError, match=r"unknown variant 'nope'; registered: \[.*'rft', 'self'"):
+    with pytest.raises(ConfigError, match=r"unknown variant 'nope'; registered: \[.*'rft', 'selected', 'self'"):
         load_recipe("smoke", {"variants": ["nope"]})
 
 

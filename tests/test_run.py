@@ -4,8 +4,10 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from huggingface_hub import HfApi
 from datasets import Dataset
 
 from toolkit import variants
@@ -35,6 +37,14 @@ def test_qup_run_smoke_end_to_end(tmp_path, shared_data, tiny_model):
     assert len(load(run_dir / "eval" / "self")) == 8
     report = (run_dir / "report.md").read_text()
     assert "| base |" in report and "0 / 8" in report and (run_dir / "report.png").stat().st_size > 1000
+    # Scored before training: every row has a judge reward in [0, 1], an NLL and drift figures.
+    scored = load(run_dir / "scores" / "self")
+    assert len(scored) == 16 and set(scored["reward_kind"]) == {"judge"}
+    assert all(0 <= r <= 1 for r in scored["reward"]) and all(n > 0 for n in scored["nll"])
+    assert all(t >= 1 for t in scored["nll_tokens"]) and None not in scored["ngram_overlap"]
+    diag = summary["diagnostics"]["self"]
+    assert diag["reward"]["n"] == 16 and diag["nll"]["lo"] <= diag["nll"]["mean"] <= diag["nll"]["hi"]
+    assert "Before training" in report and (run_dir / "diagnostics.png").stat().st_size > 1000
     # Published to the embedded Hub; the report lists repos and revisions.
     repos = {p["repo"]: p["revision"] for p in summary["published"]}
     assert repos == {"qup/qup-svamp-tiny-random-llama": "v1",
@@ -45,16 +55,20 @@ def test_qup_run_smoke_end_to_end(tmp_path, shared_data, tiny_model):
     with HubServer(run_dir / "hub") as hub:
         code = ("from datasets import load_dataset; ds = load_dataset("
                 "'qup/qup-svamp-tiny-random-llama', 'self', revision='v1', split='train'); "
-                "print(len(ds), ds[0]['trace_id'])")
+                "print(len(ds), ds[0]['trace_id'], ds[0]['nll'] > 0)")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                              env=env | dict(HF_ENDPOINT=hub.url, HF_HUB_DISABLE_XET="1",
                                             HF_HOME=str(tmp_path / "hf")))
         assert out.returncode == 0, out.stderr[-2000:]
-        assert out.stdout.split()[0] == "16"
+        assert out.stdout.split()[0] == "16" and out.stdout.split()[2] == "True"   # scores published
+        card = HfApi(endpoint=hub.url).hf_hub_download  # the card's statistics have the intervals
+        readme = Path(card("qup/qup-svamp-tiny-random-llama", "README.md", repo_type="dataset",
+                           revision="v1", cache_dir=tmp_path / "hf")).read_text()
+        assert "perceived quality" in readme and "judge: qup/tiny-random-llama@seed0" in readme
     # A second run finds every step done and redoes nothing.
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("done already") == 5, again.stderr[-2000:]
+    assert again.stderr.count("done already") == 6, again.stderr[-2000:]   # score:self included
     assert "generate:" not in again.stderr
 
 
@@ -104,7 +118,8 @@ def test_toy_variant_and_upstream_changes_flow_downstream(tmp_path, shared_data,
     assert len(load(run_dir / "samples")) == 24
     assert second["data"]["self"]["rows"] == 24 and second["data"]["shortest"]["rows"] == 8
     changed = {k for k in first["keys"] if first["keys"][k] != second["keys"][k]}
-    assert changed == {"sample", "variant:self", "variant:shortest", "train:shortest", "evaluate:shortest"}
+    assert changed == {"sample", "variant:self", "variant:shortest", "score:self", "score:shortest",
+                       "train:shortest", "evaluate:shortest"}
     assert second["published"][0]["revision"] == "v2"
     train_info = json.loads((run_dir / "adapters" / "shortest" / "qup_train.json").read_text())
     assert (train_info["dataset_revision"], train_info["dataset_config"]) == ("v2", "shortest")
@@ -116,6 +131,13 @@ def test_toy_variant_and_upstream_changes_flow_downstream(tmp_path, shared_data,
     assert third["data"]["self"]["rows"] == 12 and third["data"]["shortest"]["problems"] == 4
     assert len(load(run_dir / "variants" / "shortest")) == 4
     assert {k for k in third["keys"] if third["keys"][k] != second["keys"][k]} == changed
+
+    # Scoring is not training: a change of the score config re-scores, and retrains nothing.
+    fourth = run_recipe("smoke", {"variants": ["shortest"], "sample": {"k": 3}, "score": {"embedder": ""},
+                                  "train_problems": {"limit": 4}}, run_dir=str(run_dir))
+    assert {k for k in fourth["keys"] if fourth["keys"][k] != third["keys"][k]} == {"score:self", "score:shortest"}
+    assert set(load(run_dir / "scores" / "shortest")["embed_cosine"]) == {None}
+    assert fourth["diagnostics"]["shortest"]["embed_cosine"]["n"] == 0
 
 
 def _one_line_error(proc) -> str:

@@ -95,6 +95,40 @@ def cmd_variant(args):
                  "counts": dict(ctx.counts)})
 
 
+def cmd_score(args):
+    from .stages.score import score_command
+    _print_json(score_command(_cfg(args)))
+
+
+def cmd_select(args):
+    """``qup select --data rft=DIR --data oracle_refine=DIR --lam 0.5 --out DIR``."""
+    from collections import Counter
+
+    from .io import load, save
+    from .stages.verify import summary
+    from .variants.selected import SelectConfig, select
+    pool = {}
+    for item in args.data or []:
+        name, _, path = item.rpartition("=")
+        ds = load(path)
+        if not name and "variant" in ds.column_names and len(set(ds["variant"])) == 1:
+            name = ds["variant"][0]    # a plain DIR names itself by its variant column
+        if not name or name in pool:
+            raise UserError(f"--data {item!r}: give each pool member as NAME=DIR with a distinct NAME")
+        pool[name] = ds
+    if not pool or not args.out:
+        raise UserError("select: --data NAME=DIR (repeatable, scored variant dirs) and --out are required")
+    overrides = C.overrides_from_args(args)
+    if "pool" in overrides:
+        raise UserError("select: the pool is the --data NAME=DIR list; do not pass --pool")
+    cfg = C.load_config(SelectConfig, args.config, {**overrides, "pool": list(pool)})
+    counts = Counter()
+    ds = select(pool, cfg, counts)
+    save(ds, args.out)
+    _print_json({"out": args.out, "variant": "selected", "lam": cfg.lam, "pool": list(pool),
+                 **summary(ds), "counts": dict(counts)})
+
+
 def cmd_train(args):
     from .stages.train import train_command
     _print_json(train_command(_cfg(args)))
@@ -207,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "verify", cmd_verify, "Extract and verify each trace's answer (math-verify)",
          "qup verify --traces runs/x/samples --out runs/x/variants/self", VerifyConfig)
     for v in REGISTRY.values():  # one command per variant built from another (self is `qup verify`)
-        if v.name != "self":
+        if v.name != "self" and not v.scored:
             roles = "".join(f" --{r} {'qwen2.5-coder-0.5b-instruct' if r == 'oracle' else 'smollm2-135m-instruct'}"
                             for r in v.needs)
             p = _add(sub, v.name, cmd_variant, f"Build the `{v.name}` variant: {v.doc}",
@@ -222,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
             if v.config is not None:
                 C.add_dataclass_args(p, v.config)
             p.set_defaults(variant=v.name)
+    from .stages.score import ScoreConfig
+    from .variants.selected import SelectConfig
+    _add(sub, "score", cmd_score, "Reward (judge or RM), adaptation cost (learner NLL) and drift of "
+         "every row (resumable)", "qup score --data runs/x/variants/rft --reference runs/x/variants/self "
+         "--learner smollm2-135m-instruct --judge qwen2.5-coder-0.5b-instruct --out runs/x/scores/rft",
+         ScoreConfig)
+    p = _add(sub, "select", cmd_select, "Compatibility-aware selection: keep the pool's rows with the "
+             "best z(reward) − λ·z(NLL) (the `selected` variant)",
+             "qup select --data rft=runs/x/scores/rft --data oracle_refine=runs/x/scores/oracle_refine "
+             "--lam 0.5 --out runs/x/variants/selected", SelectConfig)
+    p.add_argument("--data", action="append", metavar="NAME=DIR", help="a scored variant (repeatable)")
+    p.add_argument("--out", help="output dataset dir")
     _add(sub, "train", cmd_train, "LoRA SFT of the SLM on a trace dataset (TRL + PEFT)",
          "qup train --model tiny-random --data runs/x/variants/rft --out runs/x/adapter --max-steps 20",
          TrainConfig)

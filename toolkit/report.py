@@ -41,6 +41,16 @@ def write_report(run_dir: str | Path, summary: dict) -> Path:
         lines.append(f"| {name} | {docs.get(name, '')} | {d['rows']} | {d['problems']} "
                      f"| {_pct(d['correct_rate'])} | {d['mean_completion_tokens']:.0f} "
                      f"| {_num(d.get('mean_edit_distance'))} | {_num(d.get('oracle_token_share'))} | {counts} |")
+    if summary.get("diagnostics"):
+        from .diagnostics.tables import table_markdown
+        lines += ["", "## Before training: perceived quality, adaptation cost, drift", "",
+                  "Mean (95% interval) per variant. Reward: perceived quality (judge P(Yes) or a reward "
+                  "model's score); NLL: the SLM's mean token negative log-likelihood of the completion "
+                  "under SFT's prompt (adaptation cost); length ratio, ROUGE-2 and cosine compare each "
+                  "row with the SLM's other samples of the same problem (drift).", "",
+                  *table_markdown(summary["diagnostics"])]
+        if (run_dir / "diagnostics.png").is_file():
+            lines += ["", "![diagnostics](diagnostics.png)"]
     if summary.get("published"):
         lines += ["", "## Published", "", "| what | repo | revision |", "|---|---|---|"]
         lines += [f"| {p['what']} | `{p['repo']}` | `{p['revision']}` |" for p in summary["published"]]

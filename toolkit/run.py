@@ -35,6 +35,7 @@ from .report import write_report
 from .sources import SourceConfig, load_problems
 from .stages.evaluate import EvaluateConfig, evaluate_command
 from .stages.sample import SampleConfig, sample_command
+from .stages.score import ScoreConfig, Scorers, score_command
 from .stages.train import RUN_FILE, TrainConfig, train_command
 from .stats import trace_stats
 from .steps import Step, run_step
@@ -49,6 +50,11 @@ TrainSection = section(TrainConfig, {
     "model": _TOP.format("model"), "dtype": _TOP.format("dtype"), "data": "the variant's dir",
     "out": "the run dir", "dataset_repo": "publishing", "dataset_revision": "publishing",
     "dataset_config": "publishing"})
+ScoreSection = section(ScoreConfig, {
+    "data": "the variant's dir", "out": "the run dir", "reference": "the run (its `self` traces)",
+    "learner": _TOP.format("model"), "learner_endpoints": "the recipe's `sample` section",
+    "judge": "the recipe's top-level `judge` role (default: the Oracle)",
+    "judge_endpoints": "the recipe's top-level `judge` role", "dtype": _TOP.format("dtype")})
 EvaluateSection = section(EvaluateConfig, {
     "model": _TOP.format("model"), "adapter": "the trained variant",
     "problems": _TOP.format("eval_problems"), "dtype": _TOP.format("dtype"),
@@ -72,10 +78,12 @@ class RunConfig:
     eval_problems: SourceConfig
     model: str = "tiny-random"                      # the SLM (the learner)
     oracle: RoleConfig = field(default_factory=RoleConfig)  # the Oracle role ('' = none)
+    judge: RoleConfig = field(default_factory=RoleConfig)   # the reward judge ('' = the Oracle)
     prompt: str = "math_cot"
     dtype: str = "auto"
     variants: list[str] = field(default_factory=lambda: ["rft"])  # which data variants to train on
     sample: SampleSection = field(default_factory=SampleSection)
+    score: ScoreSection = field(default_factory=ScoreSection)
     train: TrainSection = field(default_factory=TrainSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     hub: HubSection = field(default_factory=HubSection)
@@ -89,8 +97,21 @@ class RunConfig:
         unknown = sorted(set(self.variant_options) - set(V.REGISTRY))
         if unknown:
             raise ConfigError(f"unknown variant section(s) {unknown}; registered: {sorted(V.REGISTRY)}")
-        self.variant_options = {v.name: v.options(self.variant_options.get(v.name), v.name)
-                                for v in V.lineage(*self.variants)}
+        given = {n: V.get(n).options(self.variant_options.get(n), n)
+                 for n in {*self.variants, *self.variant_options}}
+        self.variant_options = {v.name: given[v.name] if v.name in given else v.options(None, v.name)
+                                for v in V.lineage(*self.variants, options=given)}
+
+    def lineage(self) -> list[V.Variant]:
+        """Every variant the run builds: those it trains, their parents and selection pools."""
+        return V.lineage(*self.variants, options=self.variant_options)
+
+    @property
+    def judge_role(self) -> RoleConfig | None:
+        """The judge: the ``judge`` role, else the Oracle when it is a model, else none."""
+        if self.judge.enabled:
+            return self.judge
+        return self.oracle if self.oracle.enabled and self.oracle.model != "reference" else None
 
 
 def recipe_path(recipe: str) -> Path:
@@ -125,6 +146,17 @@ def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     evaluate = {**asdict(cfg.evaluate), **run, "prompt": cfg.prompt, "problems": cfg.eval_problems}
     out["evaluate:base"] = from_dict(EvaluateConfig, {**evaluate, "out": str(run_dir / "eval" / "base")},
                                      f"{where}: evaluate")
+    judge = cfg.judge_role
+    reward = asdict(cfg.score)["reward"]
+    if reward == "judge" and judge is None:
+        log.warning("no judge (no `judge` role and no model Oracle): the run measures no reward")
+        reward = "none"
+    for v in cfg.lineage():
+        out[f"score:{v.name}"] = from_dict(ScoreConfig, {
+            **asdict(cfg.score), "reward": reward, "data": variant_dir(run_dir, v.name),
+            "out": str(run_dir / "scores" / v.name), "reference": variant_dir(run_dir, "self"),
+            "learner": cfg.model, "judge": judge.model if judge else "", "dtype": cfg.dtype},
+            f"{where}: score")
     for v in cfg.variants:
         adapter = str(run_dir / "adapters" / v)
         out[f"train:{v}"] = from_dict(TrainConfig, {**asdict(cfg.train), **run, "data": variant_dir(run_dir, v),
@@ -160,8 +192,8 @@ def _context(cfg: RunConfig, sample: SampleConfig, out: str) -> V.BuildContext:
     return V.BuildContext(roles=roles, workdir=Path(out), tokenize=tokenize)
 
 
-def _build_variant(v: V.Variant, parent_dir: str, options, ctx: V.BuildContext, out: str) -> dict:
-    ds = v.build(load(parent_dir), options, ctx)
+def _build_variant(v: V.Variant, parent, options, ctx: V.BuildContext, out: str) -> dict:
+    ds = v.build(parent, options, ctx)
     save(ds, out)
     return {**_data_stats(ds), "counts": dict(ctx.counts)}
 
@@ -172,6 +204,68 @@ def _data_stats(ds) -> dict:
     return {"rows": s["rows"], "problems": s["problems"] or 0, "correct_rate": s["correct_rate"] or 0.0,
             "mean_completion_tokens": s["mean_completion_tokens"] or 0.0,
             "mean_edit_distance": d.get("edit_distance"), "oracle_token_share": d.get("oracle_token_share")}
+
+
+def _data_steps(cfg: RunConfig, run: Path, stages: dict, keys: dict) -> tuple[dict, dict]:
+    """Build every variant, score it (reward, adaptation cost, drift), then build the variants
+    selected from scored pools. Returns ({variant: dir of its scored rows}, {variant: stats})."""
+    sample = stages["sample"]
+    built, scored, data = {}, {}, {}
+    memo: dict = {}
+    scorers = functools.lru_cache(maxsize=1)(lambda: _scorers(cfg, sample, stages, memo))
+    for v in cfg.lineage():
+        out, opts = variant_dir(run, v.name), cfg.variant_options[v.name]
+        if v.scored:
+            inputs = [f"score:{p}" for p in opts.pool]
+            make = lambda v=v, opts=opts, out=out: _build_variant(  # noqa: E731
+                v, {p: load(scored[p]) for p in opts.pool}, opts, _context(cfg, sample, out), out)
+        else:
+            parent = sample.out if v.parent == V.SAMPLES else built[v.parent]
+            inputs = ["sample" if v.parent == V.SAMPLES else f"variant:{v.parent}"]
+            make = lambda v=v, parent=parent, opts=opts, out=out: _build_variant(  # noqa: E731
+                v, load(parent), opts, _context(cfg, sample, out), out)
+        data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), {"options": opts, "roles": _role_keys(cfg, v)},
+                                     inputs, make), keys)
+        built[v.name] = scored[v.name] = out
+        if v.scored:    # its rows carry the scores of the pool they came from
+            continue
+        sc = stages[f"score:{v.name}"]
+        data[v.name]["scores"] = run_step(Step(
+            f"score:{v.name}", Path(sc.out), {"score": sc, "roles": _score_roles(cfg)},
+            [f"variant:{v.name}", "variant:self"], lambda sc=sc: score_command(sc, scorers()),
+            volatile=("batch_size", "shard_size")), keys)
+        scored[v.name] = sc.out
+        _remember(memo, sc.out)
+    return scored, data
+
+
+def _score_roles(cfg: RunConfig) -> dict:
+    judge = cfg.judge_role
+    return {"slm": {"model": cfg.model, "dtype": cfg.dtype},
+            "judge": {k: x for k, x in asdict(judge).items() if k not in VOLATILE} if judge else None}
+
+
+def _scorers(cfg: RunConfig, sample: SampleConfig, stages: dict, memo: dict) -> Scorers:
+    """The run's scoring models, made once: the judge role (or reward model), the SLM as
+    learner, the embedder; ``memo`` shares scores of identical rows across variants."""
+    from .diagnostics.drift import Embedder
+    from .diagnostics.reward import Judge, RewardModel
+    sc = stages["score:self"]
+    reward = None
+    if sc.reward == "judge":
+        reward = Judge(cfg.judge_role.generator(), sc.judge_template)
+    elif sc.reward == "classifier":
+        reward = RewardModel(sc.reward_model, sc.batch_size, cfg.dtype)
+    return Scorers(reward, sample.generator(), Embedder(sc.embedder) if sc.embedder else None,
+                   sc.min_verdict_mass, sc.shard_size, memo)
+
+
+def _remember(memo: dict, scored_dir: str) -> None:
+    """Seed ``memo`` with a scored dataset's rewards and NLLs (cached steps included)."""
+    from .stages.score import COST_COLUMNS, _memo_key
+    for row in load(scored_dir):
+        if row.get("nll") is not None or row.get("reward") is not None:
+            memo.setdefault(_memo_key(row), {c: row[c] for c in ("reward", *COST_COLUMNS)})
 
 
 def _stamp_dataset(adapter_dir: str, repo: str, config: str, revision: str) -> None:
@@ -189,7 +283,7 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
     run = Path(run_dir or Path("runs") / cfg.name)
     stages = stage_configs(cfg, run)
     publishing.check_hub(cfg.hub)
-    for v in V.lineage(*cfg.variants):
+    for v in cfg.lineage():
         if "oracle" in v.needs and not cfg.oracle.enabled:
             raise ConfigError(f"variant {v.name!r} needs an Oracle: set `oracle: {{model: ...}}` in "
                               "the recipe (a preset, dir, Hub id or `reference`)")
@@ -201,16 +295,7 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
     sample = stages["sample"]
     run_step(Step("sample", Path(sample.out), sample, [], lambda: sample_command(sample),
                   volatile=("batch_size", "concurrency", "cache_dir", "endpoints", "retries")), keys)
-    built, data = {}, {}
-    for v in V.lineage(*cfg.variants):
-        parent = sample.out if v.parent == V.SAMPLES else built[v.parent]
-        out, opts = variant_dir(run, v.name), cfg.variant_options[v.name]
-        data[v.name] = run_step(Step(
-            f"variant:{v.name}", Path(out), {"options": opts, "roles": _role_keys(cfg, v)},
-            ["sample" if v.parent == V.SAMPLES else f"variant:{v.parent}"],
-            lambda v=v, parent=parent, opts=opts, out=out: _build_variant(
-                v, parent, opts, _context(cfg, sample, out), out)), keys)
-        built[v.name] = out
+    built, data = _data_steps(cfg, run, stages, keys)
     base = stages["evaluate:base"]
     evaluations = {"base": run_step(Step("evaluate:base", Path(base.out), base, [],
                                          lambda: evaluate_command(base), volatile=("batch_size",)), keys)}
@@ -233,9 +318,14 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
                                            lambda ec=ec: evaluate_command(ec), volatile=("batch_size",)), keys)
             if hub:
                 published.append(publishing.publish_trained(hub, cfg, v, tc.out, evaluations[v]))
+    from .diagnostics.tables import plot, variant_table
+    scored = {v: load(d) for v, d in built.items()}
+    table = variant_table(scored)
+    plot(scored, table, run / "diagnostics.png")
     summary = {"name": cfg.name, "model": cfg.model, "run_dir": str(run),
                "eval_source": f"{cfg.eval_problems.source}/{cfg.eval_problems.split}",
-               "data": data, "evaluations": evaluations, "published": published, "keys": keys}
+               "data": data, "diagnostics": table, "evaluations": evaluations,
+               "published": published, "keys": keys}
     summary["report"] = str(write_report(run, summary))
     (run / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     _print_table(summary)
@@ -243,13 +333,24 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
 
 
 def _print_table(summary: dict) -> None:
+    """The run's last words: one row per variant (data, diagnostics, held-out accuracy)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{summary['name']}: held-out pass@1 on {summary['eval_source']}")
-    for col in ("model", "accuracy", "correct / total"):
-        table.add_column(col)
-    for name, m in summary["evaluations"].items():
-        label = "base" if name == "base" else f"base + {name} LoRA"
-        table.add_row(label, f"{100 * m['accuracy']:.1f}%", f"{m['correct']} / {m['total']}")
+    from .stats import wilson
+
+    def fmt(x, spec=".3f"):
+        return "—" if x is None else format(x, spec)
+    evals, diag = summary["evaluations"], summary.get("diagnostics", {})
+    table = Table(title=f"{summary['name']}: training data and held-out pass@1 on {summary['eval_source']}")
+    for col in ("variant", "rows", "problems", "reward", "NLL", "ROUGE-2 vs own", "accuracy", "95% interval"):
+        table.add_column(col, justify="left" if col == "variant" else "right")
+    for name in ["base", *[n for n in diag if n != "self" or "self" in evals]]:
+        d, m = diag.get(name, {}), evals.get(name)
+        acc = ("—", "not trained") if m is None else (
+            f"{m['correct']}/{m['total']} ({100 * m['accuracy']:.1f}%)",
+            "{:.1f}–{:.1f}%".format(*(100 * x for x in wilson(m["correct"], m["total"]))))
+        table.add_row(name if name != "base" else "base (no LoRA)", str(d.get("rows", "—")),
+                      str(d.get("problems", "—")), fmt(d.get("reward", {}).get("mean")),
+                      fmt(d.get("nll", {}).get("mean")), fmt(d.get("ngram_overlap", {}).get("mean")), *acc)
     Console(stderr=True).print(table)

@@ -46,6 +46,15 @@ TRACE = Features({
     "oracle_prompt": Value("string"),      # the Oracle prompt as rendered (its chat template's system prompt included)
     "edit_distance": Value("float32"),     # normalised token edit distance to the parent trace
     "oracle_token_share": Value("float32"),  # share of the completion's tokens written by the Oracle
+    # Diagnostics (``qup score``; null until measured): perceived quality, adaptation cost, drift.
+    "reward": Value("float32"),            # judge P("Yes") in [0, 1], or a reward model's logit
+    "reward_kind": Value("string"),        # "judge" | "classifier"
+    "reward_model": Value("string"),       # "<Hub id>@<revision>" of the judge or reward model
+    "nll": Value("float32"),               # the learner's mean token NLL of the completion (SFT's loss tokens)
+    "nll_tokens": Value("int32"),          # tokens behind nll (the closing end-of-turn included)
+    "length_ratio": Value("float32"),      # completion tokens / mean of the SLM's other traces of the problem
+    "ngram_overlap": Value("float32"),     # best ROUGE-2 F1 against the SLM's other traces of the problem
+    "embed_cosine": Value("float32"),      # best all-MiniLM-L6-v2 cosine against them
 })
 
 EVAL = Features({

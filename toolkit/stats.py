@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 # Numeric TRACE columns that are bookkeeping, not diagnostics (completion_tokens has its own column).
-NOT_DIAGNOSTIC = {"sample_index", "seed", "prompt_tokens", "completion_tokens"}
+NOT_DIAGNOSTIC = {"sample_index", "seed", "prompt_tokens", "completion_tokens", "nll_tokens"}
 
 
 def _distinct(table: pa.Table, column: str, limit: int = 8) -> list[str]:
@@ -64,6 +64,8 @@ def trace_stats(data) -> dict:
         "models": _distinct(table, "model_id"),
         "model_revisions": _distinct(table, "model_revision"),
         "prompt_ids": _distinct(table, "prompt_id"),
+        "reward_models": [f"{k}: {m}" for k, m in zip(_distinct(table, "reward_kind"),
+                                                      _distinct(table, "reward_model"))],
         "params": _distinct(table, "params", limit=4),
         "sources": _distinct(table, "source"),
         "source_splits": _distinct(table, "split"),

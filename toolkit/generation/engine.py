@@ -223,6 +223,24 @@ class LocalEngine:
         return self.score_ids([ids for ids, _ in pairs], [n for _, n in pairs], adapter, progress)
 
     @torch.inference_mode()
+    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int],
+                            adapter: str | None = None) -> list[list[float]]:
+        """Per prompt, the log-probability of each of ``token_ids`` as the next token (one
+        left-padded forward pass per batch; used by judges reading P("Yes"))."""
+        out: list[list[float]] = []
+        idx = torch.tensor(list(token_ids), device=self.device)
+        with self._adapter_context(self._adapter_name(adapter)):
+            for k in range(0, len(prompts), self.batch_size):
+                enc = [self.encode(p) for p in prompts[k:k + self.batch_size]]
+                width, pad = max(map(len, enc)), self.tokenizer.pad_token_id
+                ids = torch.tensor([[pad] * (width - len(e)) + e for e in enc], device=self.device)
+                mask = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in enc], device=self.device)
+                logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=1,
+                                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0)).logits[:, -1]
+                out.extend(torch.log_softmax(logits.float(), -1)[:, idx].tolist())
+        return out
+
+    @torch.inference_mode()
     def score_ids(self, sequences: Sequence[list[int]], starts: Sequence[int],
                   adapter: str | None = None, progress: bool = False) -> list[list[float]]:
         """Log-probabilities of ``ids[start:]`` given what precedes them, per sequence (start >= 1).

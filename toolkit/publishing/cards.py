@@ -140,6 +140,10 @@ def render_dataset_card(repo_id: str, tag: str, variants: dict[str, dict], prove
              _fmt(s["mean_completion_tokens"])] + [_fmt(s["diagnostics"].get(c)) for c in diag_cols]
             for n, s in ((n, variants[n]) for n in names)]
     table = "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
+    from ..diagnostics.tables import table_markdown
+    scored = {n: variants[n]["diagnostics_ci"] for n in names if variants[n].get("diagnostics_ci")}
+    diagnostics = "\n".join(table_markdown(scored)) if scored else ""
+    reward_source = ", ".join(sorted({f"`{r}`" for s in variants.values() for r in s.get("reward_models", [])}))
     source = source_info.get("dataset") or ""
     card_data = DatasetCardData(
         pretty_name=source_info.get("pretty_name") or f"QUP traces: {repo_id.split('/')[-1]}",
@@ -155,7 +159,7 @@ def render_dataset_card(repo_id: str, tag: str, variants: dict[str, dict], prove
     card = DatasetCard.from_template(
         card_data, template_path=str(TEMPLATES / "dataset_card.md.j2"),
         repo_id=repo_id, tag=tag, variants=variants, variant_names=names, variant_doc=variant_docs(),
-        stats_table=table, provenance=provenance, source_info=source_info,
+        stats_table=table, diagnostics_table=diagnostics, reward_source=reward_source, provenance=provenance, source_info=source_info,
         provenance_json=json.dumps(provenance, indent=2, sort_keys=True),
         math_verify_version=package_version("math-verify"),
         toolkit_version=package_version("qup-toolkit"),

@@ -255,7 +255,10 @@ def _encode_variant(name: str, ds) -> tuple[dict[str, bytes], dict]:
         buf = io.BytesIO()
         ds.shard(n, i, contiguous=True).to_parquet(buf)
         files[f"{name}/train-{i:05d}-of-{n:05d}.parquet"] = buf.getvalue()
+    from ..diagnostics.tables import variant_table
     stats = trace_stats(ds)
+    if "reward_kind" in ds.column_names:   # scored: per-diagnostic means with 95% intervals
+        stats["diagnostics_ci"] = variant_table({name: ds})[name]
     return files, stats
 
 

@@ -34,6 +34,7 @@ class Variant:
     build: Callable[..., Any]       # (parent: Dataset, config, ctx: BuildContext) -> Dataset
     config: type | None = None      # options dataclass (recipe section named after the variant)
     needs: tuple[str, ...] = ()     # model roles besides the SLM, e.g. ("oracle",)
+    scored: bool = False            # built after `score` from the scored variants of its `pool` option
 
     def options(self, data: dict | None = None, where: str = "") -> Any:
         """The variant's options from a mapping (validated), or None when it takes none."""
@@ -83,13 +84,20 @@ def get(name: str) -> Variant:
     return REGISTRY[name]
 
 
-def lineage(*names: str) -> list[Variant]:
-    """The variants ``names`` and all their ancestors, parents first (registry order)."""
+def lineage(*names: str, options: dict | None = None) -> list[Variant]:
+    """The variants ``names`` and all their ancestors, parents first (registry order); a scored
+    variant also brings its ``pool`` (from ``options[name].pool``, else its default options)."""
     want: set[str] = set()
-    for name in names:
+    todo = list(names)
+    while todo:
+        name = todo.pop()
         while name != SAMPLES and name not in want:
             want.add(name)
-            name = get(name).parent
+            v = get(name)
+            if v.scored:
+                opts = (options or {}).get(name) or v.options()
+                todo.extend(opts.pool)
+            name = v.parent
     return [v for n, v in REGISTRY.items() if n in want]
 
 
@@ -103,3 +111,4 @@ from . import rft as _rft  # noqa: E402,F401
 from . import oracle_synth as _oracle_synth  # noqa: E402,F401
 from . import oracle_refine as _oracle_refine  # noqa: E402,F401
 from . import style_aligned as _style_aligned  # noqa: E402,F401
+from . import selected as _selected  # noqa: E402,F401

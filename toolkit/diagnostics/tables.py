@@ -1,0 +1,105 @@
+"""Per-variant diagnostics: a table with 95% intervals, its markdown, and the PNG plots
+(reward vs NLL per row coloured by variant; per-variant means with intervals).
+
+Example:
+    >>> from datasets import Dataset
+    >>> t = variant_table({"rft": Dataset.from_dict({"problem_id": ["a", "b"], "reward": [0.2, 0.4],
+    ...                                              "nll": [1.0, 1.0], "nll_tokens": [3, 1]})})
+    >>> t["rft"]["reward"]["mean"], t["rft"]["rows"], t["rft"]["perplexity"]
+    (0.3, 2, 2.718)
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+COLUMNS = ("reward", "nll", "length_ratio", "ngram_overlap", "embed_cosine")
+LABELS = {"reward": "reward", "nll": "NLL", "length_ratio": "length ratio",
+          "ngram_overlap": "ROUGE-2", "embed_cosine": "cosine"}
+
+
+def mean_ci(values: list[float], z: float = 1.96) -> dict:
+    """Mean, normal 95% interval and count of the non-null ``values`` (null mean when empty)."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not xs:
+        return {"mean": None, "lo": None, "hi": None, "n": 0}
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    half = z * sd / math.sqrt(len(xs))
+    return {"mean": round(m, 4), "lo": round(m - half, 4), "hi": round(m + half, 4), "n": len(xs)}
+
+
+def variant_table(datasets: dict) -> dict[str, dict]:
+    """{variant: rows, problems, reward_kind, per diagnostic column a :func:`mean_ci`, and the
+    perplexity exp(token-weighted mean NLL)} for scored datasets ({variant: Dataset})."""
+    out = {}
+    for name, ds in datasets.items():
+        cols = set(ds.column_names)
+        row = {"rows": len(ds), "problems": len(set(ds["problem_id"])) if "problem_id" in cols else 0,
+               "reward_kind": next((k for k in ds["reward_kind"] if k), "") if "reward_kind" in cols else ""}
+        for c in COLUMNS:
+            row[c] = mean_ci(ds[c] if c in cols else [])
+        ppl = None
+        if {"nll", "nll_tokens"} <= cols:
+            pairs = [(n, t) for n, t in zip(ds["nll"], ds["nll_tokens"]) if n is not None and t]
+            tokens = sum(t for _, t in pairs)
+            ppl = round(math.exp(sum(n * t for n, t in pairs) / tokens), 3) if tokens else None
+        row["perplexity"] = ppl
+        out[name] = row
+    return out
+
+
+def _cell(s: dict) -> str:
+    if s["mean"] is None:
+        return "—"
+    return f"{s['mean']:.3f} ({s['lo']:.3f}–{s['hi']:.3f})"
+
+
+def table_markdown(table: dict[str, dict]) -> list[str]:
+    """The table as markdown lines: mean (95% interval) per diagnostic."""
+    kinds = sorted({t["reward_kind"] for t in table.values() if t["reward_kind"]})
+    reward = f"reward ({', '.join(kinds)})" if kinds else "reward"
+    head = ["variant", "rows", "problems", reward, "NLL", "perplexity",
+            *(LABELS[c] for c in COLUMNS[2:])]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for name, t in table.items():
+        ppl = "—" if t["perplexity"] is None else f"{t['perplexity']:.2f}"
+        lines.append(f"| {name} | {t['rows']} | {t['problems']} | {_cell(t['reward'])} | {_cell(t['nll'])} "
+                     f"| {ppl} | " + " | ".join(_cell(t[c]) for c in COLUMNS[2:]) + " |")
+    return lines
+
+
+def plot(datasets: dict, table: dict[str, dict], path: str | Path) -> Path | None:
+    """Reward vs NLL per row, coloured by variant, and per-variant mean bars with 95% intervals;
+    None (no file) when nothing was scored."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in table if table[n]["nll"]["n"] or table[n]["reward"]["n"]]
+    if not names:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    colors = plt.get_cmap("tab10")
+    for i, name in enumerate(names):
+        ds = datasets[name]
+        pts = [(r, n) for r, n in zip(ds["reward"], ds["nll"]) if r is not None and n is not None]
+        if pts:
+            axes[0].scatter([p[1] for p in pts], [p[0] for p in pts], s=14, alpha=0.6,
+                            color=colors(i), label=name)
+    axes[0].set_xlabel("learner NLL (adaptation cost)")
+    axes[0].set_ylabel("reward (perceived quality)")
+    axes[0].legend(fontsize=8)
+    axes[0].set_title("per row")
+    for ax, col in zip(axes[1:], ("reward", "nll")):
+        stats = [table[n][col] for n in names]
+        means = [s["mean"] or 0 for s in stats]
+        err = [[m - (s["lo"] if s["lo"] is not None else m) for m, s in zip(means, stats)],
+               [(s["hi"] if s["hi"] is not None else m) - m for m, s in zip(means, stats)]]
+        ax.bar(names, means, yerr=err, capsize=4, color=[colors(i) for i in range(len(names))])
+        ax.set_title(f"mean {LABELS[col]} (95% interval)")
+        ax.tick_params(axis="x", rotation=30, labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

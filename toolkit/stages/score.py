@@ -1,0 +1,205 @@
+"""``score``: perceived quality, adaptation cost and drift of every row of a trace dataset,
+before any training (the paper's mechanism, measured per row).
+
+Adds the TRACE columns ``reward``/``reward_kind``/``reward_model`` (:mod:`toolkit.diagnostics.reward`),
+``nll``/``nll_tokens`` (:mod:`toolkit.diagnostics.adaptation_cost`) and ``length_ratio``/
+``ngram_overlap``/``embed_cosine`` (:mod:`toolkit.diagnostics.drift`). Work goes in shards of rows;
+a killed run resumes from the finished shards. Rows whose (prompt, question, completion) the same
+:class:`Scorers` already scored are not scored again: ``rft`` and the pass-through rows
+of ``style_aligned`` are the SLM's own traces.
+
+Example:
+    >>> cfg = ScoreConfig(data="runs/x/variants/rft", reference="runs/x/variants/self",
+    ...                   learner="tiny-random", judge="tiny-random", out="runs/x/scores/rft")
+    >>> score_command(cfg)["diagnostics"]["nll"]                               # doctest: +SKIP
+    2.31
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from ..config import ConfigError
+from ..diagnostics import adaptation_cost, drift as D
+from ..diagnostics.reward import Judge, RewardError, RewardModel
+from ..schema import TRACE
+
+log = logging.getLogger(__name__)
+REWARD_COLUMNS = ("reward", "reward_kind", "reward_model")
+COST_COLUMNS = ("nll", "nll_tokens")
+COLUMNS = (*REWARD_COLUMNS, *COST_COLUMNS, *D.COLUMNS)
+REWARDS = ("judge", "classifier", "none")
+
+
+def _h(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class ScoreConfig:
+    data: str = field(default="", metadata=_h("trace dataset dir to score"))
+    out: str = field(default="", metadata=_h("output dir: the rows with the score columns"))
+    reference: str = field(default="", metadata=_h("the SLM's own traces (a `self` dir) for drift; '' = no drift"))
+    learner: str = field(default="", metadata=_h("the SLM (preset, dir, Hub id) whose NLL is the adaptation cost; '' = none"))
+    learner_endpoints: list[str] = field(default_factory=list, metadata=_h("TGI URLs serving the learner"))
+    reward: str = field(default="judge", metadata=_h("judge | classifier | none"))
+    judge: str = field(default="", metadata=_h("judge model (reward=judge): preset, dir or Hub id"))
+    judge_endpoints: list[str] = field(default_factory=list, metadata=_h("TGI URLs serving the judge"))
+    judge_template: str = field(default="judge_yes_no", metadata=_h("the judge's prompt template"))
+    min_verdict_mass: float = field(default=0.5, metadata=_h(
+        "rows where the judge puts less than this probability on Yes+No get no reward (counted)"))
+    reward_model: str = field(default="", metadata=_h("sequence-classification RM (reward=classifier)"))
+    embedder: str = field(default=D.EMBEDDER, metadata=_h("sentence embedder for embed_cosine; '' = skip"))
+    batch_size: int = field(default=8, metadata=_h("sequences per forward pass (local models)"))
+    dtype: str = field(default="auto", metadata=_h("auto | float32 | bfloat16 (local models)"))
+    shard_size: int = field(default=64, metadata=_h("rows per resumable shard"))
+
+    def __post_init__(self):
+        if self.reward not in REWARDS:
+            raise ConfigError(f"score: reward must be one of {REWARDS}, got {self.reward!r}")
+        if self.reward == "judge" and not self.judge:
+            raise ConfigError("score: reward=judge needs --judge MODEL (or --reward none)")
+        if self.reward == "classifier" and not self.reward_model:
+            raise ConfigError("score: reward=classifier needs --reward-model MODEL")
+        if not 0 <= self.min_verdict_mass <= 1:
+            raise ConfigError(f"score: min_verdict_mass must be in [0, 1], got {self.min_verdict_mass}")
+        if self.batch_size < 1 or self.shard_size < 1:
+            raise ConfigError("score: batch_size and shard_size must be >= 1")
+
+
+def _generator(model: str, endpoints: list[str], cfg: ScoreConfig):
+    from ..generation import make_generator
+    if endpoints:
+        return make_generator(model, backend="endpoint", endpoints=endpoints)
+    return make_generator(model, batch_size=cfg.batch_size, dtype=cfg.dtype)
+
+
+@dataclass
+class Scorers:
+    """The models ``score`` uses (each optional), made once and shared across datasets."""
+    reward: Judge | RewardModel | None = None
+    learner: object | None = None      # a Generator
+    embedder: D.Embedder | None = None
+    min_verdict_mass: float = 0.5
+    shard_size: int = 64
+    memo: dict = field(default_factory=dict)   # (prompt_id, question, completion) -> reward, nll
+
+    @classmethod
+    def from_config(cls, cfg: ScoreConfig) -> "Scorers":
+        reward = None
+        if cfg.reward == "judge":
+            reward = Judge(_generator(cfg.judge, cfg.judge_endpoints, cfg), cfg.judge_template)
+        elif cfg.reward == "classifier":
+            reward = RewardModel(cfg.reward_model, cfg.batch_size, cfg.dtype)
+        learner = _generator(cfg.learner, cfg.learner_endpoints, cfg) if cfg.learner else None
+        embedder = D.Embedder(cfg.embedder) if cfg.embedder and cfg.reference else None
+        return cls(reward, learner, embedder, cfg.min_verdict_mass, cfg.shard_size)
+
+
+def _memo_key(row: dict) -> tuple:
+    return row["prompt_id"], row["question"], row["completion"]
+
+
+def _score_rows(rows: list[dict], s: Scorers, reference, counts: Counter) -> list[dict]:
+    memo = s.memo
+    todo = [r for r in rows if _memo_key(r) not in memo]
+    fresh = {}
+    if todo:
+        q, c = [r["question"] for r in todo], [r["completion"] for r in todo]
+        cols: dict[str, list] = {}
+        if isinstance(s.reward, Judge):
+            verdicts = s.reward(q, c)
+            if not any(m >= s.min_verdict_mass for _, m in verdicts) and len(todo) >= 4:
+                raise RewardError(
+                    f"judge {s.reward.model_id} never says Yes/No: row {todo[0]['trace_id']!r} field "
+                    f"reward: P(Yes)+P(No) = {verdicts[0][1]:.2g} < min_verdict_mass "
+                    f"{s.min_verdict_mass} (and on all {len(todo)} rows of this shard)")
+            counts["judge_no_verdict"] += sum(m < s.min_verdict_mass for _, m in verdicts)
+            cols["reward"] = [p if m >= s.min_verdict_mass else None for p, m in verdicts]
+        elif s.reward is not None:
+            cols["reward"] = s.reward(q, c)
+        if s.learner is not None:
+            from datasets import Dataset
+            prompts, completions = adaptation_cost.sft_texts(
+                Dataset.from_list([{k: r[k] for k in ("question", "completion", "prompt_id", "trace_id")}
+                                   for r in todo]), s.learner.tokenizer)
+            cols["nll"], cols["nll_tokens"] = map(list, zip(*adaptation_cost.nll(
+                s.learner, prompts, completions, progress=False)))
+        for i, r in enumerate(todo):
+            fresh[_memo_key(r)] = {k: v[i] for k, v in cols.items()}
+        memo.update(fresh)
+    kind = getattr(s.reward, "kind", "")
+    out = []
+    for r, d in zip(rows, D.drift(rows, reference, s.embedder) if reference is not None else [{}] * len(rows)):
+        known = memo.get(_memo_key(r), {})
+        out.append({"trace_id": r["trace_id"], **dict.fromkeys(COLUMNS), **known, **d,
+                    "reward_kind": kind if s.reward is not None else "",
+                    "reward_model": s.reward.model_id if s.reward is not None else ""})
+    return out
+
+
+def score(ds, scorers: Scorers, reference=None, workdir: str | Path | None = None,
+          counts: Counter | None = None, desc: str = "score"):
+    """``ds`` with the score columns filled (see module doc); ``reference``: the ``self`` rows
+    for drift (None: drift columns stay null). Finished shards are kept in ``workdir/shards``."""
+    from datasets import Dataset, Features
+
+    from ..io import empty
+    counts = Counter() if counts is None else counts
+    rows = ds.to_list()
+    shard_dir = Path(workdir) / "shards" if workdir else None
+    if shard_dir:
+        shard_dir.mkdir(parents=True, exist_ok=True)
+    size = 64 if not rows else max(1, min(len(rows), scorers.shard_size))
+    scored: list[dict] = []
+    bar = tqdm(total=len(rows), desc=desc, unit="row")
+    start, tokens = time.perf_counter(), 0
+    for n, k in enumerate(range(0, len(rows), size)):
+        chunk = rows[k:k + size]
+        path = shard_dir / f"shard-{n:05d}.parquet" if shard_dir else None
+        if path and path.exists():
+            part = pq.read_table(path).to_pylist()
+        else:
+            part = _score_rows(chunk, scorers, reference, counts)
+            if path:
+                tmp = path.with_suffix(".tmp")
+                pq.write_table(Dataset.from_list(part).data.table, tmp)
+                tmp.replace(path)
+        scored.extend(part)
+        tokens += sum(r["completion_tokens"] for r in chunk)
+        bar.update(len(chunk))
+        bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
+    bar.close()
+    by_id = {r["trace_id"]: r for r in scored}
+    features = {**ds.features, **{c: TRACE[c] for c in COLUMNS}}
+    out = [{**row, **{c: by_id[row["trace_id"]][c] for c in COLUMNS}} for row in rows]
+    return Dataset.from_list(out, features=Features(features)) if out else empty(Features(features))
+
+
+def score_command(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
+    """``qup score``: load ``cfg.data`` (and ``cfg.reference``), score, save to ``cfg.out``;
+    return the statistics (means of every diagnostic) and what was counted."""
+    from ..io import load, save
+    from ..stats import trace_stats
+    if not cfg.data or not cfg.out:
+        raise ConfigError("score: --data (a trace dataset dir) and --out are required")
+    ds = load(cfg.data)
+    missing = [c for c in ("trace_id", "question", "completion", "prompt_id", "problem_id",
+                           "completion_tokens") if c not in ds.column_names]
+    if missing:
+        raise ConfigError(f"score: {cfg.data} lacks column(s) {missing}")
+    reference = load(cfg.reference) if cfg.reference else None
+    scorers = scorers or Scorers.from_config(cfg)
+    counts: Counter = Counter()
+    scored = score(ds, scorers, reference, workdir=cfg.out, counts=counts,
+                   desc=f"score {Path(cfg.data).name}")
+    save(scored, cfg.out)
+    stats = trace_stats(scored)
+    return {"rows": stats["rows"], "problems": stats["problems"], "diagnostics": stats["diagnostics"],
+            "reward_kind": cfg.reward, "counts": dict(counts)}
