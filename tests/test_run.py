@@ -218,10 +218,12 @@ def test_model_oracle_variants_in_a_run(tmp_path, shared_data, tiny_model):
 
     run_dir = tmp_path / "run"
     summary = run_recipe("smoke", {
-        "variants": ["self", "oracle_refine", "style_aligned"], "oracle": {"model": "tiny-random-qwen2"},
-        "oracle_refine": {"max_new_tokens": 16, "temperature": 1.0}, "train_problems": {"limit": 4},
-        "style_aligned": {"mode": "prefix", "max_new_tokens": 8, "continuations": 1}}, run_dir=str(run_dir))
-    assert list(summary["data"]) == ["self", "oracle_refine", "style_aligned"]
+        "variants": ["self", "oracle_refine", "style_aligned", "selected"], "judge": {"model": ""},
+        "oracle": {"model": "tiny-random-qwen2"}, "train_problems": {"limit": 4},
+        "oracle_refine": {"max_new_tokens": 16, "temperature": 1.0},
+        "style_aligned": {"mode": "prefix", "max_new_tokens": 8, "continuations": 1},
+        "selected": {"pool": ["self", "oracle_refine"], "correct_only": False, "lam": 1.0}}, run_dir=str(run_dir))
+    assert list(summary["data"]) == ["self", "oracle_refine", "style_aligned", "selected"]
     shard = run_dir / "variants" / "oracle_refine" / "shards" / "shard-00000.parquet"
     asked = pq.read_table(shard).to_pydict()             # every Oracle answer, before verification
     counts = summary["data"]["oracle_refine"]["counts"]
@@ -229,7 +231,15 @@ def test_model_oracle_variants_in_a_run(tmp_path, shared_data, tiny_model):
     assert all(p.startswith("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud.")
                for p in asked["oracle_prompt"])
     assert set(asked["oracle_model_id"]) == {"qup/tiny-random-qwen2"} and set(asked["mode"]) == {"refine"}
-    trained = {v for v in ("self", "oracle_refine", "style_aligned") if summary["data"][v]["rows"]}
+    trained = {v for v in ("self", "oracle_refine", "style_aligned", "selected") if summary["data"][v]["rows"]}
     assert set(summary["evaluations"]) == {"base"} | trained
+    # The Oracle judges (no `judge` role); `selected` keeps one scored row per problem from its pool
+    # (a random model is never right, hence correct_only: false here), λ recorded in each row.
+    judged = load(run_dir / "scores" / "oracle_refine")
+    assert set(judged["reward_model"]) <= {"qup/tiny-random-qwen2@seed0"}
+    sel = load(run_dir / "variants" / "selected")
+    assert len(sel) == 4 and len(set(sel["problem_id"])) == 4 and "selected" in trained
+    assert {m.split("|")[1] for m in sel["mode"]} == {"lambda=1"} and None not in sel["nll"]
+    assert {m.split("|")[0] for m in sel["mode"]} <= {"self", "oracle_refine"}
     report = (run_dir / "report.md").read_text()
     assert "| oracle_refine |" in report and "| style_aligned |" in report

@@ -202,6 +202,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
 def _scalar(raw):
     if not isinstance(raw, str):
         return raw
+    if raw == "":       # `--flag ''`: the empty string (YAML would read null)
+        return raw
     try:
         return yaml.safe_load(raw)
     except yaml.YAMLError:
