@@ -53,9 +53,12 @@ def test_reward_model_with_more_than_one_label_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_real_oracle_judge_prefers_correct_solutions():
-    """Qwen2.5-Coder-0.5B as judge: P(Yes) is higher for the right solution of each problem."""
-    judge = Judge(LocalEngine("qwen2.5-coder-0.5b-instruct", batch_size=6, dtype="float32"))
+def test_real_judge_prefers_correct_solutions():
+    """Qwen2.5-Coder-1.5B as judge answers Yes or No and, on average, says Yes more often to the
+    right solutions. (A weak judge: measured on these rows, the 0.5B Oracle does not separate them
+    at all, and the 1.5B misses 2 + 3 = 6; see the README.)"""
+    judge = Judge(LocalEngine("qwen2.5-coder-1.5b-instruct", batch_size=6, dtype="float32"))
     good, bad = judge(QUESTIONS, GOOD), judge(QUESTIONS, BAD)
-    assert all(m > 0.5 for _, m in good + bad)           # it answers Yes or No
-    assert sum(g > b for (g, _), (b, _) in zip(good, bad)) >= 2, (good, bad)
+    assert all(m > 0.9 for _, m in good + bad), (good, bad)   # it answers Yes or No
+    mean = lambda rows: sum(p for p, _ in rows) / len(rows)  # noqa: E731
+    assert mean(good) > mean(bad) + 0.05, (good, bad)
