@@ -140,7 +140,7 @@ def cmd_evaluate(args):
 
 
 def cmd_run(args):
-    from .run import run_recipe
+    from .run import print_table, run_recipe
     overrides = {}
     for item in args.set or []:
         key, _, value = item.partition("=")
@@ -151,7 +151,10 @@ def cmd_run(args):
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = C.yaml.safe_load(value)
-    _print_json(run_recipe(args.recipe, overrides, run_dir=args.run_dir))
+    summary = run_recipe(args.recipe, overrides, run_dir=args.run_dir)
+    _print_json(summary)
+    sys.stdout.flush()
+    print_table(summary)      # the last thing a user sees: the variant table (stderr)
 
 
 def cmd_serve(args):

@@ -328,11 +328,10 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
                "published": published, "keys": keys}
     summary["report"] = str(write_report(run, summary))
     (run / "run.json").write_text(json.dumps(summary, indent=2, default=str))
-    _print_table(summary)
     return summary
 
 
-def _print_table(summary: dict) -> None:
+def print_table(summary: dict) -> None:
     """The run's last words: one row per variant (data, diagnostics, held-out accuracy)."""
     from rich.console import Console
     from rich.table import Table

@@ -171,3 +171,14 @@ def test_tiny_top_p_and_top_k_1_reduce_to_greedy(engine):
     for params in (SamplingParams(max_new_tokens=10, temperature=1.0, top_p=1e-6, seed=3),
                    SamplingParams(max_new_tokens=10, temperature=1.0, top_k=1, seed=4)):
         assert engine.generate([Request(prompt, params)], progress=False)[0].text == greedy.text
+
+
+def test_decoding_uses_the_current_cache_argument(engine):
+    """The model is called with ``cache=`` (transformers deprecated ``past_key_values=``, and
+    warned on every generate)."""
+    import warnings
+    prompt = engine.render_chat([{"role": "user", "content": "Hi"}])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        [c] = engine.generate([Request(prompt, SamplingParams(max_new_tokens=4, seed=0))], progress=False)
+    assert c.completion_tokens >= 1

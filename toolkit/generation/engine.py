@@ -144,7 +144,7 @@ class LocalEngine:
                 if cache.get_seq_length() > 0:
                     position_ids = position_ids[:, -input_ids.shape[1]:]
                 logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                    past_key_values=cache, use_cache=True,
+                                    cache=cache, use_cache=True,
                                     logits_to_keep=1).logits[:, -1, :].float()  # no prefill lm_head
                 logprobs = torch.log_softmax(logits, dim=-1)
                 next_ids, keep = [], []
