@@ -37,7 +37,7 @@ def write_report(run_dir: str | Path, summary: dict) -> Path:
               "| variant | what | rows | problems covered | correct rate | mean tokens | edit distance "
               "| Oracle token share | skipped or rejected |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for name, d in data.items():
-        counts = ", ".join(f"{k}: {n}" for k, n in sorted(d.get("counts", {}).items())) or "—"
+        counts = ", ".join(f"{k}: {n}" for k, n in sorted(d.get("counts", {}).items()) if n) or "—"
         lines.append(f"| {name} | {docs.get(name, '')} | {d['rows']} | {d['problems']} "
                      f"| {_pct(d['correct_rate'])} | {d['mean_completion_tokens']:.0f} "
                      f"| {_num(d.get('mean_edit_distance'))} | {_num(d.get('oracle_token_share'))} | {counts} |")

@@ -352,4 +352,6 @@ def print_table(summary: dict) -> None:
         table.add_row(name if name != "base" else "base (no LoRA)", str(d.get("rows", "—")),
                       str(d.get("problems", "—")), fmt(d.get("reward", {}).get("mean")),
                       fmt(d.get("nll", {}).get("mean")), fmt(d.get("ngram_overlap", {}).get("mean")), *acc)
-    Console(stderr=True).print(table)
+    console = Console(stderr=True)
+    console.width = max(console.width, 118)   # a pipe or CI log reports 80 columns
+    console.print(table)
