@@ -166,16 +166,20 @@ def cmd_serve(args):
             raise UserError(f"--adapter expects NAME=PATH, got {item!r}")
         adapters[name] = path
     serve(args.model, adapters or None, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
-          dtype=args.dtype)
+          dtype=args.dtype, max_input_tokens=args.max_input_tokens, max_total_tokens=args.max_total_tokens,
+          max_concurrent_requests=args.max_concurrent_requests, payload_limit=args.payload_limit)
 
 
 def cmd_hub_serve(args):
-    from .hub.server import parse_tokens, serve
+    from .hub.auth import load_tokens
+    from .hub.server import serve
     try:
-        tokens = parse_tokens(args.token)
+        tokens = load_tokens(args.token, args.tokens_file)
     except ValueError as e:
         raise UserError(str(e)) from None
-    serve(args.root, host=args.host, port=args.port, tokens=tokens)
+    limits = {k: v for k, v in (("max_body_bytes", args.max_body_bytes), ("max_lfs_bytes", args.max_lfs_bytes))
+              if v is not None}
+    serve(args.root, host=args.host, port=args.port, tokens=tokens, **limits)
 
 
 
@@ -292,16 +296,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--max-batch-size", type=int, default=16, help="requests per shared forward pass")
+    p.add_argument("--max-input-tokens", type=int, help="longest prompt in tokens (default: positions - 1)")
+    p.add_argument("--max-total-tokens", type=int,
+                   help="prompt + new tokens per request (default: the model's positions)")
+    p.add_argument("--max-concurrent-requests", type=int, default=128,
+                   help="requests queued or running at once; beyond: HTTP 429 (default: 128)")
+    p.add_argument("--payload-limit", type=int, default=2_000_000,
+                   help="largest request body in bytes; beyond: HTTP 413 (default: 2000000)")
     p.add_argument("--dtype", default="auto", help="auto (bf16 where native) | float32 | bfloat16 | float16")
     hub = sub.add_parser("hub", help="local Hub-compatible server").add_subparsers(dest="sub", required=True)
     p = _add(hub, "serve", cmd_hub_serve, "Serve a Hub-compatible API (HF_ENDPOINT) from a folder; "
              "no --token = open server, anyone may write",
-             "qup hub serve --root hub-data --port 8080 --token alice=hf_xxx:write")
+             "qup hub serve --root hub-data --port 8080 --tokens-file hub-tokens.txt")
     p.add_argument("--root", required=True, help="storage folder (git repos + LFS objects)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--token", action="append", metavar="NAME=TOKEN:read|write",
-                   help="an accepted token (repeatable); NAME is the user/namespace")
+    p.add_argument("--token", action="append", metavar="NAME=TOKEN:read|write[:ORG,...]",
+                   help="an accepted token (repeatable); NAME is the user/namespace, ORGs the "
+                        "organisations it may also write to (prefer --tokens-file: argv is visible in ps)")
+    p.add_argument("--tokens-file", metavar="PATH",
+                   help="file of token specs, one NAME=TOKEN:ROLE[:ORG,...] a line (# comments); "
+                        "also read: $QUP_HUB_TOKENS (specs separated by whitespace)")
+    p.add_argument("--max-body-bytes", type=int,
+                   help="largest API request body (commits with inline files); beyond: HTTP 413 "
+                        "(default: 256 MiB)")
+    p.add_argument("--max-lfs-bytes", type=int,
+                   help="largest LFS object the batch API accepts (default: 50 GiB)")
     pub = sub.add_parser("publish", help="publish datasets / adapters to the Hub (token: HF_TOKEN)"
                          ).add_subparsers(dest="sub", required=True)
     p = _add(pub, "dataset", cmd_publish_dataset, "Publish trace variants as configs of one Hub dataset "

@@ -182,3 +182,41 @@ def test_decoding_uses_the_current_cache_argument(engine):
         warnings.simplefilter("error", FutureWarning)
         [c] = engine.generate([Request(prompt, SamplingParams(max_new_tokens=4, seed=0))], progress=False)
     assert c.completion_tokens >= 1
+
+
+def test_a_row_failing_alone_leaves_the_batch(engine):
+    """With ``on_error`` a row whose sampling raises fails alone; the others finish as usual."""
+    prompt = _prompt(engine)
+    bad = SamplingParams(max_new_tokens=4, temperature=float("nan"), seed=1)
+    reqs = [Request(prompt, SamplingParams(max_new_tokens=6, seed=0)), Request(prompt, bad),
+            Request(prompt, SamplingParams(max_new_tokens=6, seed=2))]
+    errors = []
+    out = engine.generate_batch(reqs, on_error=lambda i, e: errors.append(i))
+    assert errors == [1] and out[1].finish_reason == "error"
+    want = engine.generate([reqs[0], reqs[2]], progress=False)
+    assert [c.text for c in (out[0], out[2])] == [c.text for c in want]
+    with pytest.raises(RuntimeError):    # without on_error the error propagates as before
+        engine.generate_batch([Request(prompt, bad)])
+
+
+def test_rows_join_and_leave_a_running_batch(engine):
+    """Continuous batching: a row that joins mid-way (its KV cache left-padded into the running
+    one) decodes as it would alone; a cancelled row leaves at the next step."""
+    a = Request(_prompt(engine), SamplingParams(max_new_tokens=12, do_sample=False))
+    b = Request(_prompt(engine, "Hi"), SamplingParams(max_new_tokens=6, seed=3))
+    c = Request(_prompt(engine, "Hello there, how are you?"), SamplingParams(max_new_tokens=30, seed=4))
+    want = [engine.generate([r], progress=False)[0].text for r in (a, b)]
+    out, stop = {}, set()
+    with torch.inference_mode():
+        batch = engine.start_batch(None, on_finish=lambda i, x: out.__setitem__(i, x),
+                                   cancelled=lambda i: i in stop)
+        assert batch.add([a]) == [0]
+        for _ in range(3):
+            batch.step()
+        assert batch.add([b, c]) == [1, 2] and batch.active == [0, 1, 2]
+        stop.add(2)
+        batch.step()
+        assert out[2].finish_reason == "cancelled" and batch.active == [0, 1]
+        while batch.active:
+            batch.step()
+    assert [out[0].text, out[1].text] == want

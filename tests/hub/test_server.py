@@ -115,12 +115,14 @@ def test_auth_private_repos_and_write_tokens(api, hub):
         anon.model_info("alice/secret")
     r = httpx.get(f"{hub.url}/alice/secret/resolve/main/s.txt")
     assert r.status_code == 404 and r.headers["X-Error-Code"] == "RepoNotFound"
-    assert bob.model_info("alice/secret").private is True
+    with pytest.raises(RepositoryNotFoundError):  # another user's token: private stays hidden
+        bob.model_info("alice/secret")
+    assert api.model_info("alice/secret").private is True
     assert [m.id for m in anon.list_models(author="alice")] == []
-    assert [m.id for m in bob.list_models(author="alice")] == ["alice/secret"]
+    assert [m.id for m in bob.list_models(author="alice")] == []
+    assert [m.id for m in api.list_models(author="alice")] == ["alice/secret"]
     api.update_repo_settings("alice/secret", private=False)
     assert anon.model_info("alice/secret").private is False
-    api.update_repo_settings("alice/secret", private=True)
     assert bob.whoami()["name"] == "bob"
 
     with pytest.raises(HfHubHTTPError, match="needs a write token") as err:  # no token at all
@@ -129,6 +131,7 @@ def test_auth_private_repos_and_write_tokens(api, hub):
     with pytest.raises(HfHubHTTPError, match="read-only") as err:
         bob.upload_file(path_or_fileobj=b"x", path_in_repo="x.txt", repo_id="alice/secret")
     assert err.value.response.status_code == 403
+    api.update_repo_settings("alice/secret", private=True)
     bad = httpx.get(f"{hub.url}/api/whoami-v2", headers={"Authorization": "Bearer hf_wrong"})
     assert bad.status_code == 401 and bad.json() == {"error": "Invalid credentials in Authorization header"}
     assert "hf_wrong" not in bad.text
@@ -229,7 +232,7 @@ def test_concurrent_commits_are_serialised(api, hub):
     log = _commits(api, "alice/busy")
     assert sorted(c.title for c in log[:8]) == sorted(f"c{i}" for i in range(8)) and len(log) == 9
     from dulwich.repo import Repo  # history is linear: every commit has exactly one parent
-    git = Repo(str(hub.root / "repos" / "models" / "alice" / "busy.git"))
+    git = Repo(str(hub.root / "repos" / "models" / "alice" / "busy" / "git"))
     assert [len(git[c.commit_id.encode()].parents) for c in log] == [1] * 8 + [0]
 
 

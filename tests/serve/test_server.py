@@ -104,6 +104,33 @@ def test_chat_completions_hub_and_openai_clients(server):
     assert parts[-1].usage.completion_tokens == out.usage.completion_tokens
 
 
+def test_completions_and_models_with_openai_sdk(server):
+    """TGI's /v1/completions (plain and streamed, one or several prompts) and /v1/models."""
+    import openai
+    from huggingface_hub import InferenceClient
+    oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+    want = InferenceClient(server.url).text_generation(PROMPT, max_new_tokens=6, seed=5,
+                                                       temperature=0.8, do_sample=True)
+    r = oai.completions.create(model="tgi", prompt=PROMPT, max_tokens=6, seed=5, temperature=0.8)
+    assert r.object == "text_completion" and r.choices[0].text == want
+    assert r.choices[0].finish_reason in ("length", "stop") and r.usage.completion_tokens >= 1
+    parts = list(oai.completions.create(model="tgi", prompt=PROMPT, max_tokens=6, seed=5,
+                                        temperature=0.8, stream=True))
+    assert "".join(p.choices[0].text for p in parts) == want
+    assert parts[-1].choices[0].finish_reason == r.choices[0].finish_reason
+    assert parts[-1].usage.completion_tokens == r.usage.completion_tokens
+    greedy = InferenceClient(server.url).text_generation("Hello", max_new_tokens=5, adapter_id="math")
+    two = oai.completions.create(model="math", prompt=[PROMPT, "Hello"], max_tokens=5, temperature=0)
+    assert [c.index for c in two.choices] == [0, 1] and two.choices[1].text == greedy
+    streamed = {0: "", 1: ""}
+    for p in oai.completions.create(model="math", prompt=[PROMPT, "Hello"], max_tokens=5,
+                                    temperature=0, stream=True):
+        streamed[p.choices[0].index] += p.choices[0].text
+    assert streamed == {0: two.choices[0].text, 1: greedy}
+    models = [m.id for m in oai.models.list()]
+    assert models[0] == server.engine.model_id and "math" in models
+
+
 def test_adapter_changes_output_and_base_stays_base(server):
     from huggingface_hub import InferenceClient
     client = InferenceClient(server.url)
@@ -190,7 +217,9 @@ def test_info_tokenize_health(server):
 
 def test_qup_serve_cli(tiny_model, free_port):
     proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--model", tiny_model,
-                             "--port", str(free_port)], stdout=subprocess.DEVNULL,
+                             "--port", str(free_port), "--max-input-tokens", "100",
+                             "--max-total-tokens", "200", "--max-concurrent-requests", "3",
+                             "--max-batch-size", "2"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{free_port}"
@@ -202,6 +231,9 @@ def test_qup_serve_cli(tiny_model, free_port):
                 time.sleep(0.1)
         r = requests.post(f"{url}/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 3}})
         assert r.status_code == 200 and r.json()["details"]["generated_tokens"] == 3
+        info = requests.get(f"{url}/info").json()
+        assert [info[k] for k in ("max_input_tokens", "max_total_tokens", "max_concurrent_requests",
+                                  "max_client_batch_size")] == [100, 200, 3, 2]
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -2,7 +2,8 @@
 
 Each row has its own ``torch.Generator`` seeded from its request, so the same seed gives the same
 text whatever else shares the batch. Prompts are left-padded with proper attention masks and
-position ids; finished rows leave the batch (the KV cache is compacted) so long tails stay cheap.
+position ids; finished rows leave the batch (the KV cache is compacted) so long tails stay cheap,
+and new rows can join a running batch (:mod:`toolkit.generation.running`, used by the server).
 
 Example:
     >>> engine = LocalEngine("tiny-random", batch_size=8)                   # doctest: +SKIP
@@ -13,9 +14,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import random
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -23,20 +22,9 @@ from tqdm.auto import tqdm
 
 from ..models import dtype_name, load_model, model_info
 from .base import Completion, Request, SamplingParams, split_for_scoring
+from .running import RunningBatch, _Row, run_to_end
 
 StepCallback = Callable[[int, int, str, float], None]  # (request index, token id, token text, logprob)
-
-
-@dataclass
-class _Row:
-    index: int
-    params: SamplingParams
-    generator: torch.Generator
-    prompt_len: int
-    ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    text: str = ""
-    finish: str = ""
 
 
 class LocalEngine:
@@ -121,59 +109,31 @@ class LocalEngine:
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def generate_batch(self, requests: Sequence[Request], on_token: StepCallback | None = None
-                       ) -> list[Completion]:
-        """Decode one batch (all requests must use the same adapter)."""
-        from transformers import DynamicCache
+    def generate_batch(self, requests: Sequence[Request], on_token: StepCallback | None = None,
+                       on_error: Callable[[int, Exception], None] | None = None,
+                       cancelled: Callable[[int], bool] | None = None) -> list[Completion]:
+        """Decode one batch (all requests must use the same adapter).
 
-        prompts = [self.encode(r.prompt) for r in requests]
-        rows = []
-        for i, (r, ids) in enumerate(zip(requests, prompts)):
-            g = torch.Generator().manual_seed(r.params.seed if r.params.seed is not None
-                                              else random.getrandbits(63))
-            rows.append(_Row(i, r.params, g, len(ids)))
-        width = max(len(p) for p in prompts)
-        pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        cache = DynamicCache()
-        active = list(range(len(rows)))
-        with self._adapter_context(self._adapter_of(requests[0])):
-            while active:
-                position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-                if cache.get_seq_length() > 0:
-                    position_ids = position_ids[:, -input_ids.shape[1]:]
-                logits = self.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                    cache=cache, use_cache=True,
-                                    logits_to_keep=1).logits[:, -1, :].float()  # no prefill lm_head
-                logprobs = torch.log_softmax(logits, dim=-1)
-                next_ids, keep = [], []
-                for b, ri in enumerate(active):
-                    row = rows[ri]
-                    tok = self._pick(logits[b], row.params, row.generator)
-                    lp = float(logprobs[b, tok])
-                    row.ids.append(tok)
-                    row.logprobs.append(lp)
-                    self._check_finish(row, tok)
-                    if on_token is not None:  # every sampled token, the final EOS included
-                        on_token(row.index, tok, self.tokenizer.decode([tok]), lp)
-                    if not row.finish:
-                        keep.append(b)
-                        next_ids.append(tok)
-                if len(keep) < len(active):
-                    if not keep:
-                        break
-                    idx = torch.tensor(keep, device=self.device)
-                    cache.reorder_cache(idx)
-                    mask = mask.index_select(0, idx)
-                    active = [active[b] for b in keep]
-                input_ids = torch.tensor(next_ids, device=self.device).unsqueeze(1)
-                mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
-        return [self._completion(row) for row in rows]
+        ``on_error(i, exc)``: a row that fails on its own (prompt, seed, sampling, ``on_token``)
+        leaves the batch, is reported there and gets ``finish_reason="error"``; the other rows
+        go on. Without it the first such error is raised. ``cancelled(i)`` is asked every step:
+        a cancelled row leaves the batch (``finish_reason="cancelled"``).
+        """
+        batch = self.start_batch(self._adapter_of(requests[0]), on_token=on_token,
+                                 on_error=on_error, cancelled=cancelled)
+        return run_to_end(batch, requests)
+
+    def start_batch(self, adapter: str | None, **callbacks) -> RunningBatch:
+        """An empty :class:`~toolkit.generation.running.RunningBatch` that rows can join at any
+        step (continuous batching); ``callbacks`` as documented there. Call its methods under
+        ``torch.inference_mode()``."""
+        return RunningBatch(self, self._adapter_name(adapter), **callbacks)
 
     def _pick(self, logits: torch.Tensor, p: SamplingParams, g: torch.Generator) -> int:
         if p.greedy:
             return int(logits.argmax())
+        if p.temperature < 1e-6:  # a tiny temperature would overflow the scaled logits to inf
+            logits = logits - logits.max()
         logits = logits / p.temperature
         if p.top_k > 0:
             kth = torch.topk(logits, min(p.top_k, logits.shape[-1])).values[-1]

@@ -6,12 +6,15 @@ returns ``{"branches": [{"name", "ref", "targetCommit"}], "tags": [...], "conver
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from urllib.parse import parse_qs
 
+import yaml
 from starlette.responses import JSONResponse, Response
 
-from .storage import REPO_TYPES, HubError
+from .errors import HubError
+from .names import REPO_TYPES, check_oid, check_path, check_text, is_name
 
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 
@@ -54,10 +57,11 @@ def handle(ctx) -> Response:
 def whoami(ctx) -> Response:
     if ctx.user is None:
         raise HubError(401, "Invalid username or password.")
+    orgs = [{"type": "org", "name": o, "fullname": o} for o in ctx.identity.orgs]
     return JSONResponse({"type": "user", "id": ctx.user, "name": ctx.user, "fullname": ctx.user,
-                         "email": None, "emailVerified": False, "isPro": False, "orgs": [],
+                         "email": None, "emailVerified": False, "isPro": False, "orgs": orgs,
                          "auth": {"type": "access_token",
-                                  "accessToken": {"displayName": ctx.user, "role": ctx.role}}})
+                                  "accessToken": {"displayName": ctx.user, "role": ctx.identity.role}}})
 
 
 def list_repos(ctx, repo_type: str) -> Response:
@@ -65,7 +69,7 @@ def list_repos(ctx, repo_type: str) -> Response:
     author, search = ctx.q("author"), ctx.q("search").lower()
     out = []
     for meta in ctx.storage.list_repos(repo_type):
-        if meta["private"] and ctx.app.tokens and ctx.user is None:
+        if meta["private"] and not ctx.may_see(meta["id"].split("/")[0]):
             continue
         if (author and meta["id"].split("/")[0] != author) or (search and search not in meta["id"].lower()):
             continue
@@ -77,13 +81,20 @@ def list_repos(ctx, repo_type: str) -> Response:
 
 def settings(ctx, repo_type, repo_id, args) -> Response:
     """PUT /api/{type}s/{repo}/settings: only visibility (private/public) is stored."""
-    ctx.can_read(repo_type, repo_id)
-    ctx.need_write(f"changing settings of {repo_id}")
+    ctx.can_write(repo_type, repo_id, f"changing settings of {repo_id}")
     data = json_body(ctx)
     if "visibility" in data or "private" in data:
-        private = data["visibility"] != "public" if "visibility" in data else bool(data["private"])
+        private = _private(data)
         ctx.storage.set_private(repo_type, repo_id, private)
     return JSONResponse({})
+
+
+def _private(data: dict) -> bool:
+    """The visibility asked by a create / settings body (``visibility`` wins over ``private``)."""
+    visibility = data.get("visibility", "private" if data.get("private") else "public")
+    if visibility not in ("public", "private", "protected") or data.get("private") not in (None, True, False):
+        raise HubError(400, "Invalid visibility: expected 'visibility': 'public'|'private' or 'private': bool")
+    return visibility != "public"
 
 
 def _repo_from_payload(ctx, data: dict) -> tuple[str, str]:
@@ -93,14 +104,20 @@ def _repo_from_payload(ctx, data: dict) -> tuple[str, str]:
         raise HubError(400, "Missing 'name' in request body")
     if repo_type not in REPO_TYPES:
         raise HubError(400, f"Invalid repo type {repo_type!r}: expected one of {REPO_TYPES}")
+    if not isinstance(org, str) or not is_name(org) or not is_name(name):
+        raise HubError(400, f"Invalid repo id {str(org)[:100]!r}/{name[:100]!r}: expected 'namespace/name' "
+                            "(letters, digits, '-', '_', '.'; no '--' or '..'; at most 96 characters)")
     return repo_type, f"{org}/{name}"
 
 
 def create_repo(ctx) -> Response:
+    ctx.need_write("creating a repo")  # before the body is read
     data = json_body(ctx)
     repo_type, repo_id = _repo_from_payload(ctx, data)
-    ctx.need_write(f"creating {repo_type} repo {repo_id}")
-    private = data.get("visibility", "private" if data.get("private") else "public") != "public"
+    namespace = repo_id.split("/")[0]
+    if not (ctx.app.auth.open or ctx.identity.member_of(namespace)):
+        raise HubError(403, f'You don\'t have the rights to create a {repo_type} under the namespace "{namespace}"')
+    private = _private(data)
     try:
         ctx.storage.create_repo(repo_type, repo_id, private=private, sdk=data.get("sdk"),
                                 author=ctx.user or "anonymous")
@@ -114,9 +131,9 @@ def create_repo(ctx) -> Response:
 
 
 def delete_repo(ctx) -> Response:
+    ctx.need_write("deleting a repo")  # before the body is read
     repo_type, repo_id = _repo_from_payload(ctx, json_body(ctx))
-    ctx.need_write(f"deleting {repo_type} repo {repo_id}")
-    ctx.can_read(repo_type, repo_id)
+    ctx.can_write(repo_type, repo_id, f"deleting {repo_type} repo {repo_id}")
     ctx.storage.delete_repo(repo_type, repo_id)
     return JSONResponse({})
 
@@ -149,17 +166,36 @@ def repo_info(ctx, repo_type, repo_id, args) -> Response:
             "lastModified": last["date"], "createdAt": meta["createdAt"], "private": meta["private"],
             "gated": False, "disabled": False, "downloads": 0, "likes": 0, "tags": [],
             "siblings": siblings, "usedStorage": sum(e.size for e in entries if e.type == "file")}
+    card = card_data(ctx, repo_type, repo_id, commit, entries)
+    if card is not None:
+        info["cardData"] = card
     if repo_type == "space":
         info.update(sdk=meta.get("sdk"), runtime={"stage": "NO_APP_FILE", "hardware": {}})
     return JSONResponse(info)
 
 
+def card_data(ctx, repo_type, repo_id, commit, entries) -> dict | None:
+    """The README's YAML front matter, as the Hub returns it in ``cardData`` (None if absent)."""
+    readme = next((e for e in entries if e.path == "README.md" and e.type == "file"), None)
+    if readme is None or readme.size > 1024 ** 2:
+        return None
+    f = ctx.storage.read(repo_type, repo_id, commit, "README.md")
+    text = (f.content if f.content is not None else f.lfs_path.read_bytes()).decode("utf-8", "replace")
+    if not text.startswith("---"):
+        return None
+    head = text.split("\n---", 1)[0][3:] if "\n---" in text else ""
+    try:
+        data = yaml.safe_load(head)
+    except yaml.YAMLError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def preupload(ctx, repo_type, repo_id, args) -> Response:
-    ctx.can_read(repo_type, repo_id)
-    ctx.need_write(f"uploading to {repo_id}")
+    ctx.can_write(repo_type, repo_id, f"uploading to {repo_id}")
     rev = "/".join(args) or "main"
     files = json_body(ctx).get("files")
-    if not isinstance(files, list):
+    if not isinstance(files, list) or not all(isinstance(f, dict) for f in files):
         raise HubError(400, "preupload: body must be {\"files\": [{\"path\", \"sample\", \"size\"}]}")
     head = ctx.storage.resolve(repo_type, repo_id, rev) if not ctx.flag("create_pr") else None
     existing = {}
@@ -170,9 +206,13 @@ def preupload(ctx, repo_type, repo_id, args) -> Response:
     for f in files:
         path, size = f.get("path"), f.get("size")
         if not isinstance(path, str) or not isinstance(size, int):
-            raise HubError(400, f"preupload: each file needs a string 'path' and int 'size', got {f!r}")
+            raise HubError(400, f"preupload: each file needs a string 'path' and int 'size', got {f!r}"[:300])
+        check_path(path)
         old = existing.get(path)
-        sample = base64.b64decode(f.get("sample") or "")
+        try:
+            sample = base64.b64decode(f.get("sample") or "", validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise HubError(400, f"preupload: 'sample' of {path!r} is not base64") from None
         mode = "lfs" if old is not None and old.lfs else ctx.storage.upload_mode(path, size, sample)
         oid = None if old is None or old.type != "file" else (old.lfs["oid"] if old.lfs else old.oid)
         out.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
@@ -188,6 +228,8 @@ def parse_commit(body: bytes) -> tuple[dict, list[tuple]]:
         try:
             item = json.loads(line)
             key, value = item["key"], item["value"]
+            if not isinstance(value, dict):
+                raise ValueError("'value' must be an object")
             if key == "header":
                 header = value
             elif key == "file":
@@ -195,41 +237,33 @@ def parse_commit(body: bytes) -> tuple[dict, list[tuple]]:
                     raise ValueError(f"unsupported encoding {value.get('encoding')!r}")
                 ops.append(("file", value["path"], base64.b64decode(value["content"], validate=True)))
             elif key == "lfsFile":
-                ops.append(("lfsFile", value["path"], value["oid"], int(value["size"])))
+                if not isinstance(value["size"], int) or value["size"] < 0:
+                    raise ValueError("'size' must be a non-negative integer")
+                ops.append(("lfsFile", value["path"], check_oid(value["oid"]), value["size"]))
             elif key in ("deletedFile", "deletedFolder"):
                 ops.append((key, value["path"]))
             else:
                 raise ValueError(f"unknown key {key!r}")
-        except (ValueError, KeyError, TypeError) as e:
-            raise HubError(400, f"Invalid commit payload, line {n}: {e}") from None
+        except (ValueError, KeyError, TypeError, binascii.Error) as e:
+            raise HubError(400, f"Invalid commit payload, line {n}: {getattr(e, 'message', e)}") from None
     if not isinstance(header, dict) or not header.get("summary"):
         raise HubError(400, "Invalid commit payload: missing header line with a 'summary'")
+    check_text(header["summary"], "commit summary")
+    check_text(header.get("description") or "", "commit description")
+    check_text(header.get("parentCommit") or "", "parentCommit")
     return header, ops
 
 
 def commit(ctx, repo_type, repo_id, args) -> Response:
-    ctx.can_read(repo_type, repo_id)
-    ctx.need_write(f"committing to {repo_id}")
+    ctx.can_write(repo_type, repo_id, f"committing to {repo_id}")
     rev = "/".join(args) or "main"
     header, ops = parse_commit(ctx.body)
-    st, pr_url = ctx.storage, None
-    if ctx.flag("create_pr"):
-        nums = [int(r["name"].rsplit("/", 1)[1]) for r in st.refs(repo_type, repo_id)["pullRequests"]]
-        num = max(nums, default=0) + 1
-        st.create_ref(repo_type, repo_id, f"refs/pr/{num}", rev)
-        rev, pr_url = f"refs/pr/{num}", f"{repo_url(ctx, repo_type, repo_id)}/discussions/{num}"
-    elif rev.startswith("refs/tags/") or (not rev.startswith("refs/") and
-                                          f"refs/heads/{rev}" not in _ref_names(st, repo_type, repo_id)):
-        raise HubError(404, f"Invalid rev id: {rev} is not a branch", "RevisionNotFound")
-    sha = st.commit(repo_type, repo_id, rev, ops, header["summary"], header.get("description") or "",
-                    parent_commit=header.get("parentCommit"), author=ctx.user or "anonymous")
+    sha, num = ctx.storage.commit(repo_type, repo_id, rev, ops, header["summary"],
+                                  header.get("description") or "", parent_commit=header.get("parentCommit"),
+                                  author=ctx.user or "anonymous", create_pr=ctx.flag("create_pr"))
+    pr_url = f"{repo_url(ctx, repo_type, repo_id)}/discussions/{num}" if num else None
     return JSONResponse({"success": True, "commitOid": sha, "pullRequestUrl": pr_url,
                          "commitUrl": f"{repo_url(ctx, repo_type, repo_id)}/commit/{sha}"})
-
-
-def _ref_names(st, repo_type, repo_id) -> set[str]:
-    refs = st.refs(repo_type, repo_id)
-    return {r["ref"] for kind in refs.values() for r in kind}
 
 
 def tree(ctx, repo_type, repo_id, args) -> Response:
@@ -254,8 +288,10 @@ def paths_info(ctx, repo_type, repo_id, args) -> Response:
     if ctx.request.headers.get("content-type", "").startswith("application/json"):
         data = json_body(ctx)
         paths, expand = data.get("paths", []), bool(data.get("expand"))
+        if not isinstance(paths, list):
+            raise HubError(400, "paths-info: 'paths' must be a list of strings")
     else:
-        form = parse_qs(ctx.body.decode())
+        form = parse_qs(ctx.body.decode("utf-8", "replace"))
         paths, expand = form.get("paths", []), form.get("expand", ["False"])[0].lower() == "true"
     commit = ctx.storage.resolve(repo_type, repo_id, rev)
     entries = ctx.storage.paths_info(repo_type, repo_id, commit, paths)
@@ -276,22 +312,22 @@ def commits(ctx, repo_type, repo_id, args) -> Response:
 
 
 def branch(ctx, repo_type, repo_id, args) -> Response:
-    ctx.can_read(repo_type, repo_id)
     name = "/".join(args)
-    ctx.need_write(f"changing branch {name!r} of {repo_id}")
+    ctx.can_write(repo_type, repo_id, f"changing branch {name!r} of {repo_id}")
     if not name:
         raise HubError(400, "Missing branch name")
     if ctx.method == "DELETE":
         ctx.storage.delete_ref(repo_type, repo_id, f"refs/heads/{name}")
     else:
         start = json_body(ctx).get("startingPoint") or "main"
+        if not isinstance(start, str):
+            raise HubError(400, "'startingPoint' must be a string")
         ctx.storage.create_ref(repo_type, repo_id, f"refs/heads/{name}", start)
     return JSONResponse({})
 
 
 def tag(ctx, repo_type, repo_id, args) -> Response:
-    ctx.can_read(repo_type, repo_id)
-    ctx.need_write(f"changing tags of {repo_id}")
+    ctx.can_write(repo_type, repo_id, f"changing tags of {repo_id}")
     if ctx.method == "DELETE":
         ctx.storage.delete_ref(repo_type, repo_id, f"refs/tags/{'/'.join(args)}")
         return JSONResponse({})

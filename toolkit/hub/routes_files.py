@@ -1,26 +1,25 @@
 """File routes of the Hub server: ``/{repo}/resolve/{rev}/{path}`` and the git-LFS batch protocol.
 
-LFS uploads (basic transfer): ``POST /{repo}.git/info/lfs/objects/batch`` answers, per missing
-object, an ``upload`` href signed by the server (``PUT /lfs-upload/{oid}?size=&sig=``; the client
-sends no token there; valid for an hour) and a ``verify`` href. Uploads stream into ``lfs/tmp`` and are moved to
-``lfs/<sha256>`` only once size and sha256 match, so a dropped upload leaves nothing behind.
+LFS uploads (basic transfer): ``POST /{repo}.git/info/lfs/objects/batch`` (write access to the repo)
+answers, per object the repo does not hold yet, an ``upload`` href signed by the server for that repo
+(``PUT /lfs-upload/{type}/{repo}/{oid}?size=&exp=&sig=``; the client sends no token there; valid for
+an hour) and a ``verify`` href. Uploads stream into ``lfs/tmp`` and move into the repo's own
+``lfs/`` only once size and sha256 match (lfs.py), so a dropped upload leaves nothing behind.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
-import tempfile
 import time
 
-from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from . import lfs
+from .errors import HubError
+from .names import is_oid
 from .routes_api import PREFIX, json_body
-from .storage import HubError
 
-_OID_RE = re.compile(r"^[0-9a-f]{64}$")
 LFS_JSON = "application/vnd.git-lfs+json"
 
 
@@ -106,74 +105,66 @@ def resolve(ctx, repo_type, repo_id, args) -> Response:
 UPLOAD_URL_TTL = 3600  # seconds an LFS upload href stays valid
 
 
-def _sign(ctx, oid: str, size: int, exp: int) -> str:
-    return hmac.new(ctx.app.secret, f"{oid}:{size}:{exp}".encode(), hashlib.sha256).hexdigest()
+def _sign(ctx, repo_type: str, repo_id: str, oid: str, size: int, exp: int) -> str:
+    msg = f"{repo_type}:{repo_id}:{oid}:{size}:{exp}".encode()
+    return hmac.new(ctx.app.secret, msg, hashlib.sha256).hexdigest()
 
 
 def lfs_batch(ctx, repo_type, repo_id) -> Response:
-    ctx.can_read(repo_type, repo_id)
+    ctx.can_write(repo_type, repo_id, f"uploading LFS objects to {repo_id}")
     data = json_body(ctx)
     if data.get("operation") != "upload":
         raise HubError(422, "Only the 'upload' LFS operation is supported; download files via /resolve/")
-    ctx.need_write(f"uploading LFS objects to {repo_id}")
-    objects = []
+    if not isinstance(data.get("objects") or [], list):
+        raise HubError(422, "LFS batch: 'objects' must be a list")
+    lfs_dir, limit, objects = ctx.storage.lfs_dir(repo_type, repo_id), ctx.app.max_lfs_bytes, []
     for obj in data.get("objects") or []:
-        oid, size = obj.get("oid"), obj.get("size")
-        if not isinstance(oid, str) or not _OID_RE.match(oid) or not isinstance(size, int) or size < 0:
-            objects.append({"oid": str(oid), "size": size if isinstance(size, int) else 0,
+        oid, size = (obj.get("oid"), obj.get("size")) if isinstance(obj, dict) else (None, None)
+        if not is_oid(oid) or not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            objects.append({"oid": str(oid)[:100], "size": size if isinstance(size, int) else 0,
                             "error": {"code": 422, "message": "oid must be a sha256 hex and size an int"}})
             continue
+        if size > limit:
+            objects.append({"oid": oid, "size": size, "error": {
+                "code": 413, "message": f"object of {size} bytes is larger than this server's limit ({limit})"}})
+            continue
         item = {"oid": oid, "size": size, "authenticated": True}
-        have = ctx.storage.lfs_object(oid)
-        if not (have.is_file() and have.stat().st_size == size):
-            verify = f"{ctx.base_url}/{PREFIX[repo_type]}{repo_id}.git/info/lfs/objects/verify"
+        if not lfs.has_object(lfs_dir, oid, size):  # only this repo's objects count as present
             exp = int(time.time()) + UPLOAD_URL_TTL
-            sig = _sign(ctx, oid, size, exp)
+            sig = _sign(ctx, repo_type, repo_id, oid, size, exp)
             item["actions"] = {
-                "upload": {"href": f"{ctx.base_url}/lfs-upload/{oid}?size={size}&exp={exp}&sig={sig}"},
-                "verify": {"href": verify},
+                "upload": {"href": f"{ctx.base_url}/lfs-upload/{repo_type}/{repo_id}/{oid}"
+                                   f"?size={size}&exp={exp}&sig={sig}"},
+                "verify": {"href": f"{ctx.base_url}/{PREFIX[repo_type]}{repo_id}.git/info/lfs/objects/verify"},
             }
         objects.append(item)
     return JSONResponse({"transfer": "basic", "objects": objects}, media_type=LFS_JSON)
 
 
 def lfs_verify(ctx, repo_type, repo_id) -> Response:
-    ctx.can_read(repo_type, repo_id)
+    ctx.can_write(repo_type, repo_id, f"verifying LFS objects of {repo_id}")
     data = json_body(ctx)
-    oid, size = str(data.get("oid")), data.get("size")
-    have = ctx.storage.lfs_object(oid) if _OID_RE.match(oid) else None
-    if have is None or not have.is_file() or have.stat().st_size != size:
-        raise HubError(404, f"LFS object {oid} (size {size}) not found: upload it first")
+    oid, size = data.get("oid"), data.get("size")
+    if not is_oid(oid) or not isinstance(size, int) or \
+            not lfs.has_object(ctx.storage.lfs_dir(repo_type, repo_id), oid, size):
+        raise HubError(404, f"LFS object {str(oid)[:100]} (size {size}) not found in {repo_id}: upload it first")
     return JSONResponse({"success": True}, media_type=LFS_JSON)
 
 
 async def lfs_upload(ctx) -> Response:
-    """PUT /lfs-upload/{oid}?size=&exp=&sig=: stream, check sha256 and size, then move into place."""
-    oid = ctx.segments[1] if len(ctx.segments) == 2 else ""
+    """PUT /lfs-upload/{type}/{ns}/{name}/{oid}?size=&exp=&sig=: stream, check, move into the repo."""
+    seg = ctx.segments
+    if len(seg) != 5:
+        raise HubError(404, "lfs-upload: unknown upload URL; ask the batch API again")
+    repo_type, repo_id, oid = seg[1], f"{seg[2]}/{seg[3]}", seg[4]
     try:
         size, exp = int(ctx.q("size")), int(ctx.q("exp"))
     except ValueError:
         raise HubError(400, "lfs-upload: missing or bad 'size'/'exp' in the upload URL") from None
-    if not _OID_RE.match(oid) or exp < time.time() or \
-            not hmac.compare_digest(ctx.q("sig"), _sign(ctx, oid, size, exp)):
+    if not is_oid(oid) or exp < time.time() or not hmac.compare_digest(ctx.q("sig").encode(),
+                                                    _sign(ctx, repo_type, repo_id, oid, size, exp).encode()):
         raise HubError(403, "lfs-upload: invalid or expired upload URL; ask the batch API again")
-    final = ctx.storage.lfs_object(oid)
-    fd, tmp = tempfile.mkstemp(dir=final.parent / "tmp", prefix=oid[:16] + ".")
-    digest, got = hashlib.sha256(), 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            async for chunk in ctx.request.stream():
-                digest.update(chunk)
-                got += len(chunk)
-                if got > size:
-                    raise HubError(400, f"lfs-upload: body is larger than the announced {size} bytes")
-                fh.write(chunk)
-        if got != size or digest.hexdigest() != oid:
-            raise HubError(400, f"lfs-upload: received {got} bytes with sha256 {digest.hexdigest()}, "
-                                f"expected {size} bytes with sha256 {oid}")
-        os.replace(tmp, final)
-    except (HubError, ClientDisconnect):
-        os.unlink(tmp)
-        raise
+    ctx.storage.meta(repo_type, repo_id)  # not deleted since
+    await lfs.receive(ctx.request.stream(), ctx.storage.tmp_dir, ctx.storage.lfs_dir(repo_type, repo_id),
+                      oid, size)
     return Response(status_code=200)
-

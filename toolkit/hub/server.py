@@ -1,9 +1,10 @@
 """Embedded Hugging Face Hub-compatible HTTP server (starlette request/response objects, uvicorn).
 
 Point ``HF_ENDPOINT`` (and ``HF_HUB_DISABLE_XET=1``) at it and ``huggingface_hub``, ``datasets`` and
-the ``hf`` CLI work unmodified. Auth: tokens given at start (name -> (token, "read"|"write")); writes
-need a write token, private repos are invisible without a valid token. With NO tokens configured
-the server is open: anyone may read and write (fine on loopback, don't expose it).
+the ``hf`` CLI work unmodified. Auth (auth.py): tokens given at start, ``name -> (token, role[, orgs])``;
+a write token writes only in its own namespace and its orgs, private repos are visible only to their
+namespace's tokens. With NO tokens configured the server is open: anyone may read and write (fine on
+loopback, don't expose it). Request bodies are read only after the auth checks, within limits.
 
 Example::
 
@@ -15,10 +16,12 @@ Example::
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
+import anyio.from_thread
 import uvicorn
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -26,23 +29,27 @@ from starlette.responses import JSONResponse, Response
 
 from ..background import BackgroundServer
 from . import routes_api, routes_files
-from .storage import HubError, Storage, repo_not_found
+from .auth import Auth, Identity
+from .errors import HubError, repo_not_found
+from .storage import Storage
 
 logger = logging.getLogger(__name__)
-ROLES = ("read", "write")
+MAX_BODY_BYTES = 256 * 1024 ** 2   # JSON / NDJSON request bodies (commits carry small files inline)
+MAX_LFS_BYTES = 50 * 1024 ** 3     # one LFS object, like the Hub's per-file limit
 
 
 class Ctx:
-    """One parsed request: method, unquoted path segments, query, auth, body."""
+    """One parsed request: method, unquoted path segments, query, caller; the body is read on first use."""
 
     def __init__(self, app: "HubApp", request: Request, segments: list[str]):
         self.app, self.storage, self.request = app, app.storage, request
         self.method = request.method
         self.segments = segments
-        self.query = parse_qs(request.scope.get("query_string", b"").decode())
+        self.query = parse_qs(request.scope.get("query_string", b"").decode("utf-8", "replace"))
         self.base_url = f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}"
-        self.body = b""
-        self.user, self.role = app.authenticate(request.headers.get("authorization"))
+        self.identity: Identity | None = app.auth.identify(request.headers.get("authorization"))
+        self.user = self.identity.name if self.identity else None
+        self._body: bytes | None = None
 
     def q(self, name: str, default: str = "") -> str:
         return self.query.get(name, [default])[0]
@@ -50,52 +57,80 @@ class Ctx:
     def flag(self, name: str) -> bool:
         return self.q(name).lower() in ("1", "true", "yes")
 
+    @property
+    def body(self) -> bytes:
+        """The whole body (read from a worker thread, after the caller's auth checks)."""
+        if self._body is None:
+            self._body = anyio.from_thread.run(self.app.read_body, self.request)
+        return self._body
+
     # -------------------------------------------------------------- access checks
     def can_read(self, repo_type: str, repo_id: str) -> dict:
         """Repo metadata if this request may see the repo, else 404 RepoNotFound (like the Hub)."""
         meta = self.storage.meta(repo_type, repo_id)
-        if meta["private"] and self.app.tokens and self.user is None:
+        if meta["private"] and not self.may_see(repo_id.split("/")[0]):
             raise repo_not_found(repo_id)
         return meta
 
-    def need_write(self, what: str) -> None:
-        if not self.app.tokens:
-            return  # open server
-        if self.user is None:
+    def may_see(self, namespace: str) -> bool:
+        """Whether private repos of ``namespace`` are visible to this request."""
+        return self.app.auth.open or (self.identity is not None and self.identity.member_of(namespace))
+
+    def need_write(self, what: str, namespace: str | None = None) -> None:
+        """401/403 unless this request may write (in ``namespace`` when given)."""
+        if self.app.auth.open:
+            return
+        if self.identity is None:
             raise HubError(401, f"Unauthorized: {what} needs a write token (pass token=... or set HF_TOKEN)")
-        if self.role != "write":
+        if self.identity.role != "write":
             raise HubError(403, f"Forbidden: {what} needs a write token, but the token of "
                                 f"{self.user!r} is read-only")
+        if namespace is not None and not self.identity.member_of(namespace):
+            raise HubError(403, f'Forbidden: {what}: you don\'t have the rights to write under the '
+                                f'namespace "{namespace}"')
+
+    def can_write(self, repo_type: str, repo_id: str, what: str) -> dict:
+        """Repo metadata if this request may write to the repo: 404 if unseen, else 401/403."""
+        meta = self.can_read(repo_type, repo_id)
+        self.need_write(what, repo_id.split("/")[0])
+        return meta
+
+
+_UNSAFE = re.compile(r"[^\x20-\x7e]")
 
 
 def error_response(e: HubError) -> Response:
-    headers = {"X-Error-Message": e.message.encode("ascii", "replace").decode()}
+    message = e.message.encode("utf-8", "backslashreplace").decode()  # lone surrogates from JSON input
+    headers = {"X-Error-Message": _UNSAFE.sub("?", message)[:1000]}  # no control chars in headers
     if e.code:
         headers["X-Error-Code"] = e.code
-    return JSONResponse({**e.extra, "error": e.message}, status_code=e.status, headers=headers)
+    return JSONResponse({**e.extra, "error": message}, status_code=e.status, headers=headers)
 
 
 class HubApp:
     """The ASGI application: auth, path parsing, dispatch to routes_api / routes_files."""
 
-    def __init__(self, root, tokens: dict[str, tuple[str, str]] | None = None):
+    def __init__(self, root, tokens: dict | None = None, max_body_bytes: int = MAX_BODY_BYTES,
+                 max_lfs_bytes: int = MAX_LFS_BYTES):
         self.storage = Storage(root)
-        self.tokens = {}
-        for name, (token, role) in (tokens or {}).items():
-            if role not in ROLES:
-                raise ValueError(f"token for {name!r}: role must be 'read' or 'write', got {role!r}")
-            self.tokens[token] = (name, role)
+        self.auth = Auth(tokens)
+        self.max_body_bytes, self.max_lfs_bytes = max_body_bytes, max_lfs_bytes
         self.secret = secrets.token_bytes(32)  # signs LFS upload URLs
 
-    def authenticate(self, header: str | None) -> tuple[str | None, str | None]:
-        token = header.split(" ", 1)[1].strip() if header and " " in header else None
-        if not self.tokens:
-            return ("anonymous", "write") if token else (None, "write")
-        if token is None:
-            return None, None
-        if token not in self.tokens:
-            raise HubError(401, "Invalid credentials in Authorization header")
-        return self.tokens[token]
+    async def read_body(self, request: Request) -> bytes:
+        """The request body, 413 beyond ``max_body_bytes`` (checked before and while reading)."""
+        limit = self.max_body_bytes
+        too_large = HubError(413, f"Request body too large: the limit is {limit} bytes")
+        length = request.headers.get("content-length", "")
+        if length.isdigit() and int(length) > limit:
+            raise too_large
+        chunks, got = [], 0
+        async for chunk in request.stream():
+            got += len(chunk)
+            if got > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
@@ -109,15 +144,15 @@ class HubApp:
         raw = scope.get("raw_path") or scope["path"].encode()
         segments = [unquote(s) for s in raw.decode("latin-1").split("?")[0].split("/")[1:]]
         try:
-            ctx = Ctx(self, request, segments)
-            response = await self.dispatch(ctx)
+            response = await self.dispatch(Ctx(self, request, segments))
         except HubError as e:
             response = error_response(e)
         except ClientDisconnect:
-            logger.info("client disconnected during %s %s: nothing applied", request.method, scope["path"])
+            logger.info("client disconnected during %s %s: nothing applied", request.method,
+                        scope["path"][:200].encode("unicode_escape").decode())
             return
         except Exception:
-            logger.exception("internal error on %s %s", request.method, scope["path"])
+            logger.exception("internal error on %s %r", request.method, scope["path"][:200])
             response = JSONResponse({"error": "Internal server error"}, status_code=500)
         await response(scope, receive, send)
 
@@ -125,8 +160,6 @@ class HubApp:
         seg = ctx.segments
         if seg[:1] == ["lfs-upload"] and ctx.method == "PUT":
             return await routes_files.lfs_upload(ctx)
-        if ctx.method in ("POST", "PUT", "DELETE"):
-            ctx.body = await ctx.request.body()  # whole body first: a dropped client changes nothing
         if seg[:1] == ["api"]:
             return await run_in_threadpool(routes_api.handle, ctx)
         return await run_in_threadpool(routes_files.handle, ctx)
@@ -135,29 +168,17 @@ class HubApp:
 class HubServer(BackgroundServer):
     """Serve a Hub-compatible API from ``root`` in a background thread (see module docstring)."""
 
-    def __init__(self, root, host: str = "127.0.0.1", port: int = 0,
-                 tokens: dict[str, tuple[str, str]] | None = None):
+    def __init__(self, root, host: str = "127.0.0.1", port: int = 0, tokens: dict | None = None,
+                 max_body_bytes: int = MAX_BODY_BYTES, max_lfs_bytes: int = MAX_LFS_BYTES):
         self.root = Path(root)
-        self.app = HubApp(self.root, tokens)
+        self.app = HubApp(self.root, tokens, max_body_bytes, max_lfs_bytes)
         super().__init__(self.app, host, port)
 
 
-def parse_tokens(specs: list[str] | None) -> dict[str, tuple[str, str]]:
-    """``["alice=hf_x:write", ...]`` -> {"alice": ("hf_x", "write")}; ValueError names the bad spec."""
-    out = {}
-    for spec in specs or []:
-        name, _, rest = spec.partition("=")
-        token, _, role = rest.rpartition(":")
-        if not name or not token or role not in ROLES:
-            raise ValueError(f"--token expects NAME=TOKEN:read|write, got {spec.split('=')[0]}=***")
-        out[name] = (token, role)
-    return out
-
-
-def serve(root, host: str = "127.0.0.1", port: int = 8000,
-          tokens: dict[str, tuple[str, str]] | None = None) -> None:
+def serve(root, host: str = "127.0.0.1", port: int = 8000, tokens: dict | None = None,
+          max_body_bytes: int = MAX_BODY_BYTES, max_lfs_bytes: int = MAX_LFS_BYTES) -> None:
     """Run the server in the foreground until interrupted (``qup hub serve``)."""
-    app = HubApp(root, tokens)
-    mode = f"{len(app.tokens)} token(s)" if app.tokens else "OPEN (no tokens: anyone may write)"
+    app = HubApp(root, tokens, max_body_bytes, max_lfs_bytes)
+    mode = f"{len(app.auth.by_token)} token(s)" if not app.auth.open else "OPEN (no tokens: anyone may write)"
     logger.info("qup hub serving %s on http://%s:%d, %s", Path(root).resolve(), host, port, mode)
     uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off")

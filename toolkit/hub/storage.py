@@ -1,43 +1,43 @@
-"""On-disk storage of the Hub server: one bare git repo (dulwich) per Hub repo, LFS blobs by sha256.
+"""On-disk storage of the Hub server: one bare git repo (dulwich) per Hub repo, LFS blobs per repo.
 
-Layout under ``root``::
+Layout under ``root`` (one folder per repo, so distinct ids never share files)::
 
-    repos/{type}s/{namespace}/{name}.git    bare git repo (branches, tags = real refs)
-    repos/{type}s/{namespace}/{name}.json   metadata (private flag, type, sdk, createdAt)
-    lfs/<sha256>                            LFS objects, content-addressed
-    lfs/tmp/                                partial uploads (moved into place once verified)
+    repos/{type}s/{namespace}/{name}/git/        bare git repo (branches, tags = real refs)
+    repos/{type}s/{namespace}/{name}/meta.json   metadata (private flag, type, sdk, createdAt)
+    repos/{type}s/{namespace}/{name}/lock        per-repo lock (see repolock.py)
+    repos/{type}s/{namespace}/{name}/lfs/<sha256>  LFS objects uploaded to this repo
+    lfs/tmp/                                     partial uploads (moved into a repo once verified)
 
-A Hub commit is a git commit whose tree stores LFS pointer files, like the Hub. Commits take a
-per-repo file lock, build the whole tree first, then move the ref: nothing is half-applied.
+A Hub commit is a git commit whose tree stores LFS pointer files, like the Hub. Commits take the
+repo lock, build the whole tree first, then move the ref: nothing is half-applied. Roots written by
+older versions (one shared LFS folder, ``{name}.git`` files) are moved into this layout on start
+(legacy.py).
 
 Example::
 
     st = Storage("/tmp/hub")
     st.create_repo("dataset", "alice/gsm8k-rft", private=False)
-    sha = st.commit("dataset", "alice/gsm8k-rft", "main", [("file", "a.txt", b"hi")], "add a")
+    sha, _ = st.commit("dataset", "alice/gsm8k-rft", "main", [("file", "a.txt", b"hi")], "add a")
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import fnmatch
 import json
 import os
-import re
 import shutil
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from dulwich.objects import Blob, Commit, Tree
 from dulwich.object_store import commit_tree_changes
 from dulwich.repo import Repo
 
-from ..errors import QupError
+from . import legacy, lfs
+from .errors import HubError, repo_not_found
+from .names import SHA_RE, check_oid, check_path, check_ref_name, check_repo_id, check_revision
+from .reading import ReadingMixin, iso, lookup
+from .repolock import recover, repo_lock
 
-REPO_TYPES = ("model", "dataset", "space")
-LFS_POINTER_PREFIX = b"version https://git-lfs.github.com/spec/v1\n"
 LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub's "regular file" size limit
 # The LFS patterns of the .gitattributes the Hub writes into every new repo (abridged).
 LFS_PATTERNS = ["*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", "*.h5", "*.joblib",
@@ -46,109 +46,80 @@ LFS_PATTERNS = ["*.7z", "*.arrow", "*.bin", "*.bz2", "*.ckpt", "*.ftz", "*.gz", 
                 "*.tar.*", "*.tar", "*.tflite", "*.tgz", "*.wasm", "*.xz", "*.zip", "*.zst", "*tfevents*",
                 "*.mp3", "*.wav", "*.jpg", "*.jpeg", "*.png", "*.webp"]
 GITATTRIBUTES = "".join(f"{p} filter=lfs diff=lfs merge=lfs -text\n" for p in LFS_PATTERNS).encode()
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
-_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
-class HubError(QupError, ValueError):
-    """An error answered to the client: HTTP ``status``, Hub ``code`` (X-Error-Code) and message."""
+def _check_layout(repo: Repo, tree: Tree, changes: list[tuple]) -> None:
+    """400 if an added file would sit under a file, or replace a folder (git trees can't hold both)."""
+    added = {p.decode() for p, mode, _ in changes if mode is not None}
+    deleted = {p.decode() for p, mode, _ in changes if mode is None}
 
-    def __init__(self, status: int, message: str, code: str | None = None, extra: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-        self.extra = extra or {}  # more JSON fields of the error body (e.g. the repo "url" on 409)
-
-
-def repo_not_found(repo_id: str) -> HubError:
-    return HubError(404, f"Repository not found: {repo_id}", "RepoNotFound")
-
-
-@dataclass
-class Entry:
-    """A file or folder of a revision's tree."""
-    path: str
-    type: str  # "file" | "directory"
-    oid: str
-    size: int = 0
-    lfs: dict | None = None  # {"oid": sha256, "size": n, "pointerSize": m}
+    def mode_of(path: str) -> int | None:
+        try:
+            return None if path in deleted else lookup(repo, tree, path)[0]
+        except KeyError:
+            return None
+    for path in added:
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if prefix in added or mode_of(prefix) not in (None, 0o040000):
+                raise HubError(400, f"Invalid commit: {prefix!r} is a file, so {path!r} cannot be under it")
+        if mode_of(path) == 0o040000:
+            raise HubError(400, f"Invalid commit: {path!r} is a folder; delete it first")
 
 
-@dataclass
-class FileData:
-    """A file resolved at a revision: bytes (regular) or the LFS object path."""
-    commit: str
-    blob_id: str
-    size: int
-    content: bytes | None = None
-    lfs_sha256: str | None = None
-    lfs_path: Path | None = None
-
-
-def parse_lfs_pointer(data: bytes) -> tuple[str, int] | None:
-    """(sha256, size) of a git-lfs pointer file, else None."""
-    if not data.startswith(LFS_POINTER_PREFIX) or len(data) > 1024:
-        return None
-    m = re.search(rb"oid sha256:([0-9a-f]{64})\nsize (\d+)", data)
-    return (m.group(1).decode(), int(m.group(2))) if m else None
-
-
-def lfs_pointer(sha256: str, size: int) -> bytes:
-    return LFS_POINTER_PREFIX + f"oid sha256:{sha256}\nsize {size}\n".encode()
-
-
-def iso(ts: int) -> str:
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-
-class Storage:
-    """Versioned Hub repos on disk (see module docstring)."""
+class Storage(ReadingMixin):
+    """Versioned Hub repos on disk (see module docstring). On start: recovers repos left locked by
+    a killed writer and removes partial LFS uploads."""
 
     def __init__(self, root):
         self.root = Path(root)
-        (self.root / "lfs" / "tmp").mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = self.root / "lfs" / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         (self.root / "repos").mkdir(exist_ok=True)
+        legacy.migrate(self)
+        for lock in self.root.glob("repos/*/*/*/lock"):
+            recover(lock, lock.parent / "git")
+        lfs.sweep_tmp(self.tmp_dir)
 
     # ------------------------------------------------------------------ repos
-    def _base(self, repo_type: str, repo_id: str) -> Path:
-        parts = repo_id.split("/")
-        if repo_type not in REPO_TYPES or len(parts) != 2 or not all(_NAME_RE.match(p) for p in parts) \
-                or any(p.endswith((".git", ".json", ".lock")) for p in parts):
-            raise HubError(400, f"Invalid repo id {repo_id!r}: expected 'namespace/name' "
-                                "(letters, digits, '-', '_', '.')")
-        return self.root / "repos" / f"{repo_type}s" / parts[0] / parts[1]
+    def repo_dir(self, repo_type: str, repo_id: str) -> Path:
+        ns, name = check_repo_id(repo_type, repo_id)
+        return self.root / "repos" / f"{repo_type}s" / ns / name
+
+    def lfs_dir(self, repo_type: str, repo_id: str) -> Path:
+        return self.repo_dir(repo_type, repo_id) / "lfs"
 
     def meta(self, repo_type: str, repo_id: str) -> dict:
         """Repo metadata; raises 404 RepoNotFound when absent."""
-        path = self._base(repo_type, repo_id).with_suffix(".json")
-        if not path.is_file():
-            raise repo_not_found(repo_id)
-        return json.loads(path.read_text())
+        try:
+            return json.loads((self.repo_dir(repo_type, repo_id) / "meta.json").read_text())
+        except FileNotFoundError:
+            raise repo_not_found(repo_id) from None
 
     def _repo(self, repo_type: str, repo_id: str) -> Repo:
         self.meta(repo_type, repo_id)
-        return Repo(str(self._base(repo_type, repo_id).with_suffix(".git")))
+        return Repo(str(self.repo_dir(repo_type, repo_id) / "git"))
 
-    @contextlib.contextmanager
     def _lock(self, repo_type: str, repo_id: str):
-        """Per-repo exclusive lock (threads and processes)."""
-        path = self._base(repo_type, repo_id).with_suffix(".lock")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        base = self.repo_dir(repo_type, repo_id)
+        return repo_lock(base / "lock", base / "git")
+
+    @staticmethod
+    def _write_meta(base: Path, meta: dict) -> None:
+        tmp = base / "meta.json.tmp"
+        tmp.write_text(json.dumps(meta))
+        os.replace(tmp, base / "meta.json")
 
     def create_repo(self, repo_type: str, repo_id: str, private: bool = False,
                     sdk: str | None = None, author: str = "anonymous") -> dict:
-        base = self._base(repo_type, repo_id)
+        base = self.repo_dir(repo_type, repo_id)
         with self._lock(repo_type, repo_id):
-            if base.with_suffix(".json").is_file():
+            if (base / "meta.json").is_file():
                 raise HubError(409, "You already created this repo", "RepoExists")
-            gitdir = base.with_suffix(".git")
-            shutil.rmtree(gitdir, ignore_errors=True)
-            repo = Repo.init_bare(str(gitdir), mkdir=True)
+            for leftover in ("git", "lfs"):  # of a deleted repo, or a create cut by a crash
+                shutil.rmtree(base / leftover, ignore_errors=True)
+            repo = Repo.init_bare(str(base / "git"), mkdir=True)
             blob = Blob.from_string(GITATTRIBUTES)
             repo.object_store.add_object(blob)
             tree = Tree()
@@ -159,41 +130,37 @@ class Storage:
             repo.refs.set_symbolic_ref(b"HEAD", b"refs/heads/main")
             meta = {"type": repo_type, "id": repo_id, "private": bool(private), "sdk": sdk,
                     "createdAt": iso(int(time.time()))}
-            tmp = base.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(meta))
-            os.replace(tmp, base.with_suffix(".json"))
+            self._write_meta(base, meta)  # last: the repo exists once this file does
         return meta
 
     def set_private(self, repo_type: str, repo_id: str, private: bool) -> dict:
-        base = self._base(repo_type, repo_id)
         with self._lock(repo_type, repo_id):
             meta = {**self.meta(repo_type, repo_id), "private": bool(private)}
-            tmp = base.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(meta))
-            os.replace(tmp, base.with_suffix(".json"))
+            self._write_meta(self.repo_dir(repo_type, repo_id), meta)
         return meta
 
     def list_repos(self, repo_type: str) -> list[dict]:
         """Metadata of every repo of a type, sorted by id."""
         return sorted((json.loads(p.read_text()) for p in
-                       (self.root / "repos" / f"{repo_type}s").glob("*/*.json")), key=lambda m: m["id"])
+                       (self.root / "repos" / f"{repo_type}s").glob("*/*/meta.json")), key=lambda m: m["id"])
 
     def delete_repo(self, repo_type: str, repo_id: str) -> None:
-        base = self._base(repo_type, repo_id)
+        base = self.repo_dir(repo_type, repo_id)
         with self._lock(repo_type, repo_id):
             self.meta(repo_type, repo_id)
-            base.with_suffix(".json").unlink()
-            shutil.rmtree(base.with_suffix(".git"), ignore_errors=True)
+            (base / "meta.json").unlink()  # first: the repo is gone even if the rest is cut short
+            for leftover in ("git", "lfs"):  # the lock file stays: waiters hold it open
+                shutil.rmtree(base / leftover, ignore_errors=True)
 
     # ------------------------------------------------------------------ refs and revisions
     def resolve(self, repo_type: str, repo_id: str, revision: str) -> str:
         """Commit sha of a branch, tag, full ref or commit sha; 404 RevisionNotFound otherwise."""
         repo = self._repo(repo_type, repo_id)
-        rev = revision.encode()
+        rev = check_revision(revision).encode()
         for ref in (rev, b"refs/heads/" + rev, b"refs/tags/" + rev) if not rev.startswith(b"refs/") else (rev,):
             if ref in repo.refs:
                 return self._peel(repo, repo.refs[ref])
-        if _SHA_RE.match(revision) and rev in repo.object_store:
+        if SHA_RE.fullmatch(revision) and rev in repo.object_store and repo[rev].type_name == b"commit":
             return revision
         raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
 
@@ -218,6 +185,7 @@ class Storage:
         return out
 
     def create_ref(self, repo_type: str, repo_id: str, ref: str, revision: str) -> None:
+        check_ref_name(ref)
         with self._lock(repo_type, repo_id):
             sha = self.resolve(repo_type, repo_id, revision)
             repo = self._repo(repo_type, repo_id)
@@ -228,6 +196,7 @@ class Storage:
     def delete_ref(self, repo_type: str, repo_id: str, ref: str) -> None:
         if ref == "refs/heads/main":
             raise HubError(403, "Cannot delete the default branch 'main'")
+        check_ref_name(ref)
         with self._lock(repo_type, repo_id):
             repo = self._repo(repo_type, repo_id)
             if ref.encode() not in repo.refs:
@@ -247,147 +216,60 @@ class Storage:
         repo.object_store.add_object(c)
         return c.id.decode()
 
-    def lfs_object(self, sha256: str) -> Path:
-        return self.root / "lfs" / sha256
-
     def commit(self, repo_type: str, repo_id: str, branch: str, ops: list[tuple],
                title: str, description: str = "", parent_commit: str | None = None,
-               author: str = "anonymous") -> str:
-        """Apply ops atomically on ``branch``; returns the new commit sha.
+               author: str = "anonymous", create_pr: bool = False) -> tuple[str, int | None]:
+        """Apply ops atomically on ``branch`` (or on a new ``refs/pr/N`` started from it when
+        ``create_pr``); returns (new commit sha, PR number or None).
 
         ops: ("file", path, bytes) | ("lfsFile", path, sha256, size) | ("deletedFile", path)
         | ("deletedFolder", path).
         """
         with self._lock(repo_type, repo_id):
             repo = self._repo(repo_type, repo_id)
-            ref = (branch if branch.startswith("refs/") else f"refs/heads/{branch}").encode()
-            if ref not in repo.refs:
-                raise HubError(404, f"Invalid rev id: {branch}", "RevisionNotFound")
+            ref = check_ref_name(branch if branch.startswith("refs/") else f"refs/heads/{branch}").encode()
+            if ref not in repo.refs or ref.startswith(b"refs/tags/"):
+                raise HubError(404, f"Invalid rev id: {branch} is not a branch", "RevisionNotFound")
             head = repo.refs[ref]
             if parent_commit and parent_commit != head.decode():
                 raise HubError(412, f"A commit has happened since {parent_commit}. Please refresh and "
                                     f"try again (head of {branch} is {head.decode()}).")
             tree = repo[repo[head].tree]
-            changes = []
-            for op in ops:
-                path = op[1].strip("/")
-                if not path or any(p in ("", ".", "..", ".git") for p in path.split("/")):
-                    raise HubError(400, f"Invalid path in commit: {op[1]!r}")
-                if op[0] in ("file", "lfsFile"):
-                    if op[0] == "lfsFile":
-                        obj = self.lfs_object(op[2])
-                        if not obj.is_file() or obj.stat().st_size != op[3]:
-                            raise HubError(422, f"LFS object {op[2]} for {path!r} was not uploaded "
-                                                "(or its size differs); upload it via the LFS batch API first")
-                        data = lfs_pointer(op[2], op[3])
-                    else:
-                        data = op[2]
-                    blob = Blob.from_string(data)
-                    repo.object_store.add_object(blob)
-                    changes.append((path.encode(), 0o100644, blob.id))
-                else:
-                    try:
-                        mode, _ = tree.lookup_path(repo.__getitem__, path.encode())
-                    except KeyError:
-                        raise HubError(404, f"A file with this name doesn't exist: {path}",
-                                       "EntryNotFound") from None
-                    if op[0] == "deletedFile" and mode == 0o040000:
-                        raise HubError(400, f"{path!r} is a folder: use a folder deletion")
-                    changes.append((path.encode(), None, None))
+            changes = [self._change(repo, tree, repo_type, repo_id, op) for op in ops]
+            _check_layout(repo, tree, changes)
             new_tree = commit_tree_changes(repo.object_store, tree, changes)
             sha = self._new_commit(repo, new_tree, [head], title, description, author)
-            if not repo.refs.set_if_equals(ref, head, sha.encode()):
-                raise HubError(412, "A commit has happened since. Please refresh and try again.")
-            return sha
+            if not create_pr:
+                if not repo.refs.set_if_equals(ref, head, sha.encode()):
+                    raise HubError(412, "A commit has happened since. Please refresh and try again.")
+                return sha, None
+            num = 1 + max((int(r.rsplit(b"/", 1)[1]) for r in repo.refs.allkeys()
+                           if r.startswith(b"refs/pr/") and r.rsplit(b"/", 1)[1].isdigit()), default=0)
+            repo.refs.add_if_new(f"refs/pr/{num}".encode(), sha.encode())  # under the lock: N is ours
+            return sha, num
 
-    def log(self, repo_type: str, repo_id: str, revision: str) -> list[dict]:
-        """Commits reachable from ``revision``, newest first, in the Hub's JSON shape."""
-        repo = self._repo(repo_type, repo_id)
-        sha = self.resolve(repo_type, repo_id, revision)
-        out = []
-        for entry in repo.get_walker(include=[sha.encode()]):
-            c = entry.commit
-            title, _, message = c.message.decode(errors="replace").partition("\n\n")
-            out.append({"id": c.id.decode(), "title": title.strip(), "message": message.strip(),
-                        "authors": [{"user": c.author.decode().split(" <")[0]}], "date": iso(c.commit_time)})
-        return out
-
-    # ------------------------------------------------------------------ trees and files
-    def _entry(self, repo: Repo, path: str, mode: int, sha: bytes) -> Entry:
-        if mode == 0o040000:
-            return Entry(path, "directory", sha.decode())
-        data = repo[sha].as_raw_string()
-        pointer = parse_lfs_pointer(data)
-        lfs = {"oid": pointer[0], "size": pointer[1], "pointerSize": len(data)} if pointer else None
-        return Entry(path, "file", sha.decode(), pointer[1] if pointer else len(data), lfs)
-
-    def tree(self, repo_type: str, repo_id: str, revision: str, path: str = "",
-             recursive: bool = False) -> tuple[str, list[Entry]]:
-        """(commit, entries) under ``path`` (a folder) at ``revision``."""
-        repo = self._repo(repo_type, repo_id)
-        commit = self.resolve(repo_type, repo_id, revision)
-        tree = repo[repo[commit.encode()].tree]
-        path = path.strip("/")
-        if path:
-            try:
-                mode, sha = tree.lookup_path(repo.__getitem__, path.encode())
-            except KeyError:
-                raise HubError(404, f"Entry not found: {path}", "EntryNotFound") from None
-            if mode != 0o040000:
-                raise HubError(404, f"{path} is not a folder", "EntryNotFound")
-            tree = repo[sha]
-        out: list[Entry] = []
-
-        def walk(t: Tree, prefix: str):
-            for item in t.iteritems():
-                p = prefix + item.path.decode()
-                out.append(self._entry(repo, p, item.mode, item.sha))
-                if recursive and item.mode == 0o040000:
-                    walk(repo[item.sha], p + "/")
-        walk(tree, path + "/" if path else "")
-        return commit, out
-
-    def paths_info(self, repo_type: str, repo_id: str, revision: str, paths: list[str]) -> list[Entry]:
-        """Entries of the given paths at ``revision`` (missing paths are skipped, like the Hub)."""
-        repo = self._repo(repo_type, repo_id)
-        commit = self.resolve(repo_type, repo_id, revision)
-        tree = repo[repo[commit.encode()].tree]
-        out = []
-        for p in paths:
-            p = p.strip("/")
-            try:
-                mode, sha = tree.lookup_path(repo.__getitem__, p.encode()) if p else (0o040000, tree.id)
-            except KeyError:
-                continue
-            out.append(self._entry(repo, p, mode, sha))
-        return out
-
-    def last_commit(self, repo_type: str, repo_id: str, revision: str, path: str) -> dict | None:
-        """{"id", "title", "date"} of the last commit that changed ``path``."""
-        repo = self._repo(repo_type, repo_id)
-        sha = self.resolve(repo_type, repo_id, revision)
-        for entry in repo.get_walker(include=[sha.encode()], paths=[path.encode()] if path else None):
-            c = entry.commit
-            return {"id": c.id.decode(), "title": c.message.decode(errors="replace").split("\n")[0],
-                    "date": iso(c.commit_time)}
-        return None
-
-    def read(self, repo_type: str, repo_id: str, revision: str, path: str) -> FileData:
-        repo = self._repo(repo_type, repo_id)
-        commit = self.resolve(repo_type, repo_id, revision)
-        tree = repo[repo[commit.encode()].tree]
+    def _change(self, repo: Repo, tree: Tree, repo_type: str, repo_id: str, op: tuple) -> tuple:
+        """One op as a (path, mode, blob id) tree change, blobs written; 4xx if invalid."""
+        path = check_path(op[1], folder=op[0] == "deletedFolder")
+        if op[0] in ("file", "lfsFile"):
+            if op[0] == "lfsFile":
+                oid, size = check_oid(op[2]), op[3]
+                if not lfs.has_object(self.lfs_dir(repo_type, repo_id), oid, size):
+                    raise HubError(422, f"LFS object {oid} for {path!r} was not uploaded to {repo_id} "
+                                        "(or its size differs); upload it via the LFS batch API first")
+                data = lfs.lfs_pointer(oid, size)
+            else:
+                data = op[2]
+            blob = Blob.from_string(data)
+            repo.object_store.add_object(blob)
+            return path.encode(), 0o100644, blob.id
         try:
-            mode, sha = tree.lookup_path(repo.__getitem__, path.strip("/").encode())
+            mode, _ = lookup(repo, tree, path)
         except KeyError:
-            raise HubError(404, f"Entry not found: {path}", "EntryNotFound") from None
-        if mode == 0o040000:
-            raise HubError(404, f"{path} is a folder", "EntryNotFound")
-        data = repo[sha].as_raw_string()
-        pointer = parse_lfs_pointer(data)
-        if pointer and self.lfs_object(pointer[0]).is_file():
-            return FileData(commit, sha.decode(), pointer[1], lfs_sha256=pointer[0],
-                            lfs_path=self.lfs_object(pointer[0]))
-        return FileData(commit, sha.decode(), len(data), content=data)
+            raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound") from None
+        if op[0] == "deletedFile" and mode == 0o040000:
+            raise HubError(400, f"{path!r} is a folder: use a folder deletion")
+        return path.encode(), None, None
 
     @staticmethod
     def upload_mode(path: str, size: int, sample: bytes) -> str:

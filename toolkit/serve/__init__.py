@@ -1,4 +1,4 @@
-"""Serving: a TGI-compatible HTTP server over the local engine (multi-LoRA, dynamic batching)."""
+"""Serving: a TGI-compatible HTTP server over the local engine (multi-LoRA, continuous batching)."""
 from .server import TGIServer, serve
 
 __all__ = ["TGIServer", "serve"]

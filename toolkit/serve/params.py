@@ -9,16 +9,23 @@ Example:
 """
 from __future__ import annotations
 
+import ctypes
+import math
 from dataclasses import dataclass
 
 from ..generation.base import Request, SamplingParams
 
 DEFAULT_MAX_NEW_TOKENS = 100
 MAX_STOP_SEQUENCES = 4
+MAX_SEED = 2**64 - 1       # TGI's seed is a u64
 
 
 class ValidationError(ValueError):
     """A bad request: answered with HTTP 422 and ``error_type: validation`` like TGI."""
+
+
+class GenerationError(RuntimeError):
+    """The engine failed this request: HTTP 424 (``error_type: generation``)."""
 
 
 @dataclass
@@ -28,6 +35,8 @@ class Limits:
     adapters: tuple[str, ...]
     encode: object      # str -> list[int]
     decode: object      # list[int] -> str
+    token_chars: int = 64   # no token covers more characters: longer inputs are rejected untokenised
+    max_client_batch_size: int = 4
 
 
 @dataclass
@@ -48,6 +57,11 @@ def _get(params: dict, name: str, kind, default=None):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
         raise ValidationError(f"`{name}` must be of type {kind.__name__}, got {value!r}")
+    if kind is float:  # TGI reads floats as f32: 1e-300 is 0, 1e39 is inf
+        if not math.isfinite(ctypes.c_float(value).value):
+            raise ValidationError(f"`{name}` must be a finite number, got {value!r}")
+        if ctypes.c_float(value).value == 0:
+            value = 0.0
     return value
 
 
@@ -89,8 +103,8 @@ def sampling(params: dict, limits: Limits, input_len: int, openai: bool = False)
         raise ValidationError(f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. "
                               f"Given: {len(stop)}")
     seed = _get(params, "seed", int)
-    if seed is not None and seed < 0:
-        raise ValidationError("`seed` must be >= 0")
+    if seed is not None and not 0 <= seed <= MAX_SEED:
+        raise ValidationError(f"`seed` must be >= 0 and <= {MAX_SEED}, got {seed}")
     for name, neutral in (("repetition_penalty", 1.0), ("frequency_penalty", 0.0),
                           ("presence_penalty", 0.0), ("typical_p", 1.0), ("best_of", 1),
                           ("watermark", False), ("grammar", None), ("top_n_tokens", 0),
@@ -115,14 +129,23 @@ def prompt_ids(inputs, limits: Limits, truncate=None) -> tuple[str, list[int]]:
         raise ValidationError("`inputs` must be a string")
     if not inputs:
         raise ValidationError("`inputs` cannot be empty")
-    ids = limits.encode(inputs)
     if truncate is not None:
-        if not isinstance(truncate, int) or truncate <= 0 or truncate > limits.max_input_tokens:
+        if not isinstance(truncate, int) or isinstance(truncate, bool) or not (
+                0 < truncate <= limits.max_input_tokens):
             raise ValidationError(f"`truncate` must be strictly positive and less than "
                                   f"{limits.max_input_tokens}. Given: {truncate}")
-        if len(ids) > truncate:
+        # only the tail can survive truncation: tokenise no more of it than can make `truncate` tokens
+        tail = inputs[-truncate * limits.token_chars:]
+        ids = limits.encode(tail)
+        if len(ids) > truncate or len(tail) < len(inputs):
             ids = ids[-truncate:]
             inputs = limits.decode(ids)
+    else:
+        if len(inputs) > limits.max_input_tokens * limits.token_chars:   # surely too many tokens
+            raise ValidationError(f"`inputs` must have less than {limits.max_input_tokens} tokens. "
+                                  f"Given: {len(inputs)} characters, over "
+                                  f"{len(inputs) // limits.token_chars} tokens")
+        ids = limits.encode(inputs)
     if len(ids) > limits.max_input_tokens:
         raise ValidationError(f"`inputs` must have less than {limits.max_input_tokens} tokens. "
                               f"Given: {len(ids)}")
@@ -142,7 +165,35 @@ def parse_generate(body, limits: Limits, stream: bool = False) -> Parsed:
                   details=_get(params, "details", bool, True),
                   decoder_input_details=_get(params, "decoder_input_details", bool, False),
                   return_full_text=_get(params, "return_full_text", bool, False),
-                  stream=bool(body.get("stream", stream)))
+                  stream=_get(body, "stream", bool, stream))
+
+
+def _content(i: int, content) -> str:
+    """A message's ``content``: a string, null, or a list of ``{"type": "text", "text": ...}``."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        parts = []
+        for c in content:
+            if not isinstance(c, dict) or c.get("type", "text") != "text" or not isinstance(
+                    c.get("text"), str):
+                raise ValidationError(f"messages[{i}].content: only text parts "
+                                      f"({{\"type\": \"text\", \"text\": ...}}) are supported")
+            parts.append(c["text"])
+        return "".join(parts)
+    raise ValidationError(f"messages[{i}].content must be a string or a list of text parts")
+
+
+def _openai_common(body, limits: Limits) -> tuple[str | None, bool]:
+    """The adapter named by ``model`` (if loaded) and the ``stream`` flag, type-checked."""
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ValidationError("`model` must be a string")
+    opts = body.get("stream_options")
+    if opts is not None and not (isinstance(opts, dict) and isinstance(
+            opts.get("include_usage", False), bool)):
+        raise ValidationError("`stream_options` must be an object like {\"include_usage\": true}")
+    return (model if model in limits.adapters else None), _get(body, "stream", bool, False)
 
 
 def parse_chat(body, limits: Limits, render_chat) -> Parsed:
@@ -151,14 +202,39 @@ def parse_chat(body, limits: Limits, render_chat) -> Parsed:
         raise ValidationError("request body must be a JSON object with non-empty `messages`")
     messages = []
     for i, m in enumerate(body["messages"]):
-        if not isinstance(m, dict) or "role" not in m:
-            raise ValidationError(f"messages[{i}] must be an object with `role` and `content`")
-        content = m.get("content") or ""
-        if isinstance(content, list):  # [{"type": "text", "text": ...}]
-            content = "".join(c.get("text", "") for c in content if isinstance(c, dict))
-        messages.append({"role": m["role"], "content": content})
-    inputs, ids = prompt_ids(render_chat(messages), limits)
-    model = body.get("model")
-    adapter = model if isinstance(model, str) and model in limits.adapters else None
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise ValidationError(f"messages[{i}] must be an object with a string `role` and `content`")
+        messages.append({"role": m["role"], "content": _content(i, m.get("content"))})
+    adapter, stream = _openai_common(body, limits)
+    try:
+        rendered = render_chat(messages)
+    except Exception as e:   # e.g. the template's raise_exception on roles out of order
+        raise ValidationError(f"Template error: {e}") from None
+    inputs, ids = prompt_ids(rendered, limits)
     return Parsed(Request(inputs, sampling(body, limits, len(ids), openai=True), adapter), ids,
-                  stream=bool(body.get("stream", False)))
+                  stream=stream)
+
+
+def parse_completion(body, limits: Limits) -> list[Parsed]:
+    """An OpenAI ``CompletionRequest`` (TGI's ``/v1/completions``): one job per prompt."""
+    if not isinstance(body, dict) or "prompt" not in body:
+        raise ValidationError("request body must be a JSON object with `prompt`")
+    prompts = body["prompt"]
+    prompts = [prompts] if isinstance(prompts, str) else prompts
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise ValidationError("`prompt` must be a string or a non-empty list of strings")
+    if len(prompts) > limits.max_client_batch_size:
+        raise ValidationError(f"Number of prompts exceeds the maximum allowed batch size of "
+                              f"{limits.max_client_batch_size}")
+    if body.get("suffix") is not None:
+        raise ValidationError("Suffix is not supported and can be achieved by preprocessing the prompt.")
+    for name in ("echo", "logprobs"):
+        if body.get(name):
+            raise ValidationError(f"`{name}` is not supported by this server (got {body[name]!r})")
+    adapter, stream = _openai_common(body, limits)
+    out = []
+    for prompt in prompts:
+        inputs, ids = prompt_ids(prompt, limits)
+        out.append(Parsed(Request(inputs, sampling(body, limits, len(ids), openai=True), adapter),
+                          ids, stream=stream))
+    return out

@@ -1,9 +1,13 @@
 """A TGI-compatible text-generation server over the local engine, with multi-LoRA.
 
 Routes as TGI documents them: ``POST /generate``, ``/generate_stream`` (SSE), ``/`` (``stream``
-flag), ``/v1/chat/completions`` (OpenAI, ``stream``), ``/tokenize``; ``GET /info``, ``/health``,
-``/metrics``. LoRA adapters are loaded at start and picked per request by ``adapter_id`` (chat:
-``model``). Concurrent requests share forward passes (:mod:`toolkit.serve.batcher`).
+flag), ``/v1/chat/completions`` and ``/v1/completions`` (OpenAI, ``stream``), ``/tokenize``;
+``GET /info``, ``/health``, ``/metrics``, ``/v1/models``. LoRA adapters are loaded at start and
+picked per request by ``adapter_id`` (OpenAI routes: ``model``). Concurrent requests share
+forward passes (:mod:`toolkit.serve.batcher`); a client that disconnects stops its decoding.
+
+Errors are TGI's JSON bodies ``{"error", "error_type"}``: 422 validation, 413 payload too large,
+429 overloaded (``max_concurrent_requests`` queued or running), 424 generation.
 
 Example:
     >>> with TGIServer("tiny-random", adapters={"math": "runs/x/adapter"}) as server:  # doctest: +SKIP
@@ -13,50 +17,135 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-import uuid
 from typing import Callable
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.requests import Request as HTTPRequest
+from starlette.background import BackgroundTask
+from starlette.requests import ClientDisconnect, Request as HTTPRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..background import BackgroundServer
 from ..generation.engine import LocalEngine
-from .batcher import Batcher, Job
-from .params import Limits, Parsed, ValidationError, parse_chat, parse_generate
+from .batcher import Batcher, Job, Overloaded
+from .body import PayloadTooLarge, parse_body, sse as _sse
+from .openai_api import OpenAIRoutes
+from .params import GenerationError, Limits, Parsed, ValidationError, parse_generate
 
 VERSION = "2.4.1-qup"
-FINISH_OPENAI = {"eos_token": "stop", "stop": "stop", "length": "length"}
+PAYLOAD_LIMIT = 2_000_000     # bytes, TGI's --payload-limit default
 
 
 def _error(status: int, message: str, error_type: str) -> JSONResponse:
     return JSONResponse({"error": message, "error_type": error_type}, status_code=status)
 
 
-def _sse(obj) -> bytes:
-    return f"data:{json.dumps(obj)}\n\n".encode()
+def _handler(status: int, error_type: str, message=str):
+    async def handle(request, e):
+        return _error(status, message(e), error_type)
+    return handle
 
 
-class _App:
+EXCEPTION_HANDLERS = {   # exceptions raised by the routes, as TGI's error bodies
+    ValidationError: _handler(422, "validation"), PayloadTooLarge: _handler(413, "validation"),
+    Overloaded: _handler(429, "overloaded", lambda e: "Model is overloaded"),
+    GenerationError: _handler(424, "generation", lambda e: f"Request failed during generation: {e}"),
+    ClientDisconnect: _handler(400, "validation", lambda e: "client disconnected"),
+    Exception: _handler(500, "internal", lambda e: "Internal server error")}   # bugs: logged too
+
+
+class _App(OpenAIRoutes):
     """The route handlers, bound to one engine + batcher."""
 
-    def __init__(self, engine: LocalEngine, batcher: Batcher):
-        self.engine, self.batcher = engine, batcher
+    def __init__(self, engine: LocalEngine, batcher: Batcher, max_input_tokens: int | None = None,
+                 max_total_tokens: int | None = None, payload_limit: int = PAYLOAD_LIMIT):
+        self.engine, self.batcher, self.payload_limit = engine, batcher, payload_limit
         tok = engine.tokenizer
         self.special_ids = set(tok.all_special_ids)
-        self.limits = Limits(max_input_tokens=engine.max_length - 1, max_total_tokens=engine.max_length,
+        total = max_total_tokens or engine.max_length
+        max_input = max_input_tokens or total - 1
+        if not 0 < max_input < total <= engine.max_length:
+            raise ValueError(f"need 0 < max_input_tokens ({max_input}) < max_total_tokens ({total}) "
+                             f"<= the model's {engine.max_length} positions")
+        self.limits = Limits(max_input_tokens=max_input, max_total_tokens=total,
                              adapters=tuple(engine.adapters), encode=engine.encode,
-                             decode=lambda ids: tok.decode(ids))
+                             decode=lambda ids: tok.decode(ids),
+                             token_chars=max(map(len, tok.get_vocab())),
+                             max_client_batch_size=batcher.max_batch_size)
 
-    # ------------------------------------------------------------------ helpers
-    async def _body(self, request: HTTPRequest):
+    # ------------------------------------------------------------------ job lifecycle
+    def _submit(self, parsed: Parsed) -> Job:
+        m = self.batcher.metrics
+        m.request_count += 1
         try:
-            return json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ValidationError(f"Failed to deserialize the JSON body: {e}") from None
+            return self.batcher.submit(parsed.request, asyncio.get_running_loop(),
+                                       want_prefill=parsed.decoder_input_details)
+        except Overloaded:
+            m.request_failure += 1
+            raise
+
+    async def _next(self, job: Job):
+        """The job's next event; errors become :class:`GenerationError`."""
+        event = await job.events.get()
+        if event[0] == "done":
+            self.batcher.metrics.request_success += 1
+        elif event[0] == "error":
+            self.batcher.metrics.request_failure += 1
+            raise GenerationError(str(event[1]))
+        return event
+
+    async def _results(self, jobs: list[Job], request: HTTPRequest) -> list[tuple[Job, object]]:
+        """Wait for the completions; a client that hangs up cancels its jobs."""
+        async def watch():
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+
+        async def one(job):
+            while (event := await self._next(job))[0] != "done":
+                pass
+            return job, event[1]
+        tasks = [asyncio.ensure_future(one(job)) for job in jobs]
+        watcher = asyncio.ensure_future(watch())
+        try:
+            pending = set(tasks)
+            while pending:
+                done, _ = await asyncio.wait(pending | {watcher}, return_when=asyncio.FIRST_COMPLETED)
+                pending -= done
+                if watcher in done:
+                    raise ClientDisconnect()
+                for task in done:
+                    task.result()    # a failed job fails the request
+            return [task.result() for task in tasks]
+        finally:
+            for task in (*tasks, watcher):
+                task.cancel()
+            for job in jobs:
+                job.close()
+
+    async def _events(self, job: Job):
+        """(token dict, (job, Completion) | None) pairs; closing the stream cancels the job."""
+        held = None
+        try:
+            while True:
+                event = await self._next(job)
+                if event[0] == "token":
+                    if held is not None:
+                        yield held, None
+                    held = self._token(*event[1:])
+                else:
+                    yield held or {"id": 0, "text": "", "logprob": None, "special": True}, (job, event[1])
+                    return
+        finally:
+            job.close()
+
+    @staticmethod
+    def _sse_response(events, jobs: list[Job]) -> StreamingResponse:
+        """Stream ``events``; the jobs are closed at the end even if the stream never started."""
+        def close():
+            for job in jobs:
+                job.close()
+        return StreamingResponse(events, media_type="text/event-stream", background=BackgroundTask(close))
 
     def _token(self, tok: int, text: str, logprob: float) -> dict:
         return {"id": tok, "text": text, "logprob": logprob, "special": tok in self.special_ids}
@@ -73,62 +162,23 @@ class _App:
                 "generated_tokens": len(job.tokens), "seed": sp.seed if not sp.greedy else None,
                 "prefill": prefill, "tokens": [self._token(*t) for t in job.tokens]}
 
-    async def _run(self, parsed: Parsed) -> tuple[Job, object]:
-        m = self.batcher.metrics
-        m.request_count += 1
-        job = self.batcher.submit(parsed.request, asyncio.get_running_loop(),
-                                  want_prefill=parsed.decoder_input_details)
-        while True:
-            event = await job.events.get()
-            if event[0] == "done":
-                m.request_success += 1
-                return job, event[1]
-            if event[0] == "error":
-                m.request_failure += 1
-                raise RuntimeError(str(event[1]))
-
-    async def _events(self, parsed: Parsed):
-        """(token dict, Completion | None) pairs; the last one carries the completion."""
-        m = self.batcher.metrics
-        m.request_count += 1
-        job = self.batcher.submit(parsed.request, asyncio.get_running_loop())
-        held = None
-        while True:
-            event = await job.events.get()
-            if event[0] == "token":
-                if held is not None:
-                    yield held, None
-                held = self._token(*event[1:])
-            elif event[0] == "done":
-                m.request_success += 1
-                yield held or {"id": 0, "text": "", "logprob": None, "special": True}, (job, event[1])
-                return
-            else:
-                m.request_failure += 1
-                raise RuntimeError(str(event[1]))
-
     # ------------------------------------------------------------------ TGI routes
     async def generate(self, request: HTTPRequest, compat: bool = False, stream: bool = False):
-        try:
-            parsed = parse_generate(await self._body(request), self.limits, stream=stream)
-        except ValidationError as e:
-            return _error(422, str(e), "validation")
+        _, parsed = await parse_body(request, self.payload_limit, parse_generate, self.limits, stream)
+        job = self._submit(parsed)
         if parsed.stream:
-            return StreamingResponse(self._stream_generate(parsed), media_type="text/event-stream")
-        try:
-            job, c = await self._run(parsed)
-        except RuntimeError as e:
-            return _error(424, f"Request failed during generation: {e}", "generation")
+            return self._sse_response(self._stream_generate(job, parsed), [job])
+        [(job, c)] = await self._results([job], request)
         text = parsed.request.prompt + c.text if parsed.return_full_text else c.text
         out = {"generated_text": text}
         if parsed.details:
             out["details"] = self._details(job, parsed, c)
         return JSONResponse([out] if compat else out)
 
-    async def _stream_generate(self, parsed: Parsed):
+    async def _stream_generate(self, job: Job, parsed: Parsed):
         index = 0
         try:
-            async for token, done in self._events(parsed):
+            async for token, done in self._events(job):
                 index += 1
                 event = {"index": index, "token": token, "top_tokens": None,
                          "generated_text": None, "details": None}
@@ -141,7 +191,7 @@ class _App:
                                         len(parsed.input_ids), "generated_tokens":
                                         d["generated_tokens"], "seed": d["seed"]}
                 yield _sse(event)
-        except RuntimeError as e:
+        except GenerationError as e:
             yield _sse({"error": f"Request failed during generation: {e}", "error_type": "generation"})
 
     async def compat(self, request: HTTPRequest):
@@ -150,26 +200,28 @@ class _App:
     async def generate_stream(self, request: HTTPRequest):
         return await self.generate(request, stream=True)
 
+    def _tokenize(self, body):
+        if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
+            raise ValidationError("request body must be a JSON object with `inputs`")
+        text = body["inputs"]
+        enc = self.engine.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return json.dumps([{"id": i, "text": text[a:b], "start": a, "stop": b}   # rendered here too
+                           for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])]).encode()
+
     async def tokenize(self, request: HTTPRequest):
-        try:
-            body = await self._body(request)
-            if not isinstance(body, dict) or not isinstance(body.get("inputs"), str):
-                raise ValidationError("request body must be a JSON object with `inputs`")
-        except ValidationError as e:
-            return _error(422, str(e), "validation")
-        enc = self.engine.tokenizer(body["inputs"], add_special_tokens=False, return_offsets_mapping=True)
-        return JSONResponse([{"id": i, "text": body["inputs"][a:b], "start": a, "stop": b}
-                             for i, (a, b) in zip(enc["input_ids"], enc["offset_mapping"])])
+        _, out = await parse_body(request, self.payload_limit, self._tokenize)
+        return Response(out, media_type="application/json")
 
     async def info(self, request: HTTPRequest):
-        e = self.engine
+        e, b = self.engine, self.batcher
         return JSONResponse({
             "model_id": e.model_id, "model_sha": e.model_revision, "model_pipeline_tag": "text-generation",
-            "max_concurrent_requests": 128, "max_best_of": 1, "max_stop_sequences": 4,
-            "max_input_tokens": self.limits.max_input_tokens, "max_total_tokens": e.max_length,
-            "validation_workers": 1, "max_client_batch_size": self.batcher.max_batch_size,
-            "router": "qup-serve", "version": VERSION, "sha": None, "docker_label": None,
-            "model_dtype": f"torch.{e.dtype}", "adapters": list(e.adapters)})
+            "max_concurrent_requests": b.max_concurrent_requests, "max_best_of": 1,
+            "max_stop_sequences": 4, "max_input_tokens": self.limits.max_input_tokens,
+            "max_total_tokens": self.limits.max_total_tokens, "validation_workers": 1,
+            "max_client_batch_size": b.max_batch_size, "router": "qup-serve", "version": VERSION,
+            "sha": None, "docker_label": None, "model_dtype": f"torch.{e.dtype}",
+            "adapters": list(e.adapters)})
 
     async def health(self, request: HTTPRequest):
         if not self.batcher._thread.is_alive():
@@ -179,70 +231,38 @@ class _App:
     async def metrics(self, request: HTTPRequest):
         return PlainTextResponse(self.batcher.metrics.prometheus())
 
-    # ------------------------------------------------------------------ OpenAI chat
-    async def chat(self, request: HTTPRequest):
-        try:
-            body = await self._body(request)
-            parsed = parse_chat(body, self.limits, self.engine.render_chat)
-        except ValidationError as e:
-            return _error(422, str(e), "validation")
-        head = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "created": int(time.time()),
-                "model": body.get("model") or self.engine.model_id, "system_fingerprint": VERSION}
-        if parsed.stream:
-            usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return StreamingResponse(self._stream_chat(parsed, head, usage), media_type="text/event-stream")
-        try:
-            job, c = await self._run(parsed)
-        except RuntimeError as e:
-            return _error(424, f"Request failed during generation: {e}", "generation")
-        return JSONResponse({**head, "object": "chat.completion", "choices": [{
-            "index": 0, "message": {"role": "assistant", "content": c.text}, "logprobs": None,
-            "finish_reason": FINISH_OPENAI[c.finish_reason]}], "usage": self._usage(job, c)})
-
-    @staticmethod
-    def _usage(job: Job, c) -> dict:
-        return {"prompt_tokens": c.prompt_tokens, "completion_tokens": len(job.tokens),
-                "total_tokens": c.prompt_tokens + len(job.tokens)}
-
-    async def _stream_chat(self, parsed: Parsed, head: dict, usage: bool):
-        chunk = {**head, "object": "chat.completion.chunk"}
-        try:
-            async for token, done in self._events(parsed):
-                text = "" if token["special"] else token["text"]
-                choice = {"index": 0, "delta": {"role": "assistant", "content": text},
-                          "logprobs": None, "finish_reason": None}
-                if done is not None:
-                    choice["finish_reason"] = FINISH_OPENAI[done[1].finish_reason]
-                yield _sse({**chunk, "choices": [choice], "usage": None})
-            if usage:
-                yield _sse({**chunk, "choices": [], "usage": self._usage(*done)})
-        except RuntimeError as e:
-            yield _sse({"error": f"Request failed during generation: {e}", "error_type": "generation"})
-        yield b"data: [DONE]\n\n"
-
     def routes(self) -> list[Route]:
         return [Route("/", self.compat, methods=["POST"]),
                 Route("/generate", self.generate, methods=["POST"]),
                 Route("/generate_stream", self.generate_stream, methods=["POST"]),
                 Route("/tokenize", self.tokenize, methods=["POST"]),
-                Route("/v1/chat/completions", self.chat, methods=["POST"]),
                 Route("/info", self.info), Route("/health", self.health),
-                Route("/metrics", self.metrics)]
+                Route("/metrics", self.metrics)] + self.openai_routes()
 
 
 class TGIServer(BackgroundServer):
     """Serve ``model`` (+ LoRA ``adapters``: name -> dir) over TGI's HTTP API in a background thread.
 
     ``dtype``: ``auto`` (bf16 where native, else fp32) or a name, as for ``LocalEngine``.
+    Limits as TGI's launcher flags: ``max_input_tokens`` (default: positions - 1),
+    ``max_total_tokens`` (prompt + new tokens; default: the model's positions),
+    ``max_batch_size`` (rows per forward pass), ``max_concurrent_requests`` (queued + running;
+    beyond: 429), ``payload_limit`` (body bytes; beyond: 413). ``continuous_batching``: new
+    requests join the running batch at its next step (False: they wait for it to end).
     ``wrap_app`` (tests only) wraps the ASGI app, e.g. with a fault-injecting middleware.
     """
 
     def __init__(self, model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
                  port: int = 0, max_batch_size: int = 16, dtype="auto",
-                 wrap_app: Callable | None = None):
+                 wrap_app: Callable | None = None, max_input_tokens: int | None = None,
+                 max_total_tokens: int | None = None, max_concurrent_requests: int = 128,
+                 payload_limit: int = PAYLOAD_LIMIT, continuous_batching: bool = True):
         self.engine = LocalEngine(model, adapters=adapters, batch_size=max_batch_size, dtype=dtype)
-        self.batcher = Batcher(self.engine, max_batch_size=max_batch_size)
-        self.app = Starlette(routes=_App(self.engine, self.batcher).routes())
+        self.batcher = Batcher(self.engine, max_batch_size=max_batch_size,
+                               max_concurrent_requests=max_concurrent_requests,
+                               continuous=continuous_batching)
+        handlers = _App(self.engine, self.batcher, max_input_tokens, max_total_tokens, payload_limit)
+        self.app = Starlette(routes=handlers.routes(), exception_handlers=EXCEPTION_HANDLERS)
         super().__init__(wrap_app(self.app) if wrap_app else self.app, host, port)
 
     @property
@@ -260,9 +280,11 @@ class TGIServer(BackgroundServer):
 
 
 def serve(model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
-          port: int = 8080, max_batch_size: int = 16, dtype: str = "auto") -> None:
-    """Run the server in the foreground until interrupted (``qup serve``)."""
-    server = TGIServer(model, adapters, host, port, max_batch_size, dtype=dtype)
+          port: int = 8080, max_batch_size: int = 16, dtype: str = "auto", **limits) -> None:
+    """Run the server in the foreground until interrupted (``qup serve``); ``limits`` as for
+    :class:`TGIServer` (``max_input_tokens``, ``max_total_tokens``, ``max_concurrent_requests``,
+    ``payload_limit``)."""
+    server = TGIServer(model, adapters, host, port, max_batch_size, dtype=dtype, **limits)
     server.batcher.start()
     try:
         uvicorn.run(server.app, host=host, port=port, log_level="info")
