@@ -145,22 +145,27 @@ def test_huge_prompts_are_rejected_before_tokenising(server):
 
 
 def test_tokenising_runs_off_the_event_loop(server):
+    """While one huge prompt is tokenised, /health keeps answering: several health checks complete
+    inside the tokenise call (a blocked event loop would answer none until it ends). Ordering, not
+    a time threshold, so a loaded machine cannot flake it."""
     text = "hello world " * 150_000
-    worst, done = 0.0, threading.Event()
+    span, done = {}, threading.Event()
 
     def tokenize():
         try:
-            for _ in range(2):
-                assert post(server.url, {"inputs": text}, "/tokenize").status_code == 200
+            span["start"] = time.monotonic()
+            assert post(server.url, {"inputs": text}, "/tokenize").status_code == 200
+            span["end"] = time.monotonic()
         finally:
             done.set()
     threading.Thread(target=tokenize).start()
+    answered = []
     while not done.is_set():
-        t = time.monotonic()
-        assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
-        worst = max(worst, time.monotonic() - t)
-        time.sleep(0.02)
-    assert worst < 0.4, worst
+        assert requests.get(f"{server.url}/health", timeout=60).status_code == 200
+        answered.append(time.monotonic())
+        time.sleep(0.01)
+    inside = [t for t in answered if span["start"] < t < span["end"]]
+    assert len(inside) >= 3, (len(inside), span["end"] - span["start"])
 
 
 # ---------------------------------------------------------------------- 4. malformed bodies
