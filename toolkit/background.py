@@ -6,10 +6,27 @@ Example:
 """
 from __future__ import annotations
 
+import json
 import threading
 import time
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+class JsonH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol, except that a request it cannot parse (a raw control character
+    in the request line, a broken header) gets a JSON 400 like every other error of our servers."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps({"error": msg, "error_type": "bad_request"}).encode()
+        event = h11.Response(status_code=400, reason=b"Bad Request", headers=[
+            (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+            (b"connection", b"close")])
+        for out in (event, h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(out))
+        self.transport.close()
 
 
 class BackgroundServer:
@@ -26,7 +43,7 @@ class BackgroundServer:
 
     def start(self, timeout: float = 30):
         config = uvicorn.Config(self.asgi, host=self.host, port=self.port, log_level="warning",
-                                lifespan="off", access_log=False)
+                                lifespan="off", access_log=False, http=JsonH11Protocol)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True,
                                         name=type(self).__name__)

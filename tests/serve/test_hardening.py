@@ -241,3 +241,19 @@ def test_serve_mixed_benchmark_runs(tiny_model):
     print(out.stdout)
     rows = [line.split() for line in out.stdout.splitlines()[2:]]
     assert [r[0] for r in rows] == ["static", "continuous"] and all(float(r[1]) > 0 for r in rows)
+
+
+def test_an_unparseable_request_line_gets_a_json_400(server):
+    """A raw control character in the request line never reaches the app; uvicorn's answer is
+    still TGI-shaped JSON, and the connection is answered, not dropped."""
+    import socket
+    from urllib.parse import urlparse
+    u = urlparse(server.url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"GET /hea\x01lth HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while chunk := s.recv(65536):     # the server closes the connection after its answer
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, head
+    assert json.loads(head.split(b"\r\n\r\n", 1)[1])["error_type"] == "bad_request"
+    assert requests.get(f"{server.url}/health", timeout=10).status_code == 200

@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from ..background import BackgroundServer
+from ..background import BackgroundServer, JsonH11Protocol
 from . import routes_api, routes_files
 from .auth import Auth, Identity
 from .errors import HubError, repo_not_found
@@ -181,4 +181,4 @@ def serve(root, host: str = "127.0.0.1", port: int = 8000, tokens: dict | None =
     app = HubApp(root, tokens, max_body_bytes, max_lfs_bytes)
     mode = f"{len(app.auth.by_token)} token(s)" if not app.auth.open else "OPEN (no tokens: anyone may write)"
     logger.info("qup hub serving %s on http://%s:%d, %s", Path(root).resolve(), host, port, mode)
-    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off")
+    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off", http=JsonH11Protocol)

@@ -26,7 +26,7 @@ from starlette.requests import ClientDisconnect, Request as HTTPRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..background import BackgroundServer
+from ..background import BackgroundServer, JsonH11Protocol
 from ..generation.engine import LocalEngine
 from .batcher import Batcher, Job, Overloaded
 from .body import PayloadTooLarge, parse_body, sse as _sse
@@ -287,6 +287,6 @@ def serve(model: str, adapters: dict[str, str] | None = None, host: str = "127.0
     server = TGIServer(model, adapters, host, port, max_batch_size, dtype=dtype, **limits)
     server.batcher.start()
     try:
-        uvicorn.run(server.app, host=host, port=port, log_level="info")
+        uvicorn.run(server.app, host=host, port=port, log_level="info", http=JsonH11Protocol)
     finally:
         server.batcher.stop()
