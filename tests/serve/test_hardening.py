@@ -224,8 +224,18 @@ def test_new_requests_join_the_running_batch(server):
     with requests.post(f"{server.url}/generate_stream", json=body, stream=True, timeout=60) as r:
         lines = r.iter_lines()
         assert next(lines).startswith(b"data:")          # the long request is decoding
+        finished = {}
+
+        def read():   # timestamps the long request's last event as it arrives
+            for line in lines:
+                if line and json.loads(line[len(b"data:"):]).get("generated_text") is not None:
+                    finished["long"] = time.monotonic()
+        reader = threading.Thread(target=read)
+        reader.start()
         got = post(server.url, short)
-        assert metric(server.url, "tgi_batch_current_size") == 1     # and still is
+        answered = time.monotonic()
+        reader.join(timeout=120)
+    assert answered < finished["long"]                   # answered while the long one still ran
     assert got.status_code == 200 and got.json()["generated_text"] == alone
 
 
