@@ -262,10 +262,10 @@ def _scorers(cfg: RunConfig, sample: SampleConfig, stages: dict, memo: dict) -> 
 
 def _remember(memo: dict, scored_dir: str) -> None:
     """Seed ``memo`` with a scored dataset's rewards and NLLs (cached steps included)."""
-    from .stages.score import COST_COLUMNS, _memo_key
+    from .stages.score import COST_COLUMNS, memo_key
     for row in load(scored_dir):
         if row.get("nll") is not None or row.get("reward") is not None:
-            memo.setdefault(_memo_key(row), {c: row[c] for c in ("reward", *COST_COLUMNS)})
+            memo.setdefault(memo_key(row), {c: row[c] for c in ("reward", *COST_COLUMNS)})
 
 
 def _stamp_dataset(adapter_dir: str, repo: str, config: str, revision: str) -> None:

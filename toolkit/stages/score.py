@@ -102,13 +102,13 @@ class Scorers:
         return cls(reward, learner, embedder, cfg.min_verdict_mass, cfg.shard_size)
 
 
-def _memo_key(row: dict) -> tuple:
+def memo_key(row: dict) -> tuple:
     return row["prompt_id"], row["question"], row["completion"]
 
 
 def _score_rows(rows: list[dict], s: Scorers, reference, counts: Counter) -> list[dict]:
     memo = s.memo
-    todo = [r for r in rows if _memo_key(r) not in memo]
+    todo = [r for r in rows if memo_key(r) not in memo]
     fresh = {}
     if todo:
         q, c = [r["question"] for r in todo], [r["completion"] for r in todo]
@@ -132,12 +132,12 @@ def _score_rows(rows: list[dict], s: Scorers, reference, counts: Counter) -> lis
             cols["nll"], cols["nll_tokens"] = map(list, zip(*adaptation_cost.nll(
                 s.learner, prompts, completions, progress=False)))
         for i, r in enumerate(todo):
-            fresh[_memo_key(r)] = {k: v[i] for k, v in cols.items()}
+            fresh[memo_key(r)] = {k: v[i] for k, v in cols.items()}
         memo.update(fresh)
     kind = getattr(s.reward, "kind", "")
     out = []
     for r, d in zip(rows, D.drift(rows, reference, s.embedder) if reference is not None else [{}] * len(rows)):
-        known = memo.get(_memo_key(r), {})
+        known = memo.get(memo_key(r), {})
         out.append({"trace_id": r["trace_id"], **dict.fromkeys(COLUMNS), **known, **d,
                     "reward_kind": kind if s.reward is not None else "",
                     "reward_model": s.reward.model_id if s.reward is not None else ""})
