@@ -72,6 +72,41 @@ EVAL = Features({
 })
 
 
+# ``qup study``: one row per SLM × variant × seed × benchmark (the results dataset; the Space's
+# leaderboard and paradox plot read it). ``variant`` "base" is the SLM without an adapter (seed -1).
+RESULTS = Features({
+    "experiment": Value("string"),         # the study's name (its recipe name)
+    "slm": Value("string"),                # base model Hub id
+    "slm_revision": Value("string"),
+    "variant": Value("string"),            # "base", "rft", ..., "selected_lam0.5"
+    "lam": Value("float32"),               # λ of a `selected` variant (null otherwise)
+    "seed": Value("int32"),                # training seed (-1 for base)
+    "benchmark": Value("string"),          # problem source, e.g. "gsm8k", "mawps"
+    "split": Value("string"),
+    "correct": Value("int32"),
+    "total": Value("int32"),
+    "accuracy": Value("float32"),
+    "ci_low": Value("float32"),            # Wilson 95% interval of accuracy
+    "ci_high": Value("float32"),
+    "train_rows": Value("int32"),          # rows and completion tokens trained on
+    "train_tokens": Value("int64"),
+    "reward": Value("float32"),            # mean reward of the training data (perceived quality)
+    "nll": Value("float32"),               # mean learner NLL of the training data (adaptation cost)
+    "length_ratio": Value("float32"),      # mean drift figures of the training data
+    "ngram_overlap": Value("float32"),
+    "embed_cosine": Value("float32"),
+    "train_wall_s": Value("float32"),
+    "train_cpu_s": Value("float32"),
+    "train_gpu_s": Value("float32"),       # wall seconds on a GPU (0 on CPU)
+    "eval_wall_s": Value("float32"),
+    "dataset_repo": Value("string"),       # exact training data: repo, config, revision
+    "dataset_config": Value("string"),
+    "dataset_revision": Value("string"),
+    "adapter_repo": Value("string"),       # exact adapter: repo and revision ("" for base)
+    "adapter_revision": Value("string"),
+})
+
+
 def empty_row(features: Features = None) -> dict:
     """A row of ``features`` (default TRACE) with neutral defaults, to be filled by a stage:
     False, 0, "" and None (not yet measured) for float columns such as a reward or an NLL.
