@@ -65,18 +65,58 @@ def whoami(ctx) -> Response:
 
 
 def list_repos(ctx, repo_type: str) -> Response:
-    """GET /api/{type}s?author=&search=: visible repos (one page)."""
+    """GET /api/{type}s?author=&search=&filter=&cardData=: visible repos (one page).
+
+    Each repo's ``tags`` are its card's ``tags`` plus ``dataset:<id>`` / ``base_model:<id>`` for
+    the card's ``datasets`` / ``base_model`` (as the Hub derives them); every ``filter`` value must
+    be among them. ``cardData`` (or ``full``, or ``expand=cardData``) adds the card's YAML.
+    """
     author, search = ctx.q("author"), ctx.q("search").lower()
+    filters = [f for f in ctx.query.get("filter", []) if f]
+    want_card = ctx.flag("cardData") or ctx.flag("full") or "cardData" in ctx.query.get("expand", []) \
+        or "cardData" in ctx.query.get("expand[]", [])
     out = []
     for meta in ctx.storage.list_repos(repo_type):
         if meta["private"] and not ctx.may_see(meta["id"].split("/")[0]):
             continue
         if (author and meta["id"].split("/")[0] != author) or (search and search not in meta["id"].lower()):
             continue
-        out.append({"_id": meta["id"], "id": meta["id"], "author": meta["id"].split("/")[0],
-                    "private": meta["private"], "createdAt": meta["createdAt"], "downloads": 0, "likes": 0,
-                    "tags": []})
+        card = _main_card(ctx, repo_type, meta["id"]) if filters or want_card else None
+        tags = card_tags(card)
+        if any(f not in tags for f in filters):
+            continue
+        item = {"_id": meta["id"], "id": meta["id"], "author": meta["id"].split("/")[0],
+                "private": meta["private"], "createdAt": meta["createdAt"], "downloads": 0, "likes": 0,
+                "tags": tags}
+        if want_card and card is not None:
+            item["cardData"] = card
+        out.append(item)
     return JSONResponse(out)
+
+
+def _main_card(ctx, repo_type: str, repo_id: str) -> dict | None:
+    """``cardData`` of the repo's main branch (None for an empty repo or no card)."""
+    try:
+        commit, entries = ctx.storage.tree(repo_type, repo_id, "main", recursive=False)
+    except HubError:   # no commit yet
+        return None
+    return card_data(ctx, repo_type, repo_id, commit, entries)
+
+
+def card_tags(card: dict | None) -> list[str]:
+    """The tags the Hub lists for a card: its ``tags``, ``dataset:<id>``, ``base_model:<id>``.
+
+    >>> card_tags({"tags": ["qup"], "datasets": ["a/b"], "base_model": "c/d"})
+    ['qup', 'dataset:a/b', 'base_model:c/d']
+    """
+    if not card:
+        return []
+
+    def strings(value) -> list[str]:
+        value = [value] if isinstance(value, str) else value
+        return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+    return [*strings(card.get("tags")), *(f"dataset:{d}" for d in strings(card.get("datasets"))),
+            *(f"base_model:{b}" for b in strings(card.get("base_model")))]
 
 
 def settings(ctx, repo_type, repo_id, args) -> Response:
