@@ -225,6 +225,8 @@ def test_adapter_round_trip(hub, api, client_env, tiny_model, tmp_path):
     assert card.data.base_model_revision == "seed0"
     assert card.data.eval_results[0].metric_value == 0.12
     assert card.data.eval_results[0].dataset_name == "svamp"
+    assert card.data.qup == {"variant": "rft", "dataset_repo": REPO, "dataset_config": "rft",   # for the Space
+                             "dataset_revision": "v3", "eval": evals}
     for needle in ("seed0", 'revision="v3"', '"rft"', f'"{repo}", revision="v1"', "train_loss"):
         assert needle in card.text, needle
     assert ALICE not in card.content

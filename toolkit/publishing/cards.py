@@ -169,6 +169,21 @@ def render_dataset_card(repo_id: str, tag: str, variants: dict[str, dict], prove
     return str(card)
 
 
+def qup_card_fields(train: dict, eval_results: list[dict]) -> dict:
+    """The card's ``qup:`` YAML block, read by the Space: variant, exact training data and held-out
+    counts (the ``model-index`` holds the accuracy only).
+
+    >>> qup_card_fields({"dataset_repo": "o/d", "dataset_config": "rft", "dataset_revision": "v1"},
+    ...                 [{"dataset": "mawps", "split": "test", "accuracy": 0.5, "correct": 1, "total": 2}])
+    {'variant': 'rft', 'dataset_repo': 'o/d', 'dataset_config': 'rft', 'dataset_revision': 'v1', 'eval': [{'dataset': 'mawps', 'split': 'test', 'accuracy': 0.5, 'correct': 1, 'total': 2}]}
+    """
+    out = {"variant": train.get("dataset_config") or None}
+    out.update({k: train[k] for k in ("dataset_repo", "dataset_config", "dataset_revision") if train.get(k)})
+    out["eval"] = [{k: r[k] for k in ("dataset", "split", "accuracy", "correct", "total") if r.get(k) is not None}
+                   for r in eval_results]
+    return {k: v for k, v in out.items() if v not in (None, [])}
+
+
 def render_model_card(repo_id: str, tag: str, train: dict, eval_results: list[dict]) -> str:
     """README.md text of a LoRA adapter repo; ``train`` is the scrubbed ``qup_train.json``."""
     results = [EvalResult(
@@ -185,6 +200,7 @@ def render_model_card(repo_id: str, tag: str, train: dict, eval_results: list[di
         tags=["peft", "lora", "sft", "trl", "math", "reasoning", "qup"],
         model_name=repo_id.split("/")[-1], eval_results=results or None,
         **({"base_model_revision": train["base_model_revision"]} if train.get("base_model_revision") else {}),
+        qup=qup_card_fields(train, eval_results),
     )
     card = ModelCard.from_template(
         card_data, template_path=str(TEMPLATES / "model_card.md.j2"),
