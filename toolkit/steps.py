@@ -32,6 +32,9 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 MARKER = "qup_stage.json"
+# Called as fn(step, result) after a step ran and its finished marker was written (not when it
+# was skipped as cached); e.g. a job uploads the step's dir to its run-state repo (toolkit.jobs).
+ON_DONE: list[Callable[["Step", dict], None]] = []
 
 
 @dataclass
@@ -97,4 +100,6 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
     _write_marker(out, record)
     result = step.fn()
     _write_marker(out, {**record, "done": True, "result": result})
+    for hook in list(ON_DONE):
+        hook(step, result)
     return result

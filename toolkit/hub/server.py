@@ -28,8 +28,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from ..background import BackgroundServer, JsonH11Protocol
-from . import routes_api, routes_files
+from . import routes_api, routes_files, routes_jobs
 from .auth import Auth, Identity
+from .jobs import JobRunner
 from .errors import HubError, repo_not_found
 from .storage import Storage
 
@@ -108,18 +109,20 @@ def error_response(e: HubError) -> Response:
 
 
 class HubApp:
-    """The ASGI application: auth, path parsing, dispatch to routes_api / routes_files."""
+    """The ASGI application: auth, path parsing, dispatch to routes_api / routes_jobs / routes_files."""
 
     def __init__(self, root, tokens: dict | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-                 max_lfs_bytes: int = MAX_LFS_BYTES):
+                 max_lfs_bytes: int = MAX_LFS_BYTES, max_running_jobs: int = 2):
         self.storage = Storage(root)
         self.auth = Auth(tokens)
+        self.jobs = JobRunner(Path(root) / "jobs", max_running=max_running_jobs)  # HF Jobs (jobs.py)
         self.max_body_bytes, self.max_lfs_bytes = max_body_bytes, max_lfs_bytes
         self.secret = secrets.token_bytes(32)  # signs LFS upload URLs
 
-    async def read_body(self, request: Request) -> bytes:
-        """The request body, 413 beyond ``max_body_bytes`` (checked before and while reading)."""
-        limit = self.max_body_bytes
+    async def read_body(self, request: Request, limit: int | None = None) -> bytes:
+        """The request body, 413 beyond ``limit`` (default ``max_body_bytes``; checked before and
+        while reading)."""
+        limit = limit or self.max_body_bytes
         too_large = HubError(413, f"Request body too large: the limit is {limit} bytes")
         length = request.headers.get("content-length", "")
         if length.isdigit() and int(length) > limit:
@@ -160,6 +163,8 @@ class HubApp:
         seg = ctx.segments
         if seg[:1] == ["lfs-upload"] and ctx.method == "PUT":
             return await routes_files.lfs_upload(ctx)
+        if seg[:2] == ["api", "jobs"]:
+            return await run_in_threadpool(routes_jobs.handle, ctx)
         if seg[:1] == ["api"]:
             return await run_in_threadpool(routes_api.handle, ctx)
         return await run_in_threadpool(routes_files.handle, ctx)
@@ -174,11 +179,21 @@ class HubServer(BackgroundServer):
         self.app = HubApp(self.root, tokens, max_body_bytes, max_lfs_bytes)
         super().__init__(self.app, host, port)
 
+    def start(self, timeout: float = 30):
+        super().start(timeout)
+        self.app.jobs.endpoint = self.url        # a job's HF_ENDPOINT: this Hub
+        return self
+
+    def stop(self) -> None:
+        self.app.jobs.close()                    # no job outlives its Hub
+        super().stop()
+
 
 def serve(root, host: str = "127.0.0.1", port: int = 8000, tokens: dict | None = None,
           max_body_bytes: int = MAX_BODY_BYTES, max_lfs_bytes: int = MAX_LFS_BYTES) -> None:
     """Run the server in the foreground until interrupted (``qup hub serve``)."""
     app = HubApp(root, tokens, max_body_bytes, max_lfs_bytes)
+    app.jobs.endpoint = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     mode = f"{len(app.auth.by_token)} token(s)" if not app.auth.open else "OPEN (no tokens: anyone may write)"
     logger.info("qup hub serving %s on http://%s:%d, %s", Path(root).resolve(), host, port, mode)
     uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off", http=JsonH11Protocol)
