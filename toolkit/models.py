@@ -186,6 +186,17 @@ def resolve_model(spec: str) -> str:
     return spec  # a Hub id: transformers downloads it (fails offline with its own message)
 
 
+def local_spec(hub_id: str) -> str:
+    """The preset whose weights are ``hub_id`` (e.g. a card's ``base_model``), else ``hub_id``.
+
+    >>> local_spec("HuggingFaceTB/SmolLM2-135M-Instruct"), local_spec("org/other")
+    ('smollm2-135m-instruct', 'org/other')
+    """
+    ids = {SMOLLM2_HUB_ID: "smollm2-135m-instruct", **{v[1]: k for k, v in TINY_PRESETS.items()},
+           **{v.hub_id: k for k, v in GGUF_PRESETS.items()}}
+    return ids.get(hub_id, hub_id)
+
+
 def model_info(spec: str) -> ModelInfo:
     """Hub id + revision of ``spec``; prepared dirs carry theirs in ``qup_provenance.json``."""
     path = resolve_model(spec)

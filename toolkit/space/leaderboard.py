@@ -1,0 +1,148 @@
+"""The leaderboard: one row per variant (and benchmark), read from what was published, not recomputed.
+
+Source 1, when present: the study's results dataset (``toolkit.schema.RESULTS``, one row per
+SLM × variant × seed × benchmark): seeds are aggregated (mean accuracy, pooled counts and their
+Wilson 95% interval; mean training reward/NLL). Source 2, otherwise: each adapter's card (held-out
+accuracy and counts) and the dataset manifest (reward/NLL with intervals); the base model has no
+card, so its row says so.
+
+Example:
+    >>> rows = aggregate([{"variant": "rft", "benchmark": "mawps", "seed": s, "correct": c,
+    ...                    "total": 10, "accuracy": c / 10, "reward": 0.8, "nll": 0.5}
+    ...                   for s, c in ((0, 2), (1, 4))])
+    >>> rows[0].accuracy, (rows[0].correct, rows[0].total), rows[0].seeds
+    (0.3, (6, 20), 2)
+"""
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+from ..stats import wilson
+from .discovery import Experiment
+
+BASE = "base"
+
+
+@dataclass
+class Row:
+    variant: str
+    benchmark: str = ""
+    accuracy: float | None = None
+    correct: int | None = None
+    total: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    seeds: int = 0
+    reward: float | None = None
+    reward_ci: tuple[float, float] | None = None
+    nll: float | None = None
+    nll_ci: tuple[float, float] | None = None
+    dataset: str = ""          # repo@revision (config)
+    adapter: str = ""          # repo@revision, "" for the base model
+    source: str = ""           # "results" | "card"
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def aggregate(rows: list[dict]) -> list[Row]:
+    """Rows of a RESULTS table grouped by (variant, benchmark) over seeds."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((str(r.get("variant") or BASE), str(r.get("benchmark") or "")), []).append(r)
+    out = []
+    for (variant, bench), rs in groups.items():
+        correct = sum(int(r.get("correct") or 0) for r in rs)
+        total = sum(int(r.get("total") or 0) for r in rs)
+        lo, hi = wilson(correct, total) if total else (None, None)
+        joined = lambda *keys: ", ".join(sorted({"@".join(str(r.get(k) or "") for k in keys)   # noqa: E731
+                                                 for r in rs if r.get(keys[0])}))
+        out.append(Row(variant, bench, _mean(r.get("accuracy") for r in rs), correct, total, lo, hi,
+                       len({r.get("seed") for r in rs}), _mean(r.get("reward") for r in rs), None,
+                       _mean(r.get("nll") for r in rs), None,
+                       joined("dataset_repo", "dataset_revision"), joined("adapter_repo", "adapter_revision"),
+                       "results"))
+    return sorted(out, key=_order)
+
+
+def _order(row: Row):
+    return (row.benchmark, row.variant != BASE, row.variant)
+
+
+def load_results(api, repo_id: str) -> list[dict]:
+    """Rows of a results dataset repo (its parquet files at the newest revision), via ``datasets``."""
+    from datasets import load_dataset
+
+    from .discovery import _revision
+    revision = _revision(api, repo_id, "dataset")
+    files = [f for f in api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
+             if f.endswith(".parquet")]
+    if not files:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        local = [api.hf_hub_download(repo_id, f, repo_type="dataset", revision=revision, cache_dir=tmp)
+                 for f in files]
+        return load_dataset("parquet", data_files=local, split="train", cache_dir=f"{tmp}/ds").to_list()
+
+
+def _ci(stat: dict | None) -> tuple[float, float] | None:
+    if stat and stat.get("lo") is not None and stat.get("hi") is not None:
+        return float(stat["lo"]), float(stat["hi"])
+    return None
+
+
+def from_cards(exp: Experiment) -> list[Row]:
+    """Rows from the adapters' cards and the dataset manifest; the base model's row is empty."""
+    out = [Row(BASE, source="card")]
+    for a in exp.adapters:
+        stats = exp.train_stats.get(a.dataset_config) or exp.train_stats.get(a.variant) or {}
+        reward, nll = stats.get("reward") or {}, stats.get("nll") or {}
+        dataset = f"{a.dataset_repo}@{a.dataset_revision or 'main'} ({a.dataset_config})"
+        for e in a.evals or [{}]:
+            correct, total = e.get("correct"), e.get("total")
+            lo, hi = wilson(int(correct), int(total)) if total else (None, None)
+            bench = "/".join(str(e[k]) for k in ("dataset", "split") if e.get(k))
+            out.append(Row(a.variant, bench, e.get("accuracy"), correct, total, lo, hi, 1 if e else 0,
+                           reward.get("mean"), _ci(reward), nll.get("mean"), _ci(nll), dataset,
+                           f"{a.repo_id}@{a.revision}", "card"))
+    return sorted(out, key=_order)
+
+
+def leaderboard(api, exp: Experiment) -> tuple[list[Row], str]:
+    """``(rows, note)``: the results dataset when the experiment has one, else the cards."""
+    if exp.results_repo:
+        rows = aggregate(load_results(api, exp.results_repo))
+        if rows:
+            return rows, f"From the results dataset `{exp.results_repo}` (seeds aggregated; 95% Wilson " \
+                         "intervals of the pooled counts)."
+    return from_cards(exp), ("From the adapters' model cards and the training dataset's manifest (no results "
+                             "dataset published yet: run `qup study` for seeds and the base model).")
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, ci=None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+
+
+def table(rows: list[Row]) -> list[list[str]]:
+    """Display rows (strings) for :data:`COLUMNS`."""
+    out = []
+    for r in rows:
+        counts = f"{r.correct}/{r.total}" if r.total else "—"
+        interval = f"{_pct(r.ci_low)}–{_pct(r.ci_high)}" if r.ci_low is not None else "—"
+        out.append([r.variant if r.variant != BASE else "base (no LoRA)", r.benchmark or "—",
+                    _pct(r.accuracy), counts, interval, str(r.seeds or "—"), _num(r.reward, r.reward_ci),
+                    _num(r.nll, r.nll_ci), r.dataset or "—", r.adapter or "—"])
+    return out
+
+
+COLUMNS = ["variant", "benchmark", "held-out accuracy", "correct/total", "95% CI", "seeds",
+           "train reward (95% CI)", "train NLL (95% CI)", "training data", "adapter"]
