@@ -139,8 +139,8 @@ def cmd_evaluate(args):
     _print_json(evaluate_command(_cfg(args)))
 
 
-def cmd_run(args):
-    from .run import print_table, run_recipe
+def _recipe_overrides(args) -> dict:
+    """``--set a.b=VALUE`` (YAML values) as a nested mapping."""
     overrides = {}
     for item in args.set or []:
         key, _, value = item.partition("=")
@@ -151,10 +151,23 @@ def cmd_run(args):
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = C.yaml.safe_load(value)
-    summary = run_recipe(args.recipe, overrides, run_dir=args.run_dir)
+    return overrides
+
+
+def cmd_run(args):
+    from .run import print_table, run_recipe
+    summary = run_recipe(args.recipe, _recipe_overrides(args), run_dir=args.run_dir)
     _print_json(summary)
     sys.stdout.flush()
     print_table(summary)      # the last thing a user sees: the variant table (stderr)
+
+
+def cmd_study(args):
+    from .study import run_study
+    summary = run_study(args.recipe, _recipe_overrides(args), run_dir=args.run_dir)
+    _print_json({k: v for k, v in summary.items() if k != "analyses"})
+    sys.stdout.flush()
+    print(summary["findings_md"], file=sys.stderr)
 
 
 def cmd_serve(args):
@@ -216,6 +229,46 @@ def cmd_publish_adapter(args):
     result = publish_adapter(args.repo, args.adapter, endpoint=args.hub_url, private=args.private,
                              eval_results=evals, tag=args.tag)
     _print_json(result.__dict__)
+
+# ---------------------------------------------------------------------------- qup jobs (HF Jobs)
+def _job_cfg(args):
+    from .jobs.spec import JobConfig
+    return C.load_config(JobConfig, args.config, C.overrides_from_args(args))
+
+
+def cmd_jobs_submit(args):
+    from .jobs.client import submit
+    _print_json(submit(args.target, _job_cfg(args), args.set or [], args.args, dry_run=args.dry_run))
+
+
+def cmd_jobs_status(args):
+    from .jobs.client import status
+    for row in status(args.job_id, _job_cfg(args)):
+        _print_json(row)
+
+
+def cmd_jobs_logs(args):
+    from .jobs.client import logs
+    for line in logs(args.job_id, _job_cfg(args), follow=args.follow, tail=args.tail):
+        print(line, flush=True)
+
+
+def cmd_jobs_cancel(args):
+    from .jobs.client import cancel
+    _print_json(cancel(args.job_id, _job_cfg(args)))
+
+
+def cmd_space_run(args):
+    from .space.launch import run
+    run(args.run_dir, hub_url=args.hub_url, backend=args.backend, host=args.host, port=args.port,
+        experiment=args.experiment or "")
+
+
+def cmd_space_deploy(args):
+    from .space.launch import deploy
+    _print_json({"repo": args.repo, "commit_url": deploy(args.repo, endpoint=args.hub_url, private=args.private,
+                                                          experiment=args.experiment or "")})
+
 
 def build_parser() -> argparse.ArgumentParser:
     from .sources import SourceConfig
@@ -287,6 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", help="where outputs go (default: runs/<recipe name>)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set sample.k=8 (repeatable)")
+    p = _add(sub, "study", cmd_study, "Train every variant with several seeds, compare them paired, "
+             "predict utility from pre-training diagnostics, publish a results dataset",
+             "qup study cpu-paradox --run-dir runs/cpu-paradox --set study.seeds=[0,1]")
+    p.add_argument("recipe", help="a packaged recipe name or a YAML path (its `study:` section)")
+    p.add_argument("--run-dir", help="where outputs go (default: runs/<recipe name>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a recipe key, e.g. --set study.seeds=[0,1] (repeatable)")
     # Commands of later issues register below (serve, hub, publish).
     p = _add(sub, "serve", cmd_serve, "Serve a model (+ LoRA adapters) over TGI's HTTP API",
              "qup serve --model smollm2-135m-instruct --adapter math=runs/x/adapter --port 8080")
@@ -344,6 +404,43 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--hub-url", help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
         q.add_argument("--private", action="store_true", help="create the repo private")
         q.add_argument("--tag", help="tag name for this publish (default: next vN)")
+    from .jobs.spec import JobConfig
+    jobs = sub.add_parser("jobs", help="run recipes and stages as Hugging Face Jobs (resumable from "
+                          "the Hub)").add_subparsers(dest="sub", required=True)
+    p = _add(jobs, "submit", cmd_jobs_submit, "Submit a recipe (or one stage) as an HF Job; its run dir "
+             "lives in a private run-state repo, so a re-submitted job resumes",
+             "qup jobs submit paper-qwen2.5-1.5b --flavor a100-large --timeout 12h --secrets HF_TOKEN "
+             "--dry-run", JobConfig)
+    p.add_argument("target", help="a recipe (packaged name or YAML path) or a stage: "
+                   "sample, verify, score, select, train, evaluate, <variant>")
+    p.add_argument("args", nargs="*", help="a stage's own arguments, after -- (e.g. -- --config sample.yaml)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe key (repeatable)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the job spec (secrets as ***) and the equivalent hf commands; submit nothing")
+    for name, fn, help_ in (("status", cmd_jobs_status, "Status of a job, or of every job of the namespace"),
+                            ("logs", cmd_jobs_logs, "Print a job's logs (--follow: until it ends)"),
+                            ("cancel", cmd_jobs_cancel, "Cancel a job (its process group is killed)")):
+        p = _add(jobs, name, fn, help_, f"qup jobs {name} 6650d6b4f1a2c3d4e5f60718", JobConfig)
+        p.add_argument("job_id", nargs="?" if name == "status" else None, help="the job id")
+        if name == "logs":
+            p.add_argument("--follow", action="store_true", help="stream until the job ends")
+            p.add_argument("--tail", type=int, help="only the last N lines")
+    space = sub.add_parser("space", help="the public Gradio Space (spaces/)").add_subparsers(dest="sub", required=True)
+    p = _add(space, "run", cmd_space_run, "Serve the Space locally against a run's embedded Hub (or any Hub)",
+             "qup space run --run-dir runs/cpu-demo --port 7860")
+    p.add_argument("--run-dir", help="a run dir whose hub/ holds a published experiment")
+    p.add_argument("--hub-url", help="a running Hub instead (default: the run dir's)")
+    p.add_argument("--backend", choices=("local", "tgi"), default="local",
+                   help="local: transformers + PEFT in-process; tgi: start `qup serve` with the adapters")
+    p.add_argument("--experiment", help="the experiment's dataset repo (default: the largest found)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    p.add_argument("--port", type=int, default=7860)
+    p = _add(space, "deploy", cmd_space_deploy, "Push spaces/ (+ the toolkit package) as a Space repo, one commit",
+             "HF_TOKEN=hf_... qup space deploy --repo me/qup-arena")
+    p.add_argument("--repo", required=True, help="Space repo id ORG/NAME")
+    p.add_argument("--hub-url", help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--experiment", help="experiment whose repos the card names (default: the largest found)")
+    p.add_argument("--private", action="store_true", help="create the Space private")
     return parser
 
 

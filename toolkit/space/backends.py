@@ -72,12 +72,12 @@ class LocalBackend:
                                                                 do_sample=False, temperature=0.0),
                           None if key == BASE else key)
         pieces: queue.Queue = queue.Queue()
-        done, stop = object(), threading.Event()
+        done, stop, eos = object(), threading.Event(), self.engine.eos_ids   # EOS is not shown
 
         def work():
             try:
                 with self._lock, torch.inference_mode():
-                    self.engine.generate_batch([request], on_token=lambda i, tok, text, lp: pieces.put(text),
+                    self.engine.generate_batch([request], on_token=lambda i, tok, text, lp: tok in eos or pieces.put(text),
                                                cancelled=lambda i: stop.is_set())
             except Exception as e:  # noqa: BLE001 - handed to the reader
                 pieces.put(e)
