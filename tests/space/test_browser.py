@@ -1,0 +1,62 @@
+"""End to end in a real headless browser (Debian's chromium driven by Playwright): the Space served
+against an embedded Hub holding a small published experiment; a question, answers from two
+models, the leaderboard. `make test` installs chromium when it can (root: apt-get)."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import pytest
+
+from toolkit.space.app import build_demo
+from toolkit.space.settings import SpaceSettings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run"]
+
+
+@pytest.fixture
+def browser_page(tmp_path):
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[dev]')")
+    if not shutil.which(CHROMIUM):
+        pytest.skip(f"no chromium at {CHROMIUM}: `make test` installs it as root (apt-get install -y chromium)")
+    with playwright.sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(   # a fresh --user-data-dir
+            tempfile.mkdtemp(dir=tmp_path), executable_path=CHROMIUM, args=FLAGS, headless=True,
+            viewport={"width": 1400, "height": 1100})
+        yield context.new_page()
+        context.close()
+
+
+def test_compare_two_models_and_see_the_leaderboard(experiment, browser_page, free_port, tmp_path):
+    demo = build_demo(SpaceSettings(endpoint=experiment.url, max_new_tokens=48))
+    demo.launch(server_name="127.0.0.1", server_port=free_port, prevent_thread_lock=True, quiet=True)
+    page = browser_page
+    try:
+        page.goto(f"http://127.0.0.1:{free_port}/")
+        page.wait_for_selector("#question textarea", timeout=60_000)
+        page.fill("#question textarea", "Tom has 3 apples and buys 4 more. How many apples does he have?")
+        page.click("#compare")
+        page.wait_for_function("""() => [0, 1].every(i => {
+                const e = document.querySelector('#answer-' + i);
+                return e && e.innerText.includes('Final answer'); })""", timeout=180_000)
+        answers = [page.inner_text(f"#answer-{i}") for i in (0, 1)]
+        assert answers[0].startswith("base") and answers[1].startswith("oracle_refine")
+        assert not page.is_visible("#answer-2")
+        shot = tmp_path / "space-compare.png"
+        page.screenshot(path=str(shot), full_page=True)
+        page.get_by_role("tab", name="Leaderboard").click()
+        page.wait_for_selector("#leaderboard", timeout=10_000)
+        page.wait_for_function("document.querySelector('#leaderboard').innerText.includes('3/20')",
+                               timeout=10_000)
+        board = page.inner_text("#leaderboard")
+        for needle in ("base (no LoRA)", "rft", "oracle_refine", "3/20", "1/20", experiment.adapters["rft"]):
+            assert needle in board, needle
+        board_shot = tmp_path / "space-leaderboard.png"
+        page.screenshot(path=str(board_shot), full_page=True)
+        page.get_by_role("tab", name="The paradox").click()
+        page.wait_for_selector("#paradox", timeout=10_000)
+        print(f"\nscreenshots: {shot} {board_shot}")
+    finally:
+        demo.close()
