@@ -32,8 +32,9 @@ class JsonH11Protocol(H11Protocol):
 class BackgroundServer:
     """``start()`` returns once the socket listens (``port=0`` picks a free port); ``stop()`` joins."""
 
-    def __init__(self, asgi, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, asgi, host: str = "127.0.0.1", port: int = 0, **uvicorn_options):
         self.asgi, self.host, self.port = asgi, host, port
+        self.uvicorn_options = uvicorn_options          # more uvicorn.Config keywords
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -43,7 +44,7 @@ class BackgroundServer:
 
     def start(self, timeout: float = 30):
         config = uvicorn.Config(self.asgi, host=self.host, port=self.port, log_level="warning",
-                                lifespan="off", access_log=False, http=JsonH11Protocol)
+                                lifespan="off", access_log=False, http=JsonH11Protocol, **self.uvicorn_options)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True,
                                         name=type(self).__name__)

@@ -16,8 +16,11 @@ Example::
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
+import time
+from email.utils import formatdate
 from pathlib import Path
 from urllib.parse import parse_qs, unquote
 
@@ -108,6 +111,17 @@ def error_response(e: HubError) -> Response:
     return JSONResponse({**e.extra, "error": message}, status_code=e.status, headers=headers)
 
 
+def _with_date(send):
+    """``send`` that adds an exact ``Date`` header (uvicorn's is refreshed once a second, so it
+    lags by up to two: ``fetch_job_logs`` stops at Date + 1 s and would miss the newest lines)."""
+    async def wrapped(message):
+        if message["type"] == "http.response.start":
+            date = formatdate(math.ceil(time.time()), usegmt=True).encode()
+            message = {**message, "headers": [*message.get("headers", []), (b"date", date)]}
+        await send(message)
+    return wrapped
+
+
 class HubApp:
     """The ASGI application: auth, path parsing, dispatch to routes_api / routes_jobs / routes_files."""
 
@@ -143,6 +157,7 @@ class HubApp:
             return
         if scope["type"] != "http":
             return
+        send = _with_date(send)
         request = Request(scope, receive)
         raw = scope.get("raw_path") or scope["path"].encode()
         segments = [unquote(s) for s in raw.decode("latin-1").split("?")[0].split("/")[1:]]
@@ -177,7 +192,7 @@ class HubServer(BackgroundServer):
                  max_body_bytes: int = MAX_BODY_BYTES, max_lfs_bytes: int = MAX_LFS_BYTES):
         self.root = Path(root)
         self.app = HubApp(self.root, tokens, max_body_bytes, max_lfs_bytes)
-        super().__init__(self.app, host, port)
+        super().__init__(self.app, host, port, date_header=False)   # HubApp sends an exact Date
 
     def start(self, timeout: float = 30):
         super().start(timeout)
@@ -196,4 +211,5 @@ def serve(root, host: str = "127.0.0.1", port: int = 8000, tokens: dict | None =
     app.jobs.endpoint = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     mode = f"{len(app.auth.by_token)} token(s)" if not app.auth.open else "OPEN (no tokens: anyone may write)"
     logger.info("qup hub serving %s on http://%s:%d, %s", Path(root).resolve(), host, port, mode)
-    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off", http=JsonH11Protocol)
+    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off", http=JsonH11Protocol,
+                date_header=False)

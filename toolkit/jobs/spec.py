@@ -64,7 +64,7 @@ class JobConfig:
             key, eq, _ = item.partition("=")
             if not eq or not _ENV_NAME.fullmatch(key):
                 raise JobError(f"--env expects KEY=VALUE, got {item[:40]!r}")
-            if key in self.secrets:
+            if key in ("HF_TOKEN", *self.secrets):
                 raise JobError(f"--env {key}: {key} is a secret; pass it with --secret {key} only")
 
 

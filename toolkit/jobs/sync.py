@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None, code_root: Path | None = None) -> int:
                                 "run-state repo on the Hub (HF_TOKEN, HF_ENDPOINT from the environment)")
     p.add_argument("--state-repo", help="private dataset repo holding run/ (created if missing); "
                    "omit for a local run without sync")
-    p.add_argument("--workdir", default="qup-job", help="local dir: run/ goes here (default: qup-job)")
+    p.add_argument("--workdir", default="qup-job", help="local dir: run/ goes here (default: qup-job; keep "
+                   "it relative: the step cache keys hold its paths, so a resumed job must use the same)")
     sub = p.add_subparsers(dest="kind", required=True)
     r = sub.add_parser("recipe", help="run a whole recipe (qup run)")
     r.add_argument("recipe", help="packaged recipe name or YAML path (code:files/NAME.yaml)")
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None, code_root: Path | None = None) -> int:
     for noisy in ("httpx", "httpx2", "huggingface_hub"):   # one line per HTTP request otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
     code_root = code_root or Path(__file__).resolve().parents[2]
-    run_dir = Path(args.workdir).resolve() / "run"
+    run_dir = Path(args.workdir) / "run"   # as given: step keys hold paths, and must match across jobs
     run_dir.mkdir(parents=True, exist_ok=True)
     state = StateRepo(args.state_repo, run_dir) if args.state_repo else None
     if state:
