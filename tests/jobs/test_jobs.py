@@ -140,6 +140,21 @@ def test_job_config_errors_name_the_option():
     assert "hf_val" not in json.dumps(redacted(spec))
 
 
+def test_network_group_and_job_env_in_recipe_overrides(monkeypatch):
+    from toolkit.jobs.spec import hf_commands
+    from toolkit.jobs.sync import parse_sets
+    with pytest.raises(JobError, match="--network-group"):
+        JobConfig(network_group="Bad_Group")
+    spec = build_spec("paper-qwen2.5-1.5b", JobConfig(network_group="qup-paper"), environ={"HF_TOKEN": "x"},
+                      namespace="alice", sets=["oracle.endpoints=[http://${HF_NETWORK_GROUP_PREFIX}oracle:8080]"])
+    assert spec["network_group"] == "qup-paper"
+    assert "'oracle.endpoints=[http://${HF_NETWORK_GROUP_PREFIX}oracle:8080]'" in spec["command"][2]  # unexpanded
+    assert "--network-group qup-paper" in hf_commands(spec, "alice/x", {})[-1]
+    monkeypatch.setenv("HF_NETWORK_GROUP_PREFIX", "grp-")         # expanded in the job, where it is set
+    assert parse_sets(["oracle.endpoints=[http://${HF_NETWORK_GROUP_PREFIX}oracle:8080]"]) == \
+        {"oracle": {"endpoints": ["http://grp-oracle:8080"]}}
+
+
 def test_job_script_dependencies_are_the_projects():
     """The PEP 723 block of jobs/qup_job.py lists exactly setup.cfg's install_requires."""
     text = SCRIPT.read_text()

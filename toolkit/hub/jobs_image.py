@@ -9,8 +9,8 @@ other use is an error that says so. Only the options below are understood.
 Example:
     >>> translate(["uv", "run", "--with", "x==1", "job.py", "--a"], "/venv/bin/python")
     ['/venv/bin/python', 'job.py', '--a']
-    >>> translate(["uvx", "--from", "huggingface_hub", "hf", "download"], "/venv/bin/python")
-    ['/venv/bin/hf', 'download']
+    >>> translate(["uv", "run", "--with", "x==1", "python", "-c", "print(1)"], "/venv/bin/python")
+    ['/venv/bin/python', '-c', 'print(1)']
 """
 from __future__ import annotations
 

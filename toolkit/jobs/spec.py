@@ -50,6 +50,8 @@ class JobConfig:
     state_repo: str = field(default="", metadata={"help": "run-state dataset repo (default: NS/qup-run-TARGET)"})
     hub_url: str = field(default="", metadata={"help": "Hub endpoint (default: HF_ENDPOINT or huggingface.co)"})
     name: str = field(default="", metadata={"help": "job name label (default: qup-TARGET)"})
+    network_group: str = field(default="", metadata={
+        "help": "join this HF Jobs network group (reach TGI/vLLM jobs of the group by alias)"})
 
     def __post_init__(self):
         from ..hub.routes_jobs import FLAVORS
@@ -66,6 +68,8 @@ class JobConfig:
                 raise JobError(f"--env expects KEY=VALUE, got {item[:40]!r}")
             if key in ("HF_TOKEN", *self.secrets):
                 raise JobError(f"--env {key}: {key} is a secret; pass it with --secret {key} only")
+        if self.network_group and not re.fullmatch(r"[a-z0-9-]{1,46}", self.network_group):
+            raise JobError(f"--network-group {self.network_group[:60]!r}: lowercase letters, digits, '-' (<= 46)")
 
 
 def timeout_seconds(timeout: str | int) -> int:
@@ -138,10 +142,13 @@ def build_spec(target: str, cfg: JobConfig, sets: list[str] | None = None, args:
                       *job_args(target, cfg, sets or [], args or [], namespace)])
     env = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
            **dict(item.split("=", 1) for item in cfg.env)}
-    return {"image": cfg.image, "command": ["bash", "-c", f"set -euo pipefail; {fetch}; {run}"],
+    spec = {"image": cfg.image, "command": ["bash", "-c", f"set -euo pipefail; {fetch}; {run}"],
             "env": env, "secrets": secrets, "flavor": cfg.flavor, "timeout": timeout_seconds(cfg.timeout),
             "name": cfg.name or re.sub(r"[^A-Za-z0-9_-]", "-", f"qup-{_short(target)}")[:90],
             "labels": {"qup": target_kind(target)}, "namespace": namespace}
+    if cfg.network_group:
+        spec["network_group"] = cfg.network_group
+    return spec
 
 
 def hf_commands(spec: dict, repo: str, extra: dict[str, Path]) -> list[str]:
@@ -154,6 +161,7 @@ def hf_commands(spec: dict, repo: str, extra: dict[str, Path]) -> list[str]:
             for k, p in extra.items()]
     run = ["hf", "jobs", "run", "--detach", "--namespace", spec["namespace"], "--flavor", spec["flavor"],
            "--timeout", str(spec["timeout"]), "--name", spec["name"]]
+    run += ["--network-group", spec["network_group"]] if spec.get("network_group") else []
     run += [x for k in spec["secrets"] for x in ("--secrets", k)]
     run += [x for k, v in spec["env"].items() for x in ("-e", f"{k}={v}")]
     run += [x for k, v in spec["labels"].items() for x in ("--label", f"{k}={v}")]

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -75,7 +76,12 @@ class StateRepo:
 
 
 def parse_sets(items: list[str]) -> dict:
-    """``["sample.k=8", "hub.org=me"]`` → ``{"sample": {"k": 8}, "hub": {"org": "me"}}``."""
+    """``["sample.k=8", "hub.org=me"]`` → ``{"sample": {"k": 8}, "hub": {"org": "me"}}``; ``$VAR``
+    in a value is the job's environment variable (e.g. ``$HF_NETWORK_GROUP_PREFIX`` of HF Jobs).
+
+    >>> parse_sets(["sample.k=8", "hub.org=me"])
+    {'sample': {'k': 8}, 'hub': {'org': 'me'}}
+    """
     out: dict = {}
     for item in items:
         key, eq, value = item.partition("=")
@@ -85,7 +91,7 @@ def parse_sets(items: list[str]) -> dict:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = yaml.safe_load(os.path.expandvars(value))
     return out
 
 
@@ -108,8 +114,6 @@ def run_recipe_job(recipe: str, sets: list[str], run_dir: Path) -> dict:
 
 
 def run_stage_job(stage: str, args: list[str], run_dir: Path) -> int:
-    import os
-
     from ..cli import main as qup
     run_dir.mkdir(parents=True, exist_ok=True)
     cwd = os.getcwd()
