@@ -131,6 +131,7 @@ def load_recipe(recipe: str, overrides: dict | None = None) -> RunConfig:
     registered variant are that variant's options."""
     path = recipe_path(recipe)
     cfg = merge(read_yaml(path), overrides or {})
+    cfg.pop("study", None)          # `qup study`'s section (seeds, λs, benchmarks): see toolkit.study
     opts = {k: cfg.pop(k) for k in list(cfg) if k in V.REGISTRY}
     cfg["variant_options"] = {**cfg.get("variant_options", {}), **opts}
     return from_dict(RunConfig, cfg, f"recipe {path.stem}")
@@ -277,8 +278,21 @@ def _stamp_dataset(adapter_dir: str, repo: str, config: str, revision: str) -> N
     path.write_text(json.dumps(info, indent=2) + "\n")
 
 
-def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None = None) -> dict:
-    """Run a recipe end to end; return the run summary (also written to ``run_dir/run.json``)."""
+@dataclass
+class Prepared:
+    """A run's data side, done: the samples, every variant built and scored, the base evaluated."""
+    cfg: RunConfig
+    run: Path                       # the run dir
+    stages: dict[str, Any]          # every stage's typed config (see :func:`stage_configs`)
+    keys: dict[str, str]            # cache key of every step run so far
+    built: dict[str, str]           # variant -> dir of its scored rows
+    data: dict[str, dict]           # variant -> stats (rows, problems, counts, scores)
+    base: dict                      # the base SLM's held-out metrics
+
+
+def prepare(recipe: str, overrides: dict | None = None, run_dir: str | None = None) -> Prepared:
+    """Validate the recipe, then sample, build and score every variant and evaluate the base
+    model (each a cached step): what ``qup run`` and ``qup study`` share."""
     cfg = load_recipe(recipe, overrides)
     run = Path(run_dir or Path("runs") / cfg.name)
     stages = stage_configs(cfg, run)
@@ -297,8 +311,17 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
                   volatile=("batch_size", "concurrency", "cache_dir", "endpoints", "retries")), keys)
     built, data = _data_steps(cfg, run, stages, keys)
     base = stages["evaluate:base"]
-    evaluations = {"base": run_step(Step("evaluate:base", Path(base.out), base, [],
-                                         lambda: evaluate_command(base), volatile=("batch_size",)), keys)}
+    metrics = run_step(Step("evaluate:base", Path(base.out), base, [], lambda: evaluate_command(base),
+                            volatile=("batch_size",)), keys)
+    return Prepared(cfg, run, stages, keys, built, data, metrics)
+
+
+def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None = None) -> dict:
+    """Run a recipe end to end; return the run summary (also written to ``run_dir/run.json``)."""
+    p = prepare(recipe, overrides, run_dir)
+    cfg, run, stages, keys, built, data = p.cfg, p.run, p.stages, p.keys, p.built, p.data
+    sample = stages["sample"]
+    evaluations = {"base": p.base}
     with publishing.hub_session(cfg.hub, run) as hub:
         published = []
         nonempty = {v: d for v, d in built.items() if data[v]["rows"]}

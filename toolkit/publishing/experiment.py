@@ -109,12 +109,13 @@ def role_identity(role) -> dict:
         return {"model": role.model, "backend": role.backend}
 
 
-def publish_trained(hub: Hub, cfg, variant: str, adapter_dir: str, metrics: dict) -> dict:
-    """Publish one trained adapter with its model card and held-out evaluation."""
+def publish_trained(hub: Hub, cfg, variant: str, adapter_dir: str, metrics: dict | list[dict]) -> dict:
+    """Publish one trained adapter with its model card and held-out evaluation(s)."""
     from .publish import publish_adapter
 
     repo = f"{dataset_repo(hub, cfg)}-{_slug(variant)}-lora"
     result = publish_adapter(repo, adapter_dir, token=hub.token, endpoint=hub.endpoint,
-                             private=hub.private, eval_results=[metrics])
+                             private=hub.private,
+                             eval_results=metrics if isinstance(metrics, list) else [metrics])
     return {"what": f"adapter ({variant})", "repo": repo, "revision": result.tag,
             "commit": result.commit_sha, "url": result.url}

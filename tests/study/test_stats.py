@@ -1,0 +1,48 @@
+"""The study's statistics against values worked out by hand or by definition."""
+import math
+import random
+
+import pytest
+
+from toolkit.study.stats import mcnemar, paired_bootstrap, sample_size, spearman
+
+
+def test_mcnemar_exact_matches_the_binomial_tail():
+    # b=9, c=2: 2 * P(X <= 2 | n=11, 1/2) = 2 * (1 + 11 + 55) / 2048
+    assert mcnemar(9, 2)["p"] == pytest.approx(2 * 67 / 2048)
+    assert mcnemar(2, 9)["p"] == mcnemar(9, 2)["p"]
+    assert mcnemar(5, 5)["p"] == 1.0 and mcnemar(0, 0)["p"] == 1.0
+    assert mcnemar(0, 12)["p"] == pytest.approx(2 / 4096)
+
+
+def test_spearman_with_ties_and_permutation_p():
+    assert spearman([1, 2, 3, 4], [1, 2, 3, 4]) == {"rho": 1.0, "p": pytest.approx(2 / 24), "n": 4}
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1])["rho"] == -1.0
+    tied = spearman([1, 1, 2, 3], [1, 2, 3, 4])   # mean ranks 1.5, 1.5, 3, 4 against 1..4
+    assert tied["rho"] == pytest.approx(0.9487, abs=1e-4)
+    assert spearman([1, 1, 1], [1, 2, 3])["rho"] is None     # a constant predictor ranks nothing
+    assert spearman([1, 2], [2, 1])["rho"] is None           # too few to rank
+    with pytest.raises(ValueError):
+        spearman([1, 2, 3], [1, 2])
+
+
+def test_paired_bootstrap_interval_covers_the_difference_and_shrinks_with_n():
+    rng = random.Random(1)
+    small = {f"p{i}": [rng.random() < 0.6] for i in range(40)}
+    other = {f"p{i}": [rng.random() < 0.4] for i in range(40)}
+    r = paired_bootstrap(small, other, n_boot=1000)
+    assert r["lo"] <= r["diff"] <= r["hi"] and r["problems"] == 40
+    big_a = {f"p{i}": [rng.random() < 0.6] for i in range(400)}
+    big_b = {f"p{i}": [rng.random() < 0.4] for i in range(400)}
+    big = paired_bootstrap(big_a, big_b, n_boot=1000)
+    assert big["hi"] - big["lo"] < r["hi"] - r["lo"]
+    assert paired_bootstrap({}, other)["diff"] is None
+
+
+def test_sample_size_grows_as_the_effect_shrinks():
+    assert sample_size(0.10, 0.05) == 312
+    assert sample_size(0.10, 0.02) > sample_size(0.10, 0.05) > sample_size(0.20, 0.10) / 4
+    assert sample_size(0.05, 0.05) is None and sample_size(0.1, 0.0) is None
+    # Connor's formula by hand at psi=0.2, delta=0.1
+    n = (1.959964 * math.sqrt(0.2) + 0.841621 * math.sqrt(0.19)) ** 2 / 0.01
+    assert sample_size(0.2, 0.1) == math.ceil(n)

@@ -1,0 +1,222 @@
+"""The study's report: the paradox table, paired comparisons against the baseline, the
+prediction of utility from pre-training diagnostics (Spearman), a power estimate, and the plot.
+
+Accuracy of a variant is the mean over its seeds; its interval resamples problems (all seeds of a
+problem together), since seeds share the same held-out problems. Paired comparisons use the same
+problems and seeds: McNemar's exact test on the discordant pairs (pooled over seeds) and the
+paired bootstrap of the accuracy difference.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from .stats import mcnemar, paired_bootstrap, sample_size, spearman
+
+log = logging.getLogger(__name__)
+PREDICTORS = {"reward": ("training-data reward (higher = better)", 1),
+              "nll": ("training-data learner NLL (lower = better)", -1)}
+
+
+def _per_problem(cells: list[dict], bench: int) -> dict[str, dict[int, dict[str, bool]]]:
+    """variant -> seed -> {problem id: correct} on benchmark number ``bench``."""
+    out: dict = {}
+    for c in cells:
+        out.setdefault(c["variant"], {})[c["seed"]] = c["outcomes"][bench]
+    return out
+
+
+def _by_problem(seeds: dict[int, dict[str, bool]]) -> dict[str, list[bool]]:
+    out: dict[str, list[bool]] = {}
+    for outcome in seeds.values():
+        for pid, ok in outcome.items():
+            out.setdefault(pid, []).append(bool(ok))
+    return out
+
+
+def _paired(a: dict[int, dict], b: dict[int, dict], n_boot: int) -> dict:
+    """a vs b: discordant pairs pooled over the seeds both have (base: its one run pairs with all)."""
+    bc = [0, 0]
+    pairs = 0
+    a_by, b_by = {}, {}
+    for seed in sorted((set(a) | set(b)) - {-1}) or [-1]:
+        out_a, out_b = a.get(seed, a.get(-1)), b.get(seed, b.get(-1))   # base (-1) pairs with every seed
+        if out_a is None or out_b is None:
+            continue
+        for pid, ok in out_a.items():
+            if pid in out_b:
+                pairs += 1
+                bc[0] += bool(ok) and not out_b[pid]
+                bc[1] += bool(out_b[pid]) and not ok
+                a_by.setdefault(pid, []).append(bool(ok))
+                b_by.setdefault(pid, []).append(bool(out_b[pid]))
+    return {**mcnemar(*bc), "pairs": pairs, "discordant": (bc[0] + bc[1]) / pairs if pairs else None,
+            "bootstrap": paired_bootstrap(a_by, b_by, n_boot)}
+
+
+def analyse(p, study, cells: list[dict], bench: int = 0) -> dict:
+    """Per-variant accuracy, data diagnostics, paired tests, prediction and power on one benchmark."""
+    from ..diagnostics.tables import mean_ci
+    from ..io import load
+    outcomes = _per_problem(cells, bench)
+    table = {}
+    for v, seeds in outcomes.items():
+        by = _by_problem(seeds)
+        accs = [sum(o.values()) / len(o) for o in seeds.values() if o]
+        boot = paired_bootstrap(by, {pid: [False] for pid in by}, study.bootstrap)
+        row = {"seeds": sorted(seeds), "accuracy": sum(accs) / len(accs) if accs else None,
+               "seed_accuracies": accs, "lo": boot["lo"], "hi": boot["hi"], "problems": len(by),
+               "correct": sum(sum(o.values()) for o in seeds.values()),
+               "total": sum(len(o) for o in seeds.values()), "rows": 0, "reward": None, "nll": None}
+        if v != "base":
+            ds = load(p.built[v])
+            row["rows"] = len(ds)
+            for col in ("reward", "nll"):
+                row[col] = mean_ci(ds[col] if col in ds.column_names else [])["mean"]
+        if v != study.baseline and study.baseline in outcomes:
+            row["vs_baseline"] = _paired(seeds, outcomes[study.baseline], study.bootstrap)
+        table[v] = row
+    trained = [v for v in table if v != "base" and table[v]["accuracy"] is not None]
+    prediction = {}
+    for col, (_, sign) in PREDICTORS.items():
+        have = [v for v in trained if table[v][col] is not None]
+        prediction[col] = {**spearman([sign * table[v][col] for v in have],
+                                      [table[v]["accuracy"] for v in have]),
+                           "order": sorted(have, key=lambda v: -sign * table[v][col])}
+    selected = [v for v in trained if v.startswith("selected")]
+    single = [v for v in trained if not v.startswith("selected")]
+    selection = None
+    if selected and single:
+        best_sel = max(selected, key=lambda v: table[v]["accuracy"])
+        best_one = max(single, key=lambda v: table[v]["accuracy"])
+        selection = {"selected": best_sel, "single": best_one,
+                     **_paired(outcomes[best_sel], outcomes[best_one], study.bootstrap)}
+    disc = [table[v]["vs_baseline"]["discordant"] for v in trained
+            if "vs_baseline" in table[v] and table[v]["vs_baseline"]["discordant"]]
+    psi = sum(disc) / len(disc) if disc else None
+    power = {"discordant": psi, "problems_for": {
+        f"{d:.2f}": sample_size(psi, d) if psi else None for d in (0.05, 0.10)}}
+    return {"table": table, "prediction": prediction, "selection": selection, "power": power}
+
+
+def _fmt(x, spec=".3f") -> str:
+    return "—" if x is None else format(x, spec)
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.1f}%"
+
+
+def markdown(a: dict, study, bench_name: str) -> list[str]:
+    t = a["table"]
+    lines = [f"### {bench_name}", "",
+             f"| variant | rows | reward | NLL | accuracy (mean of seeds) | 95% interval | per seed "
+             f"| Δ vs {study.baseline} (95% CI) | McNemar b/c, p |", "|---" * 9 + "|"]
+    for v, r in t.items():
+        d = r.get("vs_baseline")
+        delta = "—" if not d or d["bootstrap"]["diff"] is None else (f"{100 * d['bootstrap']['diff']:+.1f} pts "
+                                   f"({100 * d['bootstrap']['lo']:+.1f}…{100 * d['bootstrap']['hi']:+.1f})")
+        test = "—" if not d else f"{d['b']}/{d['c']}, p={d['p']:.3f}"
+        lines.append(f"| {v} | {r['rows'] or '—'} | {_fmt(r['reward'])} | {_fmt(r['nll'])} | "
+                     f"{_pct(r['accuracy'])} ({r['correct']}/{r['total']}) | {_pct(r['lo'])}–{_pct(r['hi'])} | "
+                     f"{', '.join(_pct(x) for x in r['seed_accuracies'])} | {delta} | {test} |")
+    lines += ["", "**Prediction before training** (Spearman ρ between a variant's training-data "
+              "diagnostic and its held-out accuracy; exact permutation p):", ""]
+    for col, pr in a["prediction"].items():
+        lines.append(f"- {PREDICTORS[col][0]}: ρ = {_fmt(pr['rho'], '+.2f')} (n = {pr['n']}, "
+                     f"p = {_fmt(pr['p'], '.3f')}); predicted order {' > '.join(pr['order']) or '—'}")
+    s = a["selection"]
+    if s:
+        b = s["bootstrap"]
+        verdict = "beats" if b["lo"] is not None and b["lo"] > 0 else (
+            "is worse than" if b["hi"] is not None and b["hi"] < 0 else "does not separate from")
+        lines += ["", f"**Compatibility-aware selection**: the best `selected` ({s['selected']}) "
+                  f"{verdict} the best single variant ({s['single']}): Δ {100 * b['diff']:+.1f} pts "
+                  f"(95% CI {100 * b['lo']:+.1f}…{100 * b['hi']:+.1f}), McNemar p = {s['p']:.3f}."]
+    pw = a["power"]
+    if pw["discordant"]:
+        need = ", ".join(f"{float(d) * 100:.0f} pts: {n if n else 'n/a'} problems"
+                         for d, n in pw["problems_for"].items())
+        lines += ["", f"**Power**: {100 * pw['discordant']:.1f}% of problem pairs were discordant "
+                  f"against {study.baseline}; McNemar at 80% power, α = 0.05 needs per seed: {need}."]
+    return lines
+
+
+def findings(a: dict, study) -> str:
+    """What was found, in words (the report, the results card and the README say the same)."""
+    t = a["table"]
+    b = t.get(study.baseline, {})
+    sep = [v for v, r in t.items() if r.get("vs_baseline") and r["vs_baseline"]["p"] < 0.05]
+    oracle = [v for v in t if v.startswith("oracle") and t[v]["reward"] is not None]
+    higher = bool(oracle) and b.get("reward") is not None and all(t[v]["reward"] > b["reward"] for v in oracle)
+    lower = bool(oracle) and b.get("accuracy") is not None and all(t[v]["accuracy"] < b["accuracy"] for v in oracle)
+    nll, reward = a["prediction"]["nll"], a["prediction"]["reward"]
+    if higher and lower:
+        verdict = "reproduces" if any(v in sep for v in oracle) else \
+            "points the paper's way, but no Oracle variant differs from the baseline at p < 0.05"
+    else:
+        verdict = "does not reproduce"
+    words = [
+        (f"- Oracle variants ({', '.join(oracle)}): training-data reward "
+         f"{'higher' if higher else 'not uniformly higher'} than `{study.baseline}`'s, held-out accuracy "
+         f"{'lower' if lower else 'not uniformly lower'}.") if oracle else "- No scored Oracle variant.",
+        f"- Accuracy differs from `{study.baseline}` at p < 0.05 (McNemar) for: {', '.join(sep) or 'no variant'}.",
+        f"- Ranking variants by training-data NLL (lower first) predicted accuracy with Spearman "
+        f"ρ = {_fmt(nll['rho'], '+.2f')} (n = {nll['n']}, p = {_fmt(nll['p'], '.3f')}); by reward, "
+        f"ρ = {_fmt(reward['rho'], '+.2f')} (p = {_fmt(reward['p'], '.3f')}).",
+        f"- Verdict: the paradox {verdict} at this scale.",
+    ]
+    return "\n".join(words) + "\n"
+
+
+def plot(a: dict, path: Path, title: str) -> Path | None:
+    """Reward vs accuracy and NLL vs accuracy, one point per variant with its interval."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    t = {v: r for v, r in a["table"].items() if v != "base" and r["accuracy"] is not None}
+    if not t:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, col, label in ((axes[0], "reward", "training-data reward (perceived quality)"),
+                           (axes[1], "nll", "training-data learner NLL (adaptation cost)")):
+        for v, r in t.items():
+            if r[col] is None:
+                continue
+            acc = 100 * r["accuracy"]
+            ax.errorbar(r[col], acc, yerr=[[acc - 100 * r["lo"]], [100 * r["hi"] - acc]], fmt="o", capsize=3)
+            ax.annotate(v, (r[col], acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if "base" in a["table"] and a["table"]["base"]["accuracy"] is not None:
+            ax.axhline(100 * a["table"]["base"]["accuracy"], ls="--", c="grey", lw=1, label="base")
+            ax.legend(fontsize=8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("held-out accuracy, % (mean of seeds, 95% CI)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write(p, study, cells: list[dict], rows: list[dict], out: Path) -> dict:
+    """Write ``report.md`` and ``paradox.png`` into ``out``; return the study summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    benches = [p.cfg.eval_problems, *study.benchmarks]
+    names = [Path(s.source.rstrip("/")).name for s in benches]
+    analyses = {n: analyse(p, study, cells, i) for i, n in enumerate(names)}
+    first = analyses[names[0]]
+    png = plot(first, out / "paradox.png", f"{p.cfg.name}: {len(study.seeds)} seeds on {names[0]}")
+    lines = [f"# Study {p.cfg.name}", "",
+             f"SLM `{p.cfg.model}`; variants {', '.join(p.cfg.variants)}; seeds {study.seeds}; "
+             f"benchmarks {', '.join(names)}; paired baseline `{study.baseline}`.", "",
+             "## Findings", "", findings(first, study), "## Paradox table", ""]
+    for n in names:
+        lines += markdown(analyses[n], study, n) + [""]
+    if png:
+        lines += ["![paradox](paradox.png)", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    log.info("study report: %s", path)
+    return {"name": p.cfg.name, "report": str(path), "plot": str(png) if png else None,
+            "rows": len(rows), "analyses": analyses, "findings_md": findings(first, study),
+            "seeds": study.seeds, "variants": p.cfg.variants}

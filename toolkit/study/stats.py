@@ -1,0 +1,110 @@
+"""Statistics of the study: paired comparisons on the same problems, rank correlation, power.
+
+Two adapters evaluated on the same problems are compared *paired*: only the problems one solves
+and the other does not (the discordant pairs) carry information. McNemar's exact test counts them;
+the paired bootstrap resamples problems (all seeds of a problem together) to give an interval for
+the accuracy difference.
+
+Example:
+    >>> mcnemar(b=9, c=2)["p"] < 0.07
+    True
+    >>> spearman([1, 2, 3, 4], [10, 20, 40, 30])["rho"]
+    0.8
+    >>> sample_size(discordant=0.10, delta=0.05)
+    312
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from statistics import NormalDist
+
+
+def mcnemar(b: int, c: int) -> dict:
+    """Exact two-sided McNemar test: ``b`` pairs only the first got right, ``c`` only the second.
+
+    p = P(X <= min(b, c)) * 2 under X ~ Binomial(b + c, 1/2), capped at 1.
+    """
+    n = b + c
+    if n == 0:
+        return {"b": b, "c": c, "p": 1.0}
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2 ** n
+    return {"b": b, "c": c, "p": min(1.0, 2 * tail)}
+
+
+def paired_bootstrap(a: dict[str, list[bool]], b: dict[str, list[bool]], n_boot: int = 2000,
+                     seed: int = 0) -> dict:
+    """95% percentile interval of accuracy(a) − accuracy(b) over problems present in both.
+
+    ``a``/``b`` map a problem id to its outcomes (one per seed); problems are resampled with all
+    their seeds, so the interval reflects problem-to-problem variation (what a new set would show).
+    """
+    ids = sorted(set(a) & set(b))
+    if not ids:
+        return {"diff": None, "lo": None, "hi": None, "problems": 0}
+    diffs = [sum(a[i]) / len(a[i]) - sum(b[i]) / len(b[i]) for i in ids]
+    rng = random.Random(seed)
+    n = len(diffs)
+    boots = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(n_boot))
+    return {"diff": sum(diffs) / n, "lo": boots[int(0.025 * n_boot)],
+            "hi": boots[min(n_boot - 1, int(0.975 * n_boot))], "problems": n}
+
+
+def _ranks(xs: list[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1      # ties share their mean rank
+        i = j + 1
+    return ranks
+
+
+def _pearson(x: list[float], y: list[float]) -> float | None:
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sx = math.sqrt(sum((v - mx) ** 2 for v in x))
+    sy = math.sqrt(sum((v - my) ** 2 for v in y))
+    if sx == 0 or sy == 0:
+        return None
+    return sum((u - mx) * (v - my) for u, v in zip(x, y)) / (sx * sy)
+
+
+def spearman(x: list[float], y: list[float]) -> dict:
+    """Spearman's rho (ties: mean ranks) and its exact permutation p-value (two-sided) for n <= 8.
+
+    rho is None when either side is constant (no ranking to compare).
+    """
+    if len(x) != len(y):
+        raise ValueError(f"spearman: {len(x)} predictions vs {len(y)} outcomes")
+    n = len(x)
+    if n < 3:
+        return {"rho": None, "p": None, "n": n}
+    rx, ry = _ranks(x), _ranks(y)
+    rho = _pearson(rx, ry)
+    if rho is None:
+        return {"rho": None, "p": None, "n": n}
+    p = None
+    if n <= 8:
+        perms = list(itertools.permutations(ry))
+        hits = sum(abs(_pearson(rx, list(q)) or 0.0) >= abs(rho) - 1e-12 for q in perms)
+        p = hits / len(perms)
+    return {"rho": round(rho, 4), "p": p, "n": n}
+
+
+def sample_size(discordant: float, delta: float, alpha: float = 0.05, power: float = 0.8) -> int | None:
+    """Problems needed for McNemar's test to detect an accuracy difference ``delta`` with the given
+    power, when a share ``discordant`` of problems is solved by exactly one of the two models
+    (Connor 1987). None when no size can (discordant <= |delta|).
+    """
+    delta = abs(delta)
+    if not 0 < delta < discordant <= 1:
+        return None
+    z = NormalDist()
+    za, zb = z.inv_cdf(1 - alpha / 2), z.inv_cdf(power)
+    n = (za * math.sqrt(discordant) + zb * math.sqrt(discordant - delta ** 2)) ** 2 / delta ** 2
+    return math.ceil(n)
