@@ -16,6 +16,10 @@ from . import config as C
 from .errors import QupError
 
 
+SHARD_HELP = ("do shard I of N (0 <= I < N): the problems whose id hashes to I; join the N outputs "
+              "with `qup merge`")
+
+
 class UserError(QupError):
     """A bad command-line argument; printed as one line, exit code 2 (as every QupError)."""
 
@@ -55,7 +59,7 @@ def cmd_models_prepare(args):
 
 def cmd_sample(args):
     from .stages.sample import sample_command
-    _print_json(sample_command(_cfg(args)))
+    _print_json(sample_command(_cfg(args), shard=args.shard))
 
 
 def cmd_verify(args):
@@ -88,16 +92,30 @@ def cmd_variant(args):
         tok = load_tokenizer(args.slm)
         tokenize = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     ctx = BuildContext(roles=roles, workdir=Path(args.out), tokenize=tokenize)
-    parent = load(args.traces)
+    from dataclasses import asdict
+
+    from .sharding import Shard, check_out, take
+    shard = Shard.parse(args.shard)
+    check_out(args.out, shard, v.name)
+    parent, cut = take(load(args.traces), shard)
     ds = v.build(parent, options, ctx)
     save(ds, args.out)
+    if cut:   # what every shard of this build must share (the models, not where they ran)
+        cut.record(args.out, v.name, {"options": asdict(options) if options is not None else None,
+                                      "roles": {r: getattr(args, r) for r in v.needs}}, len(ds))
     _print_json({"out": args.out, "variant": v.name, "parent": summary(parent), **summary(ds),
                  "counts": dict(ctx.counts)})
 
 
 def cmd_score(args):
     from .stages.score import score_command
-    _print_json(score_command(_cfg(args)))
+    _print_json(score_command(_cfg(args), shard=args.shard))
+
+
+def cmd_merge(args):
+    from .stages.merge import merge_command
+    _print_json(merge_command(args.dirs, args.out, publish=args.publish or "", name=args.name or "",
+                              hub_url=args.hub_url, private=args.private, tag=args.tag))
 
 
 def cmd_select(args):
@@ -130,8 +148,11 @@ def cmd_select(args):
 
 
 def cmd_train(args):
+    from .ranks import is_main
     from .stages.train import train_command
-    _print_json(train_command(_cfg(args)))
+    summary = train_command(_cfg(args))
+    if is_main():   # under torchrun / accelerate launch every rank trains; rank 0 reports
+        _print_json(summary)
 
 
 def cmd_evaluate(args):
@@ -141,17 +162,7 @@ def cmd_evaluate(args):
 
 def _recipe_overrides(args) -> dict:
     """``--set a.b=VALUE`` (YAML values) as a nested mapping."""
-    overrides = {}
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        if not _ or not key:
-            raise UserError(f"--set expects KEY=VALUE (e.g. sample.k=8), got {item!r}")
-        node = overrides
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = C.yaml.safe_load(value)
-    return overrides
+    return C.parse_sets(args.set or [])
 
 
 def cmd_run(args):
@@ -295,9 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="smollm2-135m-instruct | tiny-random")
     p.add_argument("--out", required=True, help="output directory")
 
-    _add(sub, "sample", cmd_sample, "Sample k traces per problem from the SLM (resumable)",
+    p = _add(sub, "sample", cmd_sample, "Sample k traces per problem from the SLM (resumable)",
          "qup sample --model tiny-random --source svamp --limit 8 --k 4 --out runs/x/samples",
          SampleConfig)
+    p.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
     _add(sub, "verify", cmd_verify, "Extract and verify each trace's answer (math-verify)",
          "qup verify --traces runs/x/samples --out runs/x/variants/self", VerifyConfig)
     for v in REGISTRY.values():  # one command per variant built from another (self is `qup verify`)
@@ -315,13 +327,27 @@ def build_parser() -> argparse.ArgumentParser:
                                help=f"serve the {role} from these TGI endpoints (repeatable)")
             if v.config is not None:
                 C.add_dataclass_args(p, v.config)
+            p.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
             p.set_defaults(variant=v.name)
     from .stages.score import ScoreConfig
     from .variants.selected import SelectConfig
-    _add(sub, "score", cmd_score, "Reward (judge or RM), adaptation cost (learner NLL) and drift of "
-         "every row (resumable)", "qup score --data runs/x/variants/rft --reference runs/x/variants/self "
-         "--learner smollm2-135m-instruct --judge qwen2.5-coder-0.5b-instruct --out runs/x/scores/rft",
-         ScoreConfig)
+    p = _add(sub, "score", cmd_score, "Reward (judge or RM), adaptation cost (learner NLL) and drift of "
+             "every row (resumable)", "qup score --data runs/x/variants/rft --reference runs/x/variants/self "
+             "--learner smollm2-135m-instruct --judge qwen2.5-coder-0.5b-instruct --out runs/x/scores/rft",
+             ScoreConfig)
+    p.add_argument("--shard", metavar="I/N", help=SHARD_HELP)
+    p = _add(sub, "merge", cmd_merge, "Merge the N shard outputs of one stage (--shard i/N) into one "
+             "dataset: all shards present once, same config, nothing missing or duplicated",
+             "qup merge runs/s0/samples runs/s1/samples --out runs/x/samples "
+             "[--publish me/qup-samples --hub-url URL]")
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="the shard output dirs")
+    p.add_argument("--out", required=True, help="output dir of the union")
+    p.add_argument("--publish", metavar="REPO", help="also publish the union as one commit to this "
+                   "dataset repo (token: HF_TOKEN)")
+    p.add_argument("--name", help="config name when publishing (default: the rows' variant)")
+    p.add_argument("--hub-url", help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--private", action="store_true", help="create the repo private")
+    p.add_argument("--tag", help="tag name for this publish (default: next vN)")
     p = _add(sub, "select", cmd_select, "Compatibility-aware selection: keep the pool's rows with the "
              "best z(reward) − λ·z(NLL) (the `selected` variant)",
              "qup select --data rft=runs/x/scores/rft --data oracle_refine=runs/x/scores/oracle_refine "

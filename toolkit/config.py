@@ -226,3 +226,24 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
                 node = node.setdefault(part, {})
             node[leaf] = value
     return out
+
+
+def parse_sets(items: list[str], expand_env: bool = False) -> dict:
+    """``--set`` items (``["sample.k=8", "hub.org=me"]``, YAML values) as a nested mapping;
+    with ``expand_env``, ``$VAR`` in a value is replaced by the environment variable.
+
+    >>> parse_sets(["sample.k=8", "hub.org=me"])
+    {'sample': {'k': 8}, 'hub': {'org': 'me'}}
+    """
+    import os
+    out: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. sample.k=8), got {item!r}")
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(os.path.expandvars(value) if expand_env else value)
+    return out

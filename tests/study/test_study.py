@@ -39,8 +39,8 @@ def test_study_end_to_end_publishes_results_and_resumes(tmp_path, shared_data, t
     synth = [r for r in res if r["variant"] == "oracle_synth"]
     assert {r["train_rows"] for r in synth} == {4} and all(r["reward"] is not None for r in synth)
     assert all(r["adapter_repo"].endswith("-lora") and r["adapter_revision"] == "v1" for r in synth)
-    assert {r["adapter_repo"] for r in synth} == {"qup/qup-gsm8k-tiny-random-llama-oracle_synth-lora",
-                                                  "qup/qup-gsm8k-tiny-random-llama-oracle_synth-seed1-lora"}
+    assert {r["adapter_repo"] for r in synth} == {"qup/qup-gsm8k-tiny-random-llama-oracle-synth-lora",
+                                                  "qup/qup-gsm8k-tiny-random-llama-oracle-synth-seed1-lora"}
     assert all(r["dataset_config"] == "oracle_synth" and r["dataset_revision"] for r in synth)
     assert all(r["train_wall_s"] > 0 and r["eval_wall_s"] > 0 for r in synth)
     # Two seeds really differ (LoRA init), so they are two adapters.

@@ -28,7 +28,6 @@ import signal
 import sys
 from pathlib import Path
 
-import yaml
 
 from .. import steps
 
@@ -82,17 +81,11 @@ def parse_sets(items: list[str]) -> dict:
     >>> parse_sets(["sample.k=8", "hub.org=me"])
     {'sample': {'k': 8}, 'hub': {'org': 'me'}}
     """
-    out: dict = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise SystemExit(f"qup job: --set expects KEY=VALUE, got {item!r}")
-        node = out
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(os.path.expandvars(value))
-    return out
+    from ..config import ConfigError, parse_sets as parse
+    try:
+        return parse(items, expand_env=True)
+    except ConfigError as e:
+        raise SystemExit(f"qup job: {e}") from None
 
 
 def _code_path(arg: str, code_root: Path) -> str:

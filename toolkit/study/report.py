@@ -120,7 +120,10 @@ def markdown(a: dict, study, bench_name: str) -> list[str]:
         lines.append(f"| {v} | {r['rows'] or '—'} | {_fmt(r['reward'])} | {_fmt(r['nll'])} | "
                      f"{_pct(r['accuracy'])} ({r['correct']}/{r['total']}) | {_pct(r['lo'])}–{_pct(r['hi'])} | "
                      f"{', '.join(_pct(x) for x in r['seed_accuracies'])} | {delta} | {test} |")
-    lines += ["", "**Prediction before training** (Spearman ρ between a variant's training-data "
+    lines += ["", "Accuracy intervals and Δ resample problems with all their seeds (percentile bootstrap); "
+              "McNemar pools the discordant pairs of all seeds, which treats repeated problems as "
+              "independent (optimistic when seeds agree).", ""]
+    lines += ["**Prediction before training** (Spearman ρ between a variant's training-data "
               "diagnostic and its held-out accuracy; exact permutation p):", ""]
     for col, pr in a["prediction"].items():
         lines.append(f"- {PREDICTORS[col][0]}: ρ = {_fmt(pr['rho'], '+.2f')} (n = {pr['n']}, "
