@@ -30,8 +30,8 @@ def test_study_end_to_end_publishes_results_and_resumes(tmp_path, shared_data, t
     run_dir = tmp_path / "study"
     summary = run_study("smoke", STUDY, run_dir=str(run_dir))
     # 3 trained variants (self, oracle_synth, selected at λ=0) × 2 seeds + base, on 2 benchmarks.
-    res = load(run_dir / "study" / "results")
-    assert len(res) == (1 + 3 * 2) * 2 and res.features == RESULTS
+    res = load(run_dir / "study" / "results").to_list()
+    assert len(res) == (1 + 3 * 2) * 2 and load(run_dir / "study" / "results").features == RESULTS
     cells = {(r["variant"], r["seed"], r["benchmark"]) for r in res}
     assert ("base", -1, "svamp") in cells and ("selected_lam0", 1, "svamp") in cells
     assert {r["total"] for r in res if r["benchmark"] == "svamp"} == {8, 4}
@@ -84,7 +84,7 @@ def test_study_end_to_end_publishes_results_and_resumes(tmp_path, shared_data, t
     changed = {k for k in after if after[k] != before.get(k)}
     assert changed == {"eval/self-seed1-svamp"}
     # The re-run evaluation gives the same outcomes; only its wall time is new (a new revision).
-    res2 = load(run_dir / "study" / "results")
+    res2 = load(run_dir / "study" / "results").to_list()
     strip = lambda rows: [{k: v for k, v in r.items() if k != "eval_wall_s"} for r in rows]  # noqa: E731
     assert strip(res2) == strip(res)
     assert again["results_published"]["revision"] == "v2"
