@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
@@ -23,6 +23,7 @@ from ..config import ConfigError
 from ..generation import Generator, Request, SamplingParams
 from ..prompts import load_prompt
 from ..schema import TRACE, empty_trace
+from ..sharding import Shard, check_out, take
 from ..sources import SourceConfig, load_problems
 from ..io import empty, save
 
@@ -92,7 +93,10 @@ def _rows(problems: Dataset, cfg: SampleConfig, gen: Generator) -> list[dict]:
         prompt = gen.render_chat(template.messages(p["question"]))
         for i in range(cfg.k):
             params = cfg.params(trace_seed(cfg.seed, p["id"], i))
-            requests.append(Request(prompt, params))
+            # one problem's traces decode together, apart from other problems: a trace's text
+            # then depends only on (problem, index, seed), not on which problems share the run
+            # (a shard, a limit, a resumable chunk); see LocalEngine.generate
+            requests.append(Request(prompt, params, group=p["id"]))
             meta.append((p, i, params))
     rows = []
     for (p, i, params), c in zip(meta, gen.generate(requests)):
@@ -108,13 +112,14 @@ def _rows(problems: Dataset, cfg: SampleConfig, gen: Generator) -> list[dict]:
 
 
 def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
-           shard_dir: str | Path | None = None) -> Dataset:
-    """k traces per problem as a TRACE dataset; with ``shard_dir``, finished shards are reused."""
+           shard_dir: str | Path | None = None, job_shard: Shard | None = None) -> Dataset:
+    """k traces per problem as a TRACE dataset; with ``shard_dir``, finished chunks are reused
+    (``job_shard``: the ``--shard`` these problems are, recorded so chunks of another are not)."""
     if shard_dir is None:
         return Dataset.from_list(_rows(problems, cfg, generator), features=TRACE)
     shard_dir = Path(shard_dir)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    _check_shard_config(shard_dir, cfg)
+    _check_shard_config(shard_dir, cfg, job_shard)
     shards = []
     n = len(problems)
     for s, start in enumerate(range(0, n, cfg.shard_size)):
@@ -136,11 +141,16 @@ def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
     return concatenate_datasets(shards) if shards else empty(TRACE)
 
 
-def _check_shard_config(shard_dir: Path, cfg: SampleConfig) -> None:
+SETUP = ("model", "k", "temperature", "top_p", "top_k", "max_new_tokens", "stop", "seed", "prompt",
+         "shard_size", "dtype")
+
+
+def _check_shard_config(shard_dir: Path, cfg: SampleConfig, job_shard: Shard | None = None) -> None:
     """Shards are only reused by the same sampling setup (model, prompt, params, k, shard size)."""
-    keys = ("model", "k", "temperature", "top_p", "top_k", "max_new_tokens", "stop", "seed",
-            "prompt", "shard_size", "dtype")
-    want = {k: getattr(cfg, k) for k in keys}
+    keys = SETUP + (("shard",) if job_shard else ())
+    want = {k: getattr(cfg, k) for k in SETUP}
+    if job_shard:
+        want["shard"] = str(job_shard)
     path = shard_dir / "sample_config.json"
     if path.exists():
         have = json.loads(path.read_text())
@@ -152,15 +162,31 @@ def _check_shard_config(shard_dir: Path, cfg: SampleConfig) -> None:
         path.write_text(json.dumps(want, indent=2))
 
 
-def sample_command(cfg: SampleConfig) -> dict:
-    """Load problems, sample (resumably), save the ``self`` variant to ``cfg.out``."""
+# how a run was served, not what it made: left out of what the shards of one job must share
+VOLATILE = ("out", "model", "dtype", "batch_size", "concurrency", "cache_dir", "endpoints", "retries", "backend", "api",
+            "problems", "shard_size")
+
+
+def sample_command(cfg: SampleConfig, shard: str | Shard | None = None) -> dict:
+    """Load problems, sample (resumably), save the ``self`` variant to ``cfg.out``.
+
+    ``shard`` (``"i/N"``): sample only the problems whose id hashes to shard i of N, and record
+    it in ``cfg.out/qup_shard.json`` for ``qup merge`` (see :mod:`toolkit.sharding`)."""
     if not cfg.out:
         raise ConfigError("sample: 'out' is required (e.g. --out runs/x/samples)")
     if not cfg.problems.source:
         raise ConfigError("sample: 'source' is required (e.g. --source svamp)")
-    problems = load_problems(cfg.problems)
+    shard = Shard.parse(shard)
+    check_out(cfg.out, shard, "sample")
+    problems, cut = take(load_problems(cfg.problems), shard, column="id",
+                         digest_columns=("id", "question", "gold_answer"))
     gen = cfg.generator()
-    ds = sample(problems, cfg, gen, shard_dir=Path(cfg.out) / "shards")
+    ds = sample(problems, cfg, gen, shard_dir=Path(cfg.out) / "shards", job_shard=shard)
     save(ds, cfg.out)
+    if cut:
+        config = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
+        cut.record(cfg.out, "sample", {**config, "model_id": gen.model_id, "model_revision":
+                                       gen.model_revision, "dtype": getattr(gen, "dtype", "")}, len(ds))
     return {"out": cfg.out, "problems": len(problems), "traces": len(ds), "dtype": getattr(gen, "dtype", ""),
-            "completion_tokens": int(sum(ds["completion_tokens"]))}
+            "completion_tokens": int(sum(ds["completion_tokens"])),
+            **({"shard": str(shard)} if shard else {})}

@@ -182,11 +182,22 @@ def score(ds, scorers: Scorers, reference=None, workdir: str | Path | None = Non
     return Dataset.from_list(out, features=Features(features)) if out else empty(Features(features))
 
 
-def score_command(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
+# how a run was served or where its files are, not what it computed (left out of a shard's config)
+VOLATILE = ("data", "out", "reference", "learner_endpoints", "judge_endpoints", "batch_size", "shard_size")
+
+
+def score_command(cfg: ScoreConfig, scorers: Scorers | None = None, shard=None) -> dict:
     """``qup score``: load ``cfg.data`` (and ``cfg.reference``), score, save to ``cfg.out``;
-    return the statistics (means of every diagnostic) and what was counted."""
+    return the statistics (means of every diagnostic) and what was counted.
+
+    ``shard`` (``"i/N"``): score only the rows of the problems in shard i of N, recorded in
+    ``cfg.out/qup_shard.json`` for ``qup merge`` (see :mod:`toolkit.sharding`)."""
+    from dataclasses import asdict
+
     from ..io import load, save
+    from ..sharding import Shard, check_out, digest, take
     from ..stats import trace_stats
+    shard = Shard.parse(shard)
     if not cfg.data or not cfg.out:
         raise ConfigError("score: --data (a trace dataset dir) and --out are required")
     ds = load(cfg.data)
@@ -194,12 +205,20 @@ def score_command(cfg: ScoreConfig, scorers: Scorers | None = None) -> dict:
                            "completion_tokens") if c not in ds.column_names]
     if missing:
         raise ConfigError(f"score: {cfg.data} lacks column(s) {missing}")
+    check_out(cfg.out, shard, "score")
+    ds, cut = take(ds, shard, order_by="trace_id")
     reference = load(cfg.reference) if cfg.reference else None
+    ref_digest = digest(reference, ("trace_id", "completion")) if reference is not None else ""
+    if shard and reference is not None:   # drift reads only the same problem's references
+        reference = shard.select(reference)
     scorers = scorers or Scorers.from_config(cfg)
     counts: Counter = Counter()
     scored = score(ds, scorers, reference, workdir=cfg.out, counts=counts,
                    desc=f"score {Path(cfg.data).name}")
     save(scored, cfg.out)
+    if cut:
+        config = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
+        cut.record(cfg.out, "score", {**config, "reference": ref_digest}, len(scored))
     stats = trace_stats(scored)
     return {"rows": stats["rows"], "problems": stats["problems"], "diagnostics": stats["diagnostics"],
             "reward_kind": cfg.reward, "counts": dict(counts)}

@@ -10,6 +10,12 @@ Output dir: the adapter (``adapter_config.json`` + ``adapter_model.safetensors``
 ``qup_train.json`` (base model Hub id/revision, dataset provenance, config, metrics). Checkpoints
 of an interrupted run in the same dir are resumed from.
 
+Several processes (``torchrun --nproc_per_node N -m toolkit.cli train ...`` or ``accelerate launch
+--config_file jobs/accelerate/ddp.yaml -m toolkit.cli train ...``): TRL's trainer runs DDP (or
+FSDP/DeepSpeed, as the accelerate config says), each rank trains on its part of every epoch, and
+only rank 0 writes the adapter, the tokenizer and ``qup_train.json``; the others wait for it.
+``$QUP_TRAIN_SEEN_LOG=DIR`` (debugging, tests) makes each rank log the trace ids it trains on.
+
 Example:
     >>> cfg = TrainConfig(model="tiny-random", data="runs/x/rft", out="runs/x/adapter", max_steps=20)
     >>> train_command(cfg)["metrics"]["steps"]
@@ -21,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -30,6 +37,7 @@ from ..config import ConfigError
 log = logging.getLogger(__name__)
 
 RUN_FILE = "qup_train.json"
+SEEN_LOG = "QUP_TRAIN_SEEN_LOG"   # env: a dir where each rank logs the examples it trains on
 LINEAR_PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 REQUIRED_COLUMNS = ("question", "completion", "prompt_id", "trace_id")
 
@@ -217,10 +225,14 @@ def train(ds, cfg: TrainConfig) -> dict:
     if truncated:
         log.warning("%d of %d examples longer than max_length=%d were truncated (they lose the "
                     "closing <|im_end|>)", truncated, len(ds), cfg.max_length)
+    if os.environ.get(SEEN_LOG):
+        _log_seen(trainer, ds, Path(os.environ[SEEN_LOG]))
     result = trainer.train(resume_from_checkpoint=resume)
-    trainer.save_model(str(out))
-    trainer.processing_class.save_pretrained(str(out))
-    _point_adapter_at_hub(out, info.hub_id)
+    main = trainer.is_world_process_zero()
+    trainer.save_model(str(out))          # writes on rank 0 only (gathers FSDP/ZeRO-3 shards)
+    if main:
+        trainer.processing_class.save_pretrained(str(out))
+        _point_adapter_at_hub(out, info.hub_id)
 
     model = trainer.model
     trainable, total = model.get_nb_trainable_parameters()
@@ -235,12 +247,39 @@ def train(ds, cfg: TrainConfig) -> dict:
         "losses": losses, "resumed_from": Path(resume).name if resume else "",
         "start_step": counter.start_step, "steps_run": counter.steps_run,
         "device": str(trainer.args.device), "dtype": trainer.args.model_init_kwargs["dtype"],
+        "processes": trainer.args.world_size,
     }
     run = {"base_model": info.hub_id, "base_model_revision": info.revision,
            "dataset_repo": cfg.dataset_repo, "dataset_revision": cfg.dataset_revision,
            "dataset_config": cfg.dataset_config, "config": dataclasses.asdict(cfg), "metrics": metrics}
-    (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    if main:
+        (out / RUN_FILE).write_text(json.dumps(run, indent=2) + "\n")
+    trainer.accelerator.wait_for_everyone()   # the adapter is complete on disk for every rank
     return metrics
+
+
+def _log_seen(trainer, ds, where: Path) -> None:
+    """Log, per rank and epoch, the trace id of every example this rank's batches hold (to
+    ``where/seen-rank{R}.jsonl``): the tokenised rows are matched back to ``ds`` by their ids."""
+    from transformers import TrainerCallback
+
+    by_ids = {tuple(ids): tid for ids, tid in zip(trainer.train_dataset["input_ids"], ds["trace_id"])}
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / f"seen-rank{trainer.args.process_index}.jsonl"
+    epoch = {"n": -1}
+    collate = trainer.data_collator
+
+    class Epochs(TrainerCallback):
+        def on_epoch_begin(self, args, state, control, **kw):
+            epoch["n"] += 1
+
+    def logged(features):
+        with path.open("a") as f:
+            for feat in features:
+                f.write(json.dumps({"epoch": epoch["n"], "trace_id": by_ids[tuple(feat["input_ids"])]}) + "\n")
+        return collate(features)
+    trainer.data_collator = logged
+    trainer.add_callback(Epochs())
 
 
 def _point_adapter_at_hub(out: Path, hub_id: str) -> None:

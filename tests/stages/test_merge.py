@@ -1,0 +1,106 @@
+"""Sharded sampling (``qup sample --shard i/N``) + ``qup merge`` equals unsharded sampling row
+for row; merge refuses a missing, duplicated or differently-configured shard; the union is
+published as one commit."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import ALICE
+from toolkit.cli import main
+from toolkit.io import load
+from toolkit.stages.merge import MergeError, merge
+
+N = 3
+# 6 problems (2 per shard) x k=2; resumable chunks of 3 problems cut the whole run and each
+# shard differently (the texts must not depend on that: see test_engine's group test)
+SAMPLE = ["sample", "--source", "svamp", "--offset", "21", "--limit", "6", "--k", "2",
+          "--max-new-tokens", "10", "--temperature", "1.0", "--batch-size", "16", "--shard-size", "3",
+          "--dtype", "float32"]
+
+
+def run(argv, capsys) -> dict:
+    assert main(argv) == 0, capsys.readouterr().err[-2000:]
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def sampled(tiny_model, shared_data, tmp_path_factory):
+    """Unsharded and 3-sharded samples of the same problems."""
+    root = tmp_path_factory.mktemp("sharded")
+    argv = SAMPLE + ["--model", tiny_model]
+    assert main(argv + ["--out", str(root / "whole")]) == 0
+    for i in range(N):
+        assert main(argv + ["--out", str(root / f"s{i}"), "--shard", f"{i}/{N}"]) == 0
+    return root
+
+
+def test_sharded_sample_merged_equals_unsharded(sampled, capsys):
+    sizes = [len(load(sampled / f"s{i}")) for i in range(N)]
+    assert all(sizes) and sum(sizes) == 12                      # a real split, nothing lost
+    out = run(["merge", *(str(sampled / f"s{i}") for i in (2, 0, 1)), "--out", str(sampled / "merged")],
+              capsys)
+    assert out["shards"] == N and out["rows"] == 12 and out["problems"] == 6
+    whole, merged = load(sampled / "whole"), load(sampled / "merged")
+    assert merged.features == whole.features
+    assert merged.to_list() == whole.to_list()                 # every column, every row, in order
+    marker = json.loads((sampled / "s1" / "qup_shard.json").read_text())
+    assert marker["shard"] == "1/3" and marker["stage"] == "sample" and marker["config"]["k"] == 2
+
+
+def test_merge_refuses_missing_and_duplicated_shards(sampled, tmp_path):
+    dirs = [sampled / f"s{i}" for i in range(N)]
+    with pytest.raises(MergeError, match=r"shard\(s\) 2/3 missing \(have 0/3, 1/3\)"):
+        merge(dirs[:2])
+    copy = tmp_path / "s1-again"
+    shutil.copytree(dirs[1], copy)
+    with pytest.raises(MergeError, match=r"shard 1/3 is given twice"):
+        merge([*dirs, copy])
+    with pytest.raises(MergeError, match="is not a shard output"):
+        merge([*dirs, sampled / "whole"])
+
+
+def test_merge_refuses_tampered_or_mixed_shards(sampled, tmp_path, tiny_model, capsys):
+    dirs = [tmp_path / f"s{i}" for i in range(N)]
+    for src, dst in zip([sampled / f"s{i}" for i in range(N)], dirs):
+        shutil.copytree(src, dst)
+    # a shard made with another setting
+    other = tmp_path / "other1"
+    assert main(SAMPLE + ["--model", tiny_model, "--max-new-tokens", "4",
+                          "--out", str(other), "--shard", "1/3"]) == 0
+    with pytest.raises(MergeError, match=r"different configs \(field\(s\) \['max_new_tokens'\]\)"):
+        merge([dirs[0], other, dirs[2]])
+    # a problem claimed by a shard it does not hash to
+    path = dirs[0] / "qup_shard.json"
+    marker = json.loads(path.read_text())
+    stolen = json.loads((dirs[1] / "qup_shard.json").read_text())["problems"][0]
+    path.write_text(json.dumps({**marker, "problems": marker["problems"] + [stolen]}))
+    with pytest.raises(MergeError, match=f"holds problem '{stolen}', which belongs to shard 1/3"):
+        merge(dirs)
+    path.write_text(json.dumps({**marker, "rows": marker["rows"] + 1}))
+    with pytest.raises(MergeError, match=r"holds \d+ rows but its qup_shard.json says"):
+        merge(dirs)
+    # the CLI prints one line, no traceback
+    assert main(["merge", str(dirs[0]), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("qup: error: merge: shard(s) 1/3, 2/3 missing")
+    assert "Traceback" not in err
+
+
+def test_merge_publishes_the_union_in_one_commit(sampled, hub, api, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_TOKEN", ALICE)
+    out = run(["merge", *(str(sampled / f"s{i}") for i in range(N)), "--out", str(tmp_path / "m"),
+               "--publish", "alice/merged-samples", "--hub-url", hub.url], capsys)
+    pub = out["published"]
+    assert pub["config"] == "self" and pub["created_commit"] and pub["tag"] == "v1"
+    commits = api.list_repo_commits("alice/merged-samples", repo_type="dataset")
+    assert commits[0].commit_id == pub["commit_sha"] and len(commits) <= 2   # creation + the publish
+    files = [f for f in api.list_repo_files("alice/merged-samples", repo_type="dataset")
+             if f.startswith("self/")]
+    import pyarrow.parquet as pq
+    rows = []
+    for f in sorted(files):
+        rows += pq.read_table(api.hf_hub_download("alice/merged-samples", f, repo_type="dataset")).to_pylist()
+    assert sorted(r["trace_id"] for r in rows) == sorted(load(sampled / "whole")["trace_id"])

@@ -1,0 +1,148 @@
+"""``merge``: join the N shard outputs of one stage (``--shard i/N``) into the whole dataset.
+
+Checks before writing anything: every dir is a shard output (``qup_shard.json``) of the same
+stage, cut from the same input, with the same config apart from the shard; shards 0..N-1 are all
+there, each exactly once; each problem is in the shard its id hashes to and in one shard only;
+the shards together cover every problem of the input; no ``trace_id`` appears twice; each
+shard holds the rows its marker promises. The union is ordered as the unsharded stage orders
+its rows (by the input position of each row's problem, or trace for ``score``), so a merged
+``sample`` equals an unsharded one row for row. It can be published as one atomic commit.
+
+Example:
+    >>> merge_command(["runs/s0", "runs/s1"], "runs/samples")                 # doctest: +SKIP
+    {'out': 'runs/samples', 'stage': 'sample', 'shards': 2, 'rows': 96, 'problems': 24, ...}
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from datasets import Dataset, concatenate_datasets
+
+from ..errors import QupError
+from ..io import empty, load, save
+from ..sharding import MARKER, read_marker, shard_index
+
+MERGE_MARKER = "qup_merge.json"
+
+
+class MergeError(QupError, ValueError):
+    """The shard dirs given to merge do not make one whole dataset (missing, duplicated, mixed)."""
+
+
+def _markers(dirs: list[str | Path]) -> list[tuple[str, dict]]:
+    if not dirs:
+        raise MergeError("merge: give the shard output dirs (qup merge DIR... --out DIR)")
+    out = []
+    for d in map(str, dirs):
+        if not Path(d).is_dir():
+            raise MergeError(f"merge: {d} is not a directory")
+        m = read_marker(d)
+        if m is None:
+            raise MergeError(f"merge: {d} is not a shard output (no {MARKER}); make shards with "
+                             "--shard i/N")
+        out.append((d, m))
+    return out
+
+
+def _check_same(markers: list[tuple[str, dict]]) -> None:
+    (d0, m0) = markers[0]
+    for d, m in markers[1:]:
+        for key, what in (("stage", "stage"), ("count", "number of shards"), ("input", "input")):
+            if m.get(key) != m0.get(key):
+                raise MergeError(f"merge: {d} and {d0} differ in {what}: {m.get(key)!r} vs {m0.get(key)!r}")
+        if m["config"] != m0["config"]:
+            diff = sorted(k for k in set(m["config"]) | set(m0["config"])
+                          if m["config"].get(k) != m0["config"].get(k))
+            raise MergeError(f"merge: {d} and {d0} were made with different configs "
+                             f"(field(s) {diff}); every shard must run the same command but --shard")
+
+
+def _check_complete(markers: list[tuple[str, dict]]) -> None:
+    n = markers[0][1]["count"]
+    seen: dict[int, str] = {}
+    for d, m in markers:
+        if m["index"] in seen:
+            raise MergeError(f"merge: shard {m['shard']} is given twice ({seen[m['index']]} and {d})")
+        seen[m["index"]] = d
+    missing = [f"{i}/{n}" for i in range(n) if i not in seen]
+    if missing:
+        raise MergeError(f"merge: shard(s) {', '.join(missing)} missing (have "
+                         f"{', '.join(f'{i}/{n}' for i in sorted(seen))})")
+    owner: dict[str, str] = {}
+    for d, m in markers:
+        for pid in m["problems"]:
+            if shard_index(pid, n) != m["index"]:
+                raise MergeError(f"merge: {d} (shard {m['shard']}) holds problem {pid!r}, which "
+                                 f"belongs to shard {shard_index(pid, n)}/{n}")
+            if pid in owner:
+                raise MergeError(f"merge: problem {pid!r} is in both {owner[pid]} and {d}")
+            owner[pid] = d
+    total = markers[0][1]["input_problems"]
+    if len(owner) != total:
+        raise MergeError(f"merge: the shards cover {len(owner)} of the input's {total} problems")
+
+
+def merge(dirs: list[str | Path]) -> tuple[Dataset, dict]:
+    """The union of the shard outputs ``dirs`` (checked, see the module doc) and its summary."""
+    markers = _markers(dirs)
+    _check_same(markers)
+    _check_complete(markers)
+    parts, trace_owner = [], {}
+    for d, m in markers:
+        ds = load(d)
+        if len(ds) != m["rows"]:
+            raise MergeError(f"merge: {d} holds {len(ds)} rows but its {MARKER} says {m['rows']} "
+                             "(an incomplete or changed shard)")
+        problems = set(m["problems"])
+        for i, (pid, tid) in enumerate(zip(ds["problem_id"], ds["trace_id"])):
+            if pid not in problems:
+                raise MergeError(f"merge: {d} row {i} (trace {tid!r}) is of problem {pid!r}, "
+                                 f"which is not in shard {m['shard']}")
+            if tid in trace_owner:
+                raise MergeError(f"merge: trace {tid!r} is duplicated ({trace_owner[tid]} and {d})")
+            trace_owner[tid] = d
+        parts.append((d, m, ds))
+    features = parts[0][2].features
+    for d, _, ds in parts[1:]:
+        if ds.features != features:
+            raise MergeError(f"merge: {d} has other columns or types than {parts[0][0]}")
+    # back into the unsharded order: by the input position of each row's key, then shard order
+    keyed = []
+    for s, (d, m, ds) in enumerate(parts):
+        order, col = m["order"], m["order_by"]
+        for i, key in enumerate(ds[col]):
+            keyed.append((order[key], s, i))
+    keyed.sort()
+    whole = concatenate_datasets([ds for _, _, ds in parts]) if parts else empty(features)
+    offsets, total = [], 0
+    for _, _, ds in parts:
+        offsets.append(total)
+        total += len(ds)
+    whole = whole.select([offsets[s] + i for _, s, i in keyed]) if len(whole) else whole
+    m0 = markers[0][1]
+    info = {"stage": m0["stage"], "shards": m0["count"], "rows": len(whole),
+            "problems": sum(len(m["problems"]) for _, m in markers), "input": m0["input"],
+            "config": m0["config"], "from": [d for d, _ in sorted(markers, key=lambda x: x[1]["index"])]}
+    return whole, info
+
+
+def merge_command(dirs: list[str | Path], out: str | Path, publish: str = "", name: str = "",
+                  hub_url: str | None = None, private: bool = False, tag: str | None = None) -> dict:
+    """``qup merge``: merge ``dirs`` into ``out`` (``out/data`` + ``qup_merge.json``); with
+    ``publish`` (a repo id), also publish the union as config ``name`` in one commit."""
+    if not out:
+        raise MergeError("merge: --out is required")
+    ds, info = merge(dirs)
+    save(ds, out)
+    (Path(out) / MERGE_MARKER).write_text(json.dumps(info, indent=2, default=str))
+    result = {"out": str(out), **{k: v for k, v in info.items() if k != "config"}}
+    if publish:
+        from ..publishing.publish import publish_dataset
+        if not name:
+            variants = set(ds["variant"]) if "variant" in ds.column_names else set()
+            name = variants.pop() if len(variants) == 1 else info["stage"]
+        res = publish_dataset(publish, {name: str(out)}, endpoint=hub_url, private=private, tag=tag,
+                              provenance={"merged_shards": info["shards"], "stage": info["stage"]})
+        result["published"] = {"repo": publish, "config": name, **res.__dict__}
+    return result
