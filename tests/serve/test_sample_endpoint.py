@@ -27,3 +27,30 @@ def test_sample_stage_endpoint_equals_local(tiny_model, shared_data, tmp_path, a
     cols = ["trace_id", "seed", "model_id", "model_revision", "params", "prompt", "completion",
             "prompt_tokens", "completion_tokens", "finish_reason"]
     assert remote.select_columns(cols).to_list() == local.select_columns(cols).to_list()
+
+
+def test_sample_through_two_openai_replicas_equals_local(tiny_model, shared_data, tmp_path):
+    """vLLM's way: `sample --backend endpoint --api openai` over two replicas of our server's
+    /v1/chat/completions; both get work, the rows are the local backend's."""
+    import requests as http
+
+    from toolkit.sources import load_problems
+    from toolkit.stages.sample import SampleConfig, sample
+
+    def served(url: str) -> float:
+        line = next(l for l in http.get(f"{url}/metrics", timeout=10).text.splitlines()
+                    if l.startswith("tgi_request_count "))
+        return float(line.split()[1])
+    smoke = dict(model=tiny_model, problems=SourceConfig(source=str(shared_data / "svamp"), limit=4),
+                 k=2, max_new_tokens=16, temperature=1.0, shard_size=4, batch_size=1, dtype="float32")
+    local_cfg = SampleConfig(**smoke)
+    problems = load_problems(local_cfg.problems)
+    local = sample(problems, local_cfg, local_cfg.generator())
+    with TGIServer(tiny_model, max_batch_size=1, dtype="float32") as a, \
+            TGIServer(tiny_model, max_batch_size=1, dtype="float32") as b:
+        cfg = SampleConfig(**smoke, backend="endpoint", endpoints=[a.url, b.url], api="openai",
+                           concurrency=4)
+        remote = sample(problems, cfg, cfg.generator())
+        assert served(a.url) >= 1 and served(b.url) >= 1 and served(a.url) + served(b.url) == 8
+    cols = ["trace_id", "seed", "prompt", "completion", "completion_tokens", "finish_reason"]
+    assert remote.select_columns(cols).to_list() == local.select_columns(cols).to_list()
