@@ -104,3 +104,18 @@ def test_merge_publishes_the_union_in_one_commit(sampled, hub, api, tmp_path, mo
     for f in sorted(files):
         rows += pq.read_table(api.hf_hub_download("alice/merged-samples", f, repo_type="dataset")).to_pylist()
     assert sorted(r["trace_id"] for r in rows) == sorted(load(sampled / "whole")["trace_id"])
+
+
+def test_sharded_score_merged_equals_unsharded(sampled, tiny_model, tmp_path, capsys):
+    # learner NLL and drift against the SLM's other samples: both read only the row's own problem
+    argv = ["score", "--data", str(sampled / "whole"), "--reference", str(sampled / "whole"),
+            "--learner", tiny_model, "--reward", "none", "--embedder", "", "--dtype", "float32"]
+    run(argv + ["--out", str(tmp_path / "whole")], capsys)
+    for i in range(2):
+        out = run(argv + ["--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/2"], capsys)
+        assert 0 < out["rows"] < 12
+    run(["merge", str(tmp_path / "s1"), str(tmp_path / "s0"), "--out", str(tmp_path / "merged")], capsys)
+    whole, merged = load(tmp_path / "whole"), load(tmp_path / "merged")
+    assert merged["trace_id"] == whole["trace_id"] and merged["ngram_overlap"] == whole["ngram_overlap"]
+    assert merged["nll"] == pytest.approx(whole["nll"], rel=1e-5)   # batched forward passes differ
+    assert None not in merged["nll"] and None not in merged["length_ratio"]
