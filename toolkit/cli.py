@@ -166,7 +166,11 @@ def _recipe_overrides(args) -> dict:
 
 
 def cmd_run(args):
+    from .ranks import world_size
     from .run import print_table, run_recipe
+    if world_size() > 1:   # every rank would sample, build, publish: only `train` is rank-aware
+        raise UserError("qup run is not rank-aware: run it as one process and launch only "
+                        "`qup train` under torchrun / accelerate launch (see jobs/README.md)")
     summary = run_recipe(args.recipe, _recipe_overrides(args), run_dir=args.run_dir)
     _print_json(summary)
     sys.stdout.flush()

@@ -119,3 +119,29 @@ def test_sharded_score_merged_equals_unsharded(sampled, tiny_model, tmp_path, ca
     assert merged["trace_id"] == whole["trace_id"] and merged["ngram_overlap"] == whole["ngram_overlap"]
     assert merged["nll"] == pytest.approx(whole["nll"], rel=1e-5)   # batched forward passes differ
     assert None not in merged["nll"] and None not in merged["length_ratio"]
+
+
+def test_sharded_variant_command_merged_equals_unsharded(tmp_path, capsys):
+    # the dataset's own worked solutions as Oracle: no model, the variant's sharding alone
+    from datasets import Dataset
+
+    from toolkit.schema import TRACE, empty_trace
+    rows = []
+    for p in range(12):
+        for j in range(2):
+            row = empty_trace()
+            row.update(id=f"toy-{p}", problem_id=f"toy-{p}", trace_id=f"toy-{p}#{j}", sample_index=j,
+                       question=f"What is {p} + 4?", gold_answer=str(p + 4), prompt_id="math_cot",
+                       gold_solution=f"{p} + 4 = {p + 4}. #### {p + 4}", completion="no idea",
+                       variant="self")
+            rows.append(row)
+    Dataset.from_list(rows, features=TRACE).save_to_disk(str(tmp_path / "self"))
+    argv = ["oracle_synth", "--traces", str(tmp_path / "self"), "--oracle", "reference"]
+    run(argv + ["--out", str(tmp_path / "whole")], capsys)
+    for i in range(N):
+        assert run(argv + ["--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/{N}"], capsys)["rows"] > 0
+    run(["merge", *(str(tmp_path / f"s{i}") for i in range(N)), "--out", str(tmp_path / "m")], capsys)
+    whole = load(tmp_path / "whole")
+    assert len(whole) == 12 and load(tmp_path / "m").to_list() == whole.to_list()
+    marker = json.loads((tmp_path / "s0" / "qup_shard.json").read_text())
+    assert marker["stage"] == "oracle_synth" and marker["config"]["roles"] == {"oracle": "reference"}

@@ -58,3 +58,12 @@ def test_ddp_two_processes_shard_the_data_and_save_one_adapter(tiny_model, tmp_p
     assert not [p for p in out.rglob("*") if "rank" in p.name]   # nothing written per rank
     assert summaries[0]["adapter_sha256"] and summaries[0]["metrics"]["processes"] == 2
     assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] != str(tiny_model)
+
+
+def test_qup_run_under_a_launcher_stops_before_any_work(tmp_path, monkeypatch, capsys):
+    from toolkit.cli import main
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["run", "smoke", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "qup run is not rank-aware" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
