@@ -263,7 +263,11 @@ def _log_seen(trainer, ds, where: Path) -> None:
     ``where/seen-rank{R}.jsonl``): the tokenised rows are matched back to ``ds`` by their ids."""
     from transformers import TrainerCallback
 
-    by_ids = {tuple(ids): tid for ids, tid in zip(trainer.train_dataset["input_ids"], ds["trace_id"])}
+    tokenised = trainer.train_dataset["input_ids"]
+    if len(tokenised) != len(ds):   # TRL dropped rows (e.g. fully masked): no 1:1 match left
+        raise TrainDataError(f"${SEEN_LOG}: the trainer kept {len(tokenised)} of {len(ds)} rows; "
+                             "cannot match its examples back to trace ids")
+    by_ids = {tuple(ids): tid for ids, tid in zip(tokenised, ds["trace_id"])}
     where.mkdir(parents=True, exist_ok=True)
     path = where / f"seen-rank{trainer.args.process_index}.jsonl"
     epoch = {"n": -1}
