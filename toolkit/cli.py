@@ -114,8 +114,15 @@ def cmd_score(args):
 
 def cmd_merge(args):
     from .stages.merge import merge_command
-    _print_json(merge_command(args.dirs, args.out, publish=args.publish or "", name=args.name or "",
-                              hub_url=args.hub_url, private=args.private, tag=args.tag))
+    result = merge_command(args.dirs, args.out)
+    if args.publish:   # the union as one commit (stages do not import publishing)
+        from .publishing.publish import publish_dataset
+        name = args.name or result["name"]
+        pub = publish_dataset(args.publish, {name: args.out}, endpoint=args.hub_url, private=args.private,
+                              tag=args.tag, provenance={"merged_shards": result["shards"],
+                                                        "stage": result["stage"]})
+        result["published"] = {"repo": args.publish, "config": name, **pub.__dict__}
+    _print_json(result)
 
 
 def cmd_select(args):

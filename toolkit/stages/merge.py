@@ -6,11 +6,12 @@ there, each exactly once; each problem is in the shard its id hashes to and in o
 the shards together cover every problem of the input; no ``trace_id`` appears twice; each
 shard holds the rows its marker promises. The union is ordered as the unsharded stage orders
 its rows (by the input position of each row's problem, or trace for ``score``), so a merged
-``sample`` equals an unsharded one row for row. It can be published as one atomic commit.
+``sample`` equals an unsharded one row for row. ``qup merge --publish REPO`` then publishes the
+union as one atomic commit (``toolkit.publishing.publish.publish_dataset``).
 
 Example:
     >>> merge_command(["runs/s0", "runs/s1"], "runs/samples")                 # doctest: +SKIP
-    {'out': 'runs/samples', 'stage': 'sample', 'shards': 2, 'rows': 96, 'problems': 24, ...}
+    {'out': 'runs/samples', 'name': 'self', 'stage': 'sample', 'shards': 2, 'rows': 96, ...}
 """
 from __future__ import annotations
 
@@ -127,22 +128,15 @@ def merge(dirs: list[str | Path]) -> tuple[Dataset, dict]:
     return whole, info
 
 
-def merge_command(dirs: list[str | Path], out: str | Path, publish: str = "", name: str = "",
-                  hub_url: str | None = None, private: bool = False, tag: str | None = None) -> dict:
-    """``qup merge``: merge ``dirs`` into ``out`` (``out/data`` + ``qup_merge.json``); with
-    ``publish`` (a repo id), also publish the union as config ``name`` in one commit."""
+def merge_command(dirs: list[str | Path], out: str | Path) -> dict:
+    """``qup merge``: merge ``dirs`` into ``out`` (``out/data`` + ``qup_merge.json``); returns
+    the summary, with ``name``: the config name to publish the union under (its rows' variant,
+    else the stage). Publishing (``qup merge --publish``) is the CLI's next call."""
     if not out:
         raise MergeError("merge: --out is required")
     ds, info = merge(dirs)
     save(ds, out)
     (Path(out) / MERGE_MARKER).write_text(json.dumps(info, indent=2, default=str))
-    result = {"out": str(out), **{k: v for k, v in info.items() if k != "config"}}
-    if publish:
-        from ..publishing.publish import publish_dataset
-        if not name:
-            variants = set(ds["variant"]) if "variant" in ds.column_names else set()
-            name = variants.pop() if len(variants) == 1 else info["stage"]
-        res = publish_dataset(publish, {name: str(out)}, endpoint=hub_url, private=private, tag=tag,
-                              provenance={"merged_shards": info["shards"], "stage": info["stage"]})
-        result["published"] = {"repo": publish, "config": name, **res.__dict__}
-    return result
+    variants = set(ds["variant"]) if "variant" in ds.column_names else set()
+    return {"out": str(out), "name": variants.pop() if len(variants) == 1 else info["stage"],
+            **{k: v for k, v in info.items() if k != "config"}}
