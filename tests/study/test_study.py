@@ -47,6 +47,8 @@ def test_study_end_to_end_publishes_results_and_resumes(tmp_path, shared_data, t
     a0 = (run_dir / "adapters" / "oracle_synth" / "adapter_model.safetensors").read_bytes()
     a1 = (run_dir / "adapters" / "oracle_synth-seed1" / "adapter_model.safetensors").read_bytes()
     assert a0 != a1
+    from toolkit import variants
+    assert "selected_lam0" not in variants.REGISTRY      # registered for the study's duration only
     sel = load(run_dir / "variants" / "selected_lam0")
     assert len(sel) == 4 and all("lambda=0" in m for m in sel["mode"])
     report = (run_dir / "study" / "report.md").read_text()

@@ -21,6 +21,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -64,11 +65,20 @@ def selected_name(lam: float) -> str:
     return "selected_lam" + f"{lam:g}".replace(".", "p").replace("-", "m")
 
 
-def _register_selected(lam: float) -> str:
-    name = selected_name(lam)
-    V.register(dataclasses.replace(V.get("selected"), name=name,
-                                   doc=f"compatibility-aware selection at λ = {lam:g}"))
-    return name
+@contextlib.contextmanager
+def _selected_variants(lambdas: list[float]):
+    """Register ``selected_lam<λ>`` for each λ while the study runs (not beyond: the registry is
+    shared by everything in the process)."""
+    added = [selected_name(lam) for lam in lambdas if selected_name(lam) not in V.REGISTRY]
+    for lam in lambdas:
+        if selected_name(lam) in added:
+            V.register(dataclasses.replace(V.get("selected"), name=selected_name(lam),
+                                           doc=f"compatibility-aware selection at λ = {lam:g}"))
+    try:
+        yield
+    finally:
+        for name in added:
+            V.REGISTRY.pop(name, None)
 
 
 def load_study(recipe: str, overrides: dict | None = None) -> tuple[StudyConfig, dict]:
@@ -83,9 +93,8 @@ def load_study(recipe: str, overrides: dict | None = None) -> tuple[StudyConfig,
     bad = [p for p in pool if p not in V.REGISTRY or V.get(p).scored]
     if study.lambdas and (bad or not pool):
         raise ConfigError(f"study: pool {pool} must name built, unscored variants (bad: {bad})")
-    extra = {}
-    for lam in study.lambdas:
-        extra[_register_selected(lam)] = {"pool": list(pool), "lam": lam, "max_per_problem": 1}
+    extra = {selected_name(lam): {"pool": list(pool), "lam": lam, "max_per_problem": 1}
+             for lam in study.lambdas}
     run_over = merge(overrides or {}, {"variants": [*cfg.variants, *[n for n in extra if n not in cfg.variants]],
                                        **extra})
     if study.baseline not in run_over["variants"]:
@@ -143,6 +152,14 @@ def _cells(p, study: StudyConfig) -> list[dict]:
 
 def run_study(recipe: str, overrides: dict | None = None, run_dir: str | None = None) -> dict:
     """Run (or resume) the study of ``recipe``; return its summary (also ``<run>/study/study.json``)."""
+    study, run_over = load_study(recipe, overrides)
+    for src in study.benchmarks:
+        load_problems(src)         # fail fast on a bad benchmark source
+    with _selected_variants(study.lambdas):
+        return _run(recipe, study, run_over, run_dir)
+
+
+def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -> dict:
     from ..io import load
     from ..publishing import experiment as publishing
     from ..run import _stamp_dataset, prepare
@@ -150,9 +167,6 @@ def run_study(recipe: str, overrides: dict | None = None, run_dir: str | None = 
     from ..stages.train import train_command
     from . import report, results
 
-    study, run_over = load_study(recipe, overrides)
-    for src in study.benchmarks:
-        load_problems(src)         # fail fast on a bad benchmark source
     p = prepare(recipe, run_over, run_dir)
     cells = _cells(p, study)
     with publishing.hub_session(p.cfg.hub, p.run) as hub:
