@@ -54,10 +54,9 @@ def _paired(a: dict[int, dict], b: dict[int, dict], n_boot: int) -> dict:
             "bootstrap": paired_bootstrap(a_by, b_by, n_boot)}
 
 
-def analyse(p, study, cells: list[dict], bench: int = 0) -> dict:
+def analyse(study, cells: list[dict], rows: list[dict], bench: int = 0) -> dict:
     """Per-variant accuracy, data diagnostics, paired tests, prediction and power on one benchmark."""
-    from ..diagnostics.tables import mean_ci
-    from ..io import load
+    data = {r["variant"]: r for r in rows}     # the training data's figures, from the results rows
     outcomes = _per_problem(cells, bench)
     table = {}
     for v, seeds in outcomes.items():
@@ -69,10 +68,7 @@ def analyse(p, study, cells: list[dict], bench: int = 0) -> dict:
                "correct": sum(sum(o.values()) for o in seeds.values()),
                "total": sum(len(o) for o in seeds.values()), "rows": 0, "reward": None, "nll": None}
         if v != "base":
-            ds = load(p.built[v])
-            row["rows"] = len(ds)
-            for col in ("reward", "nll"):
-                row[col] = mean_ci(ds[col] if col in ds.column_names else [])["mean"]
+            row.update(rows=data[v]["train_rows"], reward=data[v]["reward"], nll=data[v]["nll"])
         if v != study.baseline and study.baseline in outcomes:
             row["vs_baseline"] = _paired(seeds, outcomes[study.baseline], study.bootstrap)
         table[v] = row
@@ -206,7 +202,7 @@ def write(p, study, cells: list[dict], rows: list[dict], out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     benches = [p.cfg.eval_problems, *study.benchmarks]
     names = [Path(s.source.rstrip("/")).name for s in benches]
-    analyses = {n: analyse(p, study, cells, i) for i, n in enumerate(names)}
+    analyses = {n: analyse(study, cells, rows, i) for i, n in enumerate(names)}
     first = analyses[names[0]]
     png = plot(first, out / "paradox.png", f"{p.cfg.name}: {len(study.seeds)} seeds on {names[0]}")
     lines = [f"# Study {p.cfg.name}", "",
