@@ -1,15 +1,17 @@
-"""Sampling throughput: mixed batches vs one batch per problem (``Request.group``, what ``sample``
-does so a shard decodes exactly like an unsharded run). Prints both rates and their ratio.
+"""Sampling throughput by chunk size: ``sample`` decodes a chunk of ``shard_size`` problems in mixed
+batches (what ``--shard`` splits by, so a shard's texts equal an unsharded run's), against chunks
+of one problem (each problem's k traces decoded alone, stop 4's ``Request.group``). Prints both
+rates and their ratio, measured in one run.
 
     .venv/bin/python benchmarks/sample_grouping.py --problems 12 --k 2 --max-new-tokens 64
 """
 import argparse
+import logging
 import time
 
 import torch
 
-from toolkit.generation import Request, SamplingParams, make_generator
-from toolkit.prompts import load_prompt
+from toolkit.stages.sample import SampleConfig, sample
 from toolkit.sources import SourceConfig, load_problems
 
 
@@ -21,25 +23,22 @@ def main():
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     args = ap.parse_args()
+    logging.disable(logging.INFO)
     torch.set_num_threads(2)
-    gen = make_generator(args.model, batch_size=args.batch_size)
-    template = load_prompt("math_cot")
-    problems = load_problems(SourceConfig(source="mawps", split="test", offset=508, limit=args.problems))
-
-    def requests(grouped: bool) -> list[Request]:
-        return [Request(gen.render_chat(template.messages(p["question"])),
-                        SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.95,
-                                       seed=i, do_sample=True),
-                        group=p["id"] if grouped else None)
-                for p in problems for i in range(args.k)]
+    src = SourceConfig(source="mawps", split="test", offset=508, limit=args.problems)
+    problems = load_problems(src)
+    gen = None
     rates = {}
-    for grouped in (False, True):
+    for chunk in (args.problems, 1):
+        cfg = SampleConfig(model=args.model, problems=src, k=args.k, max_new_tokens=args.max_new_tokens,
+                           temperature=0.7, top_p=0.95, batch_size=args.batch_size, shard_size=chunk)
+        gen = gen or cfg.generator()
         t0 = time.perf_counter()
-        done = gen.generate(requests(grouped), progress=False)
+        ds = sample(problems, cfg, gen)
         dt = time.perf_counter() - t0
-        rates[grouped] = sum(c.completion_tokens for c in done) / dt
-        print(f"{'one batch per problem' if grouped else 'mixed batches':<22} {dt:7.1f} s {rates[grouped]:7.1f} tok/s")
-    print(f"mixed / grouped throughput: {rates[False] / rates[True]:.2f}x")
+        rates[chunk] = sum(ds["completion_tokens"]) / dt
+        print(f"chunks of {chunk:>3} problem(s) {dt:7.1f} s {rates[chunk]:7.1f} tok/s")
+    print(f"chunk of {args.problems} / chunks of 1, throughput: {rates[args.problems] / rates[1]:.2f}x")
 
 
 if __name__ == "__main__":

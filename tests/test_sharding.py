@@ -74,3 +74,15 @@ def test_an_out_dir_holds_one_shard(tmp_path):
         check_out(tmp_path, Shard(1, 2), "sample")
     with pytest.raises(ConfigError, match="the unsharded output"):
         check_out(tmp_path, None, "sample")
+
+
+def test_split_by_chunk_gives_whole_chunks_round_robin():
+    # sample's rule: chunks of `chunk` problems in input order, chunk c to shard c mod N; every
+    # row of a problem (k traces) goes with it
+    rows = Dataset.from_dict({"id": [p for p in IDS[:10] for _ in range(2)]})
+    parts = [take(rows, Shard(s, 3), column="id", chunk=2) for s in range(3)]
+    assert [p["id"] for p, _ in parts][0] == [p for p in IDS[:2] + IDS[6:8] for _ in range(2)]
+    assert sorted(pid for p, _ in parts for pid in p["id"]) == sorted(rows["id"])
+    assert parts[2][1].chunks == {IDS[4]: 2, IDS[5]: 2}       # each problem's chunk in the whole
+    with pytest.raises(ConfigError, match=r"10 problems make 2 chunk\(s\) of 5 .*at most 2 shards"):
+        take(rows, Shard(0, 3), column="id", chunk=5)

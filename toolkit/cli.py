@@ -16,8 +16,8 @@ from . import config as C
 from .errors import QupError
 
 
-SHARD_HELP = ("do shard I of N (0 <= I < N): the problems whose id hashes to I; join the N outputs "
-              "with `qup merge`")
+SHARD_HELP = ("do shard I of N (0 <= I < N): the problems whose id hashes to I (sample: the chunks of "
+              "--shard-size problems numbered I mod N); join the N outputs with `qup merge`")
 
 
 class UserError(QupError):

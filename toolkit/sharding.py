@@ -2,7 +2,11 @@
 
 A problem belongs to shard ``sha256(problem_id) mod N``: a stable hash of its id, so the split
 depends neither on row order nor on Python's per-process ``hash`` seed, and every row of one
-problem (all its samples, refinements and scores) lands in the same shard. A shard's output dir
+problem (all its samples, refinements and scores) lands in the same shard. ``sample`` splits by
+*chunk* instead (``chunk=shard_size``): the problems, in input order, are cut into chunks of
+``shard_size`` and chunk c goes to shard ``c mod N``. A chunk is what the SLM decodes together
+(one resumable unit, mixed batches); a shard then decodes exactly the chunks an unsharded run
+does, so its texts are the same bit for bit (float rounding depends on a batch's rows). A shard's output dir
 holds ``qup_shard.json``: which shard it is, the stage's config (minus how it ran: endpoints,
 batch sizes, paths), a digest of the whole input it was cut from, and the ids it covers with
 their positions in that input, so :mod:`toolkit.stages.merge` can check that the shards fit.
@@ -69,12 +73,33 @@ class Shard:
     def owns(self, problem_id: str) -> bool:
         return shard_index(problem_id, self.count) == self.index
 
-    def select(self, ds, column: str = "problem_id"):
-        """The rows of ``ds`` whose ``column`` (a problem id) belongs to this shard, in order."""
+    def select(self, ds, column: str = "problem_id", chunk: int | None = None):
+        """The rows of ``ds`` whose ``column`` (a problem id) belongs to this shard, in order
+        (``chunk``: split by chunks of that many problems, see the module doc)."""
         if column not in ds.column_names:
             raise ConfigError(f"--shard: the data has no {column!r} column to split by")
-        keep = [i for i, pid in enumerate(ds[column]) if self.owns(pid)]
-        return ds.select(keep)
+        owners = assign(ds[column], self.count, chunk)
+        return ds.select([i for i, s in enumerate(owners) if s == self.index])
+
+
+def assign(ids: list[str], count: int, chunk: int | None = None) -> list[int]:
+    """The shard of each row's problem id: by hash, or (``chunk``) by its problem's chunk.
+
+    Example:
+        >>> assign(["a", "a", "b", "c", "d"], 2, chunk=2)
+        [0, 0, 0, 1, 1]
+    """
+    if not chunk:
+        return [shard_index(i, count) for i in ids]
+    rank: dict[str, int] = {}
+    for i in ids:
+        rank.setdefault(i, len(rank))
+    chunks = -(-len(rank) // chunk)
+    if count > chunks:
+        raise ConfigError(f"--shard: {len(rank)} problems make {chunks} chunk(s) of {chunk} "
+                          f"(shard_size), fewer than the {count} shards; use at most {chunks} "
+                          "shards or a smaller --shard-size")
+    return [(rank[i] // chunk) % count for i in ids]
 
 
 def digest(ds, columns: Iterable[str]) -> str:
@@ -104,41 +129,52 @@ class Cut:
     problems: list[str]
     order_by: str
     order: dict[str, int]
+    chunk: int | None = None
+    chunks: dict[str, int] | None = None
 
     def record(self, out: str | Path, stage: str, config: dict, rows: int) -> dict:
         return write_marker(out, stage, self.shard, config, self.input_digest, self.input_problems,
-                            self.problems, self.order_by, self.order, rows)
+                            self.problems, self.order_by, self.order, rows, self.chunks)
 
 
 def take(ds, shard: Shard | None, column: str = "problem_id", order_by: str = "problem_id",
-         digest_columns: Iterable[str] = ("problem_id", "trace_id", "completion")):
+         digest_columns: Iterable[str] = ("problem_id", "trace_id", "completion"),
+         chunk: int | None = None):
     """``(the rows of shard, its Cut)``; without a shard ``(ds, None)``.
 
     ``column`` holds the problem id of each input row; the output rows are put back in order by
     the input position of their ``order_by`` value (a problem id, or a trace id when the stage
-    keeps one output row per input row)."""
+    keeps one output row per input row). ``chunk``: split by chunks (see the module doc); the
+    Cut's ``chunks`` maps each of its problems to its chunk in the whole input."""
     if shard is None:
         return ds, None
-    part = shard.select(ds, column)
+    part = shard.select(ds, column, chunk)
     where = positions(ds, order_by if order_by in ds.column_names else column)
     keys = part[order_by] if order_by in part.column_names else part[column]
-    cut = Cut(shard, digest(ds, digest_columns), len(set(ds[column])), list(dict.fromkeys(part[column])),
-              order_by, {k: where[k] for k in keys})
+    problems = list(dict.fromkeys(part[column]))
+    chunks = None
+    if chunk:
+        rank = {pid: r for r, pid in enumerate(dict.fromkeys(ds[column]))}
+        chunks = {pid: rank[pid] // chunk for pid in problems}
+    cut = Cut(shard, digest(ds, digest_columns), len(set(ds[column])), problems,
+              order_by, {k: where[k] for k in keys}, chunk, chunks)
     return part, cut
 
 
 def write_marker(out: str | Path, stage: str, shard: Shard, config: dict, input_digest: str,
                  input_problems: int, problems: list[str], order_by: str, order: dict[str, int],
-                 rows: int) -> dict:
+                 rows: int, chunks: dict[str, int] | None = None) -> dict:
     """Record in ``out/qup_shard.json`` which shard ``out`` holds and what it was made from.
 
     ``input_problems``: problems in the whole input; ``problems``: the shard's (all of them, also
     those that ended with no row); ``order``: the merge sorts rows by ``order[row[order_by]]``,
-    the input position of the row's problem or trace (then by their order in the shard)."""
+    the input position of the row's problem or trace (then by their order in the shard);
+    ``chunks``: each problem's chunk, when the split was by chunk (shard = chunk mod count)."""
     data = {"stage": stage, "shard": str(shard), "index": shard.index, "count": shard.count,
             "config": json.loads(json.dumps(config, default=str, sort_keys=True)),
             "input": input_digest, "input_problems": input_problems, "rows": rows,
-            "order_by": order_by, "problems": list(problems), "order": order}
+            "order_by": order_by, "problems": list(problems), "order": order,
+            **({"chunks": chunks} if chunks is not None else {})}
     path = Path(out) / MARKER
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

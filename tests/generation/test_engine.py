@@ -220,24 +220,3 @@ def test_rows_join_and_leave_a_running_batch(engine):
         while batch.active:
             batch.step()
     assert [out[0].text, out[1].text] == want
-
-
-def test_a_group_decodes_apart_so_its_texts_ignore_the_rest(tiny_model):
-    # The batch's shape (rows, padding) changes float rounding: the same row's logprobs differ in
-    # the last bits, which can flip a near-tie draw (often in bf16). A group (sample's: one
-    # problem's k traces) never shares a forward pass with other requests, so its texts and
-    # logprobs are bit for bit the same whatever else is generated (shards, limits, chunks).
-    gen = LocalEngine(tiny_model, batch_size=8, dtype="float32")
-    params = [SamplingParams(max_new_tokens=8, temperature=1.0, seed=s) for s in range(8)]
-    prompts = [_prompt(gen, f"Problem {i}: what is {i} * {i + 7} minus {3 * i}?" + " Think." * (i % 3))
-               for i in range(4)]
-
-    def run(problems, group):
-        reqs = [Request(prompts[p], params[2 * p + j], group=str(p) if group else None)
-                for p in problems for j in range(2)]
-        return [(c.text, c.token_logprobs) for c in gen.generate(reqs, progress=False)][:2]
-    alone = run([0], group=True)
-    assert run([0, 1, 2, 3], group=True) == alone
-    assert run([0, 3], group=True) == alone
-    # control: mixed into one batch with other problems, the same rows' floats do change
-    assert run([0, 1, 2, 3], group=False) != run([0], group=False)

@@ -14,11 +14,11 @@ from toolkit.io import load
 from toolkit.stages.merge import MergeError, merge
 
 N = 3
-# 6 problems (2 per shard) x k=2; resumable chunks of 3 problems cut the whole run and each
-# shard differently (the texts must not depend on that: see test_engine's group test)
-SAMPLE = ["sample", "--source", "svamp", "--offset", "21", "--limit", "6", "--k", "2",
-          "--max-new-tokens", "10", "--temperature", "1.0", "--batch-size", "16", "--shard-size", "3",
-          "--dtype", "float32"]
+# 8 problems x k=2 in 4 chunks of 2 (decoded together, in mixed batches): chunk c goes to shard
+# c mod 3, so shard 0 holds chunks 0 and 3
+SAMPLE = ["sample", "--source", "svamp", "--offset", "21", "--limit", "8", "--k", "2",
+          "--max-new-tokens", "10", "--temperature", "1.0", "--batch-size", "16", "--shard-size", "2",
+          "--dtype", "bfloat16"]
 
 
 def run(argv, capsys) -> dict:
@@ -39,10 +39,10 @@ def sampled(tiny_model, shared_data, tmp_path_factory):
 
 def test_sharded_sample_merged_equals_unsharded(sampled, capsys):
     sizes = [len(load(sampled / f"s{i}")) for i in range(N)]
-    assert all(sizes) and sum(sizes) == 12                      # a real split, nothing lost
+    assert sizes == [8, 4, 4]                                   # a real split, nothing lost
     out = run(["merge", *(str(sampled / f"s{i}") for i in (2, 0, 1)), "--out", str(sampled / "merged")],
               capsys)
-    assert out["shards"] == N and out["rows"] == 12 and out["problems"] == 6
+    assert out["shards"] == N and out["rows"] == 16 and out["problems"] == 8
     whole, merged = load(sampled / "whole"), load(sampled / "merged")
     assert merged.features == whole.features
     assert merged.to_list() == whole.to_list()                 # every column, every row, in order
@@ -75,8 +75,10 @@ def test_merge_refuses_tampered_or_mixed_shards(sampled, tmp_path, tiny_model, c
     # a problem claimed by a shard it does not hash to
     path = dirs[0] / "qup_shard.json"
     marker = json.loads(path.read_text())
-    stolen = json.loads((dirs[1] / "qup_shard.json").read_text())["problems"][0]
-    path.write_text(json.dumps({**marker, "problems": marker["problems"] + [stolen]}))
+    theirs = json.loads((dirs[1] / "qup_shard.json").read_text())
+    stolen = theirs["problems"][0]
+    path.write_text(json.dumps({**marker, "problems": marker["problems"] + [stolen],
+                                "chunks": {**marker["chunks"], stolen: theirs["chunks"][stolen]}}))
     with pytest.raises(MergeError, match=f"holds problem '{stolen}', which belongs to shard 1/3"):
         merge(dirs)
     path.write_text(json.dumps({**marker, "rows": marker["rows"] + 1}))
@@ -113,7 +115,7 @@ def test_sharded_score_merged_equals_unsharded(sampled, tiny_model, tmp_path, ca
     run(argv + ["--out", str(tmp_path / "whole")], capsys)
     for i in range(2):
         out = run(argv + ["--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/2"], capsys)
-        assert 0 < out["rows"] < 12
+        assert 0 < out["rows"] < 16
     run(["merge", str(tmp_path / "s1"), str(tmp_path / "s0"), "--out", str(tmp_path / "merged")], capsys)
     whole, merged = load(tmp_path / "whole"), load(tmp_path / "merged")
     assert merged["trace_id"] == whole["trace_id"] and merged["ngram_overlap"] == whole["ngram_overlap"]

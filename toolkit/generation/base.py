@@ -57,8 +57,6 @@ class Request:
     prompt: str                       # fully rendered prompt text (chat template applied)
     params: SamplingParams
     adapter: str | None = None        # LoRA adapter name (multi-LoRA servers), None = base
-    group: str | None = None          # local engine: requests of different groups never share a
-                                      # forward pass, so a row's floats depend on its group only
 
 
 @dataclass

@@ -70,10 +70,9 @@ class LocalEngine:
     def generate(self, requests: Sequence[Request], progress: bool = True) -> list[Completion]:
         """Completions in request order; requests are grouped by adapter and length-sorted.
 
-        Requests with a ``group`` share batches only with their own group,
-        so their texts do not depend on what else is generated: float rounding changes with the
-        batch's shape (rows, padding), which can flip a near-tie draw (see ``Request.group``).
-        """
+        A row's floats depend on its batch's shape (rows, padding), which can flip a near-tie
+        draw: ``sample`` keeps texts reproducible across shards by always decoding the same
+        chunk of problems in one call."""
         out: list[Completion | None] = [None] * len(requests)
         order = sorted(range(len(requests)), key=lambda i: self._batch_key(requests[i], i))
         bar = tqdm(total=len(requests), desc="generate", unit="seq", disable=not progress)
@@ -82,10 +81,8 @@ class LocalEngine:
         while i < len(order):
             adapter = self._adapter_of(requests[order[i]])
             batch = [order[i]]
-            group = requests[order[i]].group
             while (len(batch) < self.batch_size and i + len(batch) < len(order)
-                   and self._adapter_of(requests[order[i + len(batch)]]) == adapter
-                   and requests[order[i + len(batch)]].group == group):
+                   and self._adapter_of(requests[order[i + len(batch)]]) == adapter):
                 batch.append(order[i + len(batch)])
             for j, c in zip(batch, self.generate_batch([requests[j] for j in batch])):
                 out[j] = c
@@ -98,9 +95,7 @@ class LocalEngine:
 
     # ------------------------------------------------------------------ one batch
     def _batch_key(self, req: Request, i: int) -> tuple:
-        # a group's batches are cut from its own requests only, whatever else is requested
-        group = (1, req.group) if req.group is not None else (0, "")
-        return str(self._adapter_of(req)), *group, -len(req.prompt), i
+        return str(self._adapter_of(req)), -len(req.prompt), i
 
     def _adapter_of(self, req: Request) -> str | None:
         return self._adapter_name(req.adapter)

@@ -2,7 +2,8 @@
 
 Checks before writing anything: every dir is a shard output (``qup_shard.json``) of the same
 stage, cut from the same input, with the same config apart from the shard; shards 0..N-1 are all
-there, each exactly once; each problem is in the shard its id hashes to and in one shard only;
+there, each exactly once; each problem is in the shard its id hashes to (or its chunk maps to,
+for ``sample``) and in one shard only;
 the shards together cover every problem of the input; no ``trace_id`` appears twice; each
 shard holds the rows its marker promises. The union is ordered as the unsharded stage orders
 its rows (by the input position of each row's problem, or trace for ``score``), so a merged
@@ -72,16 +73,25 @@ def _check_complete(markers: list[tuple[str, dict]]) -> None:
                          f"{', '.join(f'{i}/{n}' for i in sorted(seen))})")
     owner: dict[str, str] = {}
     for d, m in markers:
+        chunks = m.get("chunks")
         for pid in m["problems"]:
-            if shard_index(pid, n) != m["index"]:
+            want = shard_index(pid, n) if chunks is None else _chunk_shard(d, chunks, pid, n)
+            if want != m["index"]:
                 raise MergeError(f"merge: {d} (shard {m['shard']}) holds problem {pid!r}, which "
-                                 f"belongs to shard {shard_index(pid, n)}/{n}")
+                                 f"belongs to shard {want}/{n}")
             if pid in owner:
                 raise MergeError(f"merge: problem {pid!r} is in both {owner[pid]} and {d}")
             owner[pid] = d
     total = markers[0][1]["input_problems"]
     if len(owner) != total:
         raise MergeError(f"merge: the shards cover {len(owner)} of the input's {total} problems")
+
+
+def _chunk_shard(d: str, chunks: dict, pid: str, n: int) -> int:
+    chunk = chunks.get(pid)
+    if not isinstance(chunk, int) or isinstance(chunk, bool) or chunk < 0:
+        raise MergeError(f"merge: {d}: {MARKER} gives problem {pid!r} no valid chunk")
+    return chunk % n
 
 
 def merge(dirs: list[str | Path]) -> tuple[Dataset, dict]:

@@ -1,8 +1,9 @@
 """``sample``: the SLM writes k traces per problem (the ``self`` variant).
 
 Every row records its provenance: problem id, sample index, seed, model id and revision, prompt
-template id, sampling params, rendered prompt, token counts and finish reason. Work is written in
-shards of problems, so a killed run resumes without redoing finished problems.
+template id, sampling params, rendered prompt, token counts and finish reason. Work is done in
+chunks of ``shard_size`` problems, each decoded together and written once finished, so a killed
+run resumes without redoing finished problems; ``--shard i/N`` splits the work by chunk.
 
 Example:
     >>> cfg = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=4), k=2,
@@ -48,7 +49,8 @@ class SampleConfig:
     prompt: str = field(default="math_cot", metadata=_h("prompt template name or .txt path"))
     batch_size: int = field(default=16, metadata=_h("sequences per forward pass (local backend)"))
     dtype: str = field(default="auto", metadata=_h("auto (bf16 where native) | float32 | bfloat16"))
-    shard_size: int = field(default=32, metadata=_h("problems per resumable shard"))
+    shard_size: int = field(default=32, metadata=_h(
+        "problems per chunk (decoded together, resumable; --shard splits by chunk)"))
     backend: str = field(default="local", metadata=_h("local | endpoint"))
     endpoints: list[str] = field(default_factory=list, metadata=_h("endpoint URLs (backend=endpoint)"))
     api: str = field(default="tgi", metadata=_h("tgi | openai (backend=endpoint)"))
@@ -93,10 +95,7 @@ def _rows(problems: Dataset, cfg: SampleConfig, gen: Generator) -> list[dict]:
         prompt = gen.render_chat(template.messages(p["question"]))
         for i in range(cfg.k):
             params = cfg.params(trace_seed(cfg.seed, p["id"], i))
-            # one problem's traces decode together, apart from other problems: a trace's text
-            # then depends only on (problem, index, seed), not on which problems share the run
-            # (a shard, a limit, a resumable chunk); see LocalEngine.generate
-            requests.append(Request(prompt, params, group=p["id"]))
+            requests.append(Request(prompt, params))
             meta.append((p, i, params))
     rows = []
     for (p, i, params), c in zip(meta, gen.generate(requests)):
@@ -112,33 +111,40 @@ def _rows(problems: Dataset, cfg: SampleConfig, gen: Generator) -> list[dict]:
 
 
 def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
-           shard_dir: str | Path | None = None, job_shard: Shard | None = None) -> Dataset:
-    """k traces per problem as a TRACE dataset; with ``shard_dir``, finished chunks are reused
-    (``job_shard``: the ``--shard`` these problems are, recorded so chunks of another are not)."""
-    if shard_dir is None:
-        return Dataset.from_list(_rows(problems, cfg, generator), features=TRACE)
-    shard_dir = Path(shard_dir)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    _check_shard_config(shard_dir, cfg, job_shard)
-    shards = []
-    n = len(problems)
-    for s, start in enumerate(range(0, n, cfg.shard_size)):
-        path = shard_dir / f"shard-{s:05d}.parquet"
-        ids = problems[start:start + cfg.shard_size]["id"]
-        if path.exists():
+           shard_dir: str | Path | None = None, job_shard: Shard | None = None,
+           chunks: dict[str, int] | None = None) -> Dataset:
+    """k traces per problem as a TRACE dataset, decoded chunk by chunk: chunk c holds the problems
+    at positions ``c * shard_size ...`` of the input (``chunks``: each problem's chunk in the whole
+    input, when ``problems`` is one ``--shard`` of it). A chunk's traces decode together and apart
+    from other chunks, so a shard's texts equal the unsharded run's. With ``shard_dir``, finished
+    chunks are reused (``job_shard``: recorded so chunks of another shard are not)."""
+    ids = problems["id"]
+    chunk_of = chunks if chunks is not None else {pid: i // cfg.shard_size for i, pid in enumerate(ids)}
+    members: dict[int, list[int]] = {}
+    for i, pid in enumerate(ids):
+        members.setdefault(chunk_of[pid], []).append(i)
+    if shard_dir is not None:
+        shard_dir = Path(shard_dir)
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        _check_shard_config(shard_dir, cfg, job_shard)
+    parts = []
+    for n, (c, rows) in enumerate(sorted(members.items())):
+        part = problems.select(rows)
+        path = shard_dir / f"shard-{c:05d}.parquet" if shard_dir is not None else None
+        if path is not None and path.exists():
             done = Dataset.from_parquet(str(path), features=TRACE)
-            if sorted(set(done["problem_id"])) == sorted(ids):
-                log.info("shard %d: reusing %d finished traces", s, len(done))
-                shards.append(done)
+            if sorted(set(done["problem_id"])) == sorted(part["id"]):
+                log.info("chunk %d: reusing %d finished traces", c, len(done))
+                parts.append(done)
                 continue
-        log.info("shard %d/%d: sampling %d problems x %d", s + 1, -(-n // cfg.shard_size), len(ids), cfg.k)
-        ds = Dataset.from_list(_rows(problems.select(range(start, start + len(ids))), cfg, generator),
-                               features=TRACE)
-        tmp = path.with_suffix(".tmp")
-        ds.to_parquet(str(tmp))
-        tmp.replace(path)  # atomic: a killed run never leaves a half-written shard
-        shards.append(ds)
-    return concatenate_datasets(shards) if shards else empty(TRACE)
+        log.info("chunk %d (%d/%d): sampling %d problems x %d", c, n + 1, len(members), len(part), cfg.k)
+        ds = Dataset.from_list(_rows(part, cfg, generator), features=TRACE)
+        if path is not None:
+            tmp = path.with_suffix(".tmp")
+            ds.to_parquet(str(tmp))
+            tmp.replace(path)  # atomic: a killed run never leaves a half-written chunk
+        parts.append(ds)
+    return concatenate_datasets(parts) if parts else empty(TRACE)
 
 
 SETUP = ("model", "k", "temperature", "top_p", "top_k", "max_new_tokens", "stop", "seed", "prompt",
@@ -164,13 +170,14 @@ def _check_shard_config(shard_dir: Path, cfg: SampleConfig, job_shard: Shard | N
 
 # how a run was served, not what it made: left out of what the shards of one job must share
 VOLATILE = ("out", "model", "dtype", "batch_size", "concurrency", "cache_dir", "endpoints", "retries", "backend", "api",
-            "problems", "shard_size")
+            "problems")
 
 
 def sample_command(cfg: SampleConfig, shard: str | Shard | None = None) -> dict:
     """Load problems, sample (resumably), save the ``self`` variant to ``cfg.out``.
 
-    ``shard`` (``"i/N"``): sample only the problems whose id hashes to shard i of N, and record
+    ``shard`` (``"i/N"``): sample only the chunks of ``shard_size`` problems that go to shard i of
+    N (chunk c to shard c mod N, see :mod:`toolkit.sharding`), and record
     it in ``cfg.out/qup_shard.json`` for ``qup merge`` (see :mod:`toolkit.sharding`)."""
     if not cfg.out:
         raise ConfigError("sample: 'out' is required (e.g. --out runs/x/samples)")
@@ -179,9 +186,10 @@ def sample_command(cfg: SampleConfig, shard: str | Shard | None = None) -> dict:
     shard = Shard.parse(shard)
     check_out(cfg.out, shard, "sample")
     problems, cut = take(load_problems(cfg.problems), shard, column="id",
-                         digest_columns=("id", "question", "gold_answer"))
+                         digest_columns=("id", "question", "gold_answer"), chunk=cfg.shard_size)
     gen = cfg.generator()
-    ds = sample(problems, cfg, gen, shard_dir=Path(cfg.out) / "shards", job_shard=shard)
+    ds = sample(problems, cfg, gen, shard_dir=Path(cfg.out) / "shards", job_shard=shard,
+                chunks=cut.chunks if cut else None)
     save(ds, cfg.out)
     if cut:
         config = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
