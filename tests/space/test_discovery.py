@@ -88,7 +88,9 @@ def test_leaderboard_reads_the_results_dataset(experiment, space_api, tmp_path):
     rft = by["rft"]
     assert (rft.correct, rft.total, rft.seeds) == (8, 40, 2)        # pooled over seeds
     assert rft.accuracy == pytest.approx((0.15 + 0.25) / 2)        # mean of per-seed accuracies
-    assert (rft.ci_low, rft.ci_high) == pytest.approx(wilson(8, 40))
+    # the interval counts problems, not problems x seeds: both seeds answered the same 20
+    assert (rft.ci_low, rft.ci_high) == pytest.approx(wilson(4, 20))
+    assert rft.ci_high - rft.ci_low > wilson(8, 40)[1] - wilson(8, 40)[0]
     assert rft.reward == pytest.approx(0.7) and rft.adapter == f"{DATASET}-rft-lora@v1"
     assert by["base"].accuracy == pytest.approx(0.1) and by["base"].adapter == ""
 

@@ -1,8 +1,10 @@
 """The leaderboard: one row per variant (and benchmark), read from what was published, not recomputed.
 
 Source 1, when present: the study's results dataset (``toolkit.schema.RESULTS``, one row per
-SLM × variant × seed × benchmark): seeds are aggregated (mean accuracy, pooled counts and their
-Wilson 95% interval; mean training reward/NLL). Source 2, otherwise: each adapter's card (held-out
+SLM × variant × seed × benchmark): seeds are aggregated (mean accuracy, pooled counts, mean
+training reward/NLL). The 95% interval is Wilson's for the mean accuracy over the number of
+held-out problems, not over problems × seeds: every seed answers the same problems, so pooling
+them as independent draws would give a too narrow interval. Source 2, otherwise: each adapter's card (held-out
 accuracy and counts) and the dataset manifest (reward/NLL with intervals); the base model has no
 card, so its row says so.
 
@@ -10,7 +12,7 @@ Example:
     >>> rows = aggregate([{"variant": "rft", "benchmark": "mawps", "seed": s, "correct": c,
     ...                    "total": 10, "accuracy": c / 10, "reward": 0.8, "nll": 0.5}
     ...                   for s, c in ((0, 2), (1, 4))])
-    >>> rows[0].accuracy, (rows[0].correct, rows[0].total), rows[0].seeds
+    >>> round(rows[0].accuracy, 3), (rows[0].correct, rows[0].total), rows[0].seeds
     (0.3, (6, 20), 2)
 """
 from __future__ import annotations
@@ -57,10 +59,12 @@ def aggregate(rows: list[dict]) -> list[Row]:
     for (variant, bench), rs in groups.items():
         correct = sum(int(r.get("correct") or 0) for r in rs)
         total = sum(int(r.get("total") or 0) for r in rs)
-        lo, hi = wilson(correct, total) if total else (None, None)
+        acc = _mean(r.get("accuracy") for r in rs)
+        problems = total / max(1, len(rs))                    # per seed (the same problems each)
+        lo, hi = wilson(acc * problems, problems) if total and acc is not None else (None, None)
         joined = lambda *keys: ", ".join(sorted({"@".join(str(r.get(k) or "") for k in keys)   # noqa: E731
                                                  for r in rs if r.get(keys[0])}))
-        out.append(Row(variant, bench, _mean(r.get("accuracy") for r in rs), correct, total, lo, hi,
+        out.append(Row(variant, bench, acc, correct, total, lo, hi,
                        len({r.get("seed") for r in rs}), _mean(r.get("reward") for r in rs), None,
                        _mean(r.get("nll") for r in rs), None,
                        joined("dataset_repo", "dataset_revision"), joined("adapter_repo", "adapter_revision"),
