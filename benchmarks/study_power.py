@@ -2,7 +2,8 @@
 
 Reads ``<run>/eval/<variant>/`` (greedy pass@1 per problem), measures how often each variant and
 the baseline disagree on a problem (the discordant share ψ), and prints the problems needed per
-seed to detect 5 and 10 accuracy points at 80% power (Connor 1987), next to what the run used.
+seed to detect 5 and 10 accuracy points at 80% power (Connor 1987), next to what the run used,
+and the smallest difference the run's own size detects.
 
     .venv/bin/python benchmarks/study_power.py runs/cpu-paradox --baseline rft
 """
@@ -10,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from toolkit.io import load
-from toolkit.study.stats import mcnemar, sample_size
+from toolkit.study.stats import detectable, mcnemar, sample_size
 
 
 def main():
@@ -35,6 +36,9 @@ def main():
     psi = sum(psis) / len(psis)
     print(f"\nmean ψ = {psi:.3f} over {len(psis)} variants; problems used per seed: {len(base)}")
     print(f"needed per seed at 80% power, α=0.05: 5 pts → {sample_size(psi, 0.05)}, 10 pts → {sample_size(psi, 0.10)}")
+    d = detectable(psi, len(base))
+    print(f"detectable at {len(base)} problems: " + (f"{100 * d:.1f} pts" if d else
+          f"none (a difference is at most ψ = {100 * psi:.1f} pts, and that needs {sample_size(psi, psi * 0.999)})"))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from toolkit.study.stats import mcnemar, paired_bootstrap, sample_size, spearman
+from toolkit.study.stats import detectable, mcnemar, paired_bootstrap, sample_size, spearman
 
 
 def test_mcnemar_exact_matches_the_binomial_tail():
@@ -46,3 +46,11 @@ def test_sample_size_grows_as_the_effect_shrinks():
     # Connor's formula by hand at psi=0.2, delta=0.1
     n = (1.959964 * math.sqrt(0.2) + 0.841621 * math.sqrt(0.19)) ** 2 / 0.01
     assert sample_size(0.2, 0.1) == math.ceil(n)
+
+
+def test_detectable_is_the_inverse_of_sample_size():
+    for psi, n in ((0.10, 312), (0.2, 150), (0.066, 400)):
+        d = detectable(psi, n)
+        assert sample_size(psi, d) <= n < sample_size(psi, d * 0.99)
+    assert detectable(0.066, 100) is None      # at most psi apart, and even that needs ~117
+    assert detectable(0.10, 1000) < detectable(0.10, 312)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .stats import mcnemar, paired_bootstrap, sample_size, spearman
+from .stats import detectable, mcnemar, paired_bootstrap, sample_size, spearman
 
 log = logging.getLogger(__name__)
 PREDICTORS = {"reward": ("training-data reward (higher = better)", 1),
@@ -90,8 +90,9 @@ def analyse(study, cells: list[dict], rows: list[dict], bench: int = 0) -> dict:
     disc = [table[v]["vs_baseline"]["discordant"] for v in trained
             if "vs_baseline" in table[v] and table[v]["vs_baseline"]["discordant"]]
     psi = sum(disc) / len(disc) if disc else None
-    power = {"discordant": psi, "problems_for": {
-        f"{d:.2f}": sample_size(psi, d) if psi else None for d in (0.05, 0.10)}}
+    n = max((r["problems"] for r in table.values()), default=0)
+    power = {"discordant": psi, "problems": n, "detectable": detectable(psi, n) if psi else None,
+             "problems_for": {f"{d:.2f}": sample_size(psi, d) if psi else None for d in (0.05, 0.10)}}
     return {"table": table, "prediction": prediction, "selection": selection, "power": power}
 
 
@@ -137,7 +138,11 @@ def markdown(a: dict, study, bench_name: str) -> list[str]:
         need = ", ".join(f"{float(d) * 100:.0f} pts: {n if n else 'n/a'} problems"
                          for d, n in pw["problems_for"].items())
         lines += ["", f"**Power**: {100 * pw['discordant']:.1f}% of problem pairs were discordant "
-                  f"against {study.baseline}; McNemar at 80% power, α = 0.05 needs per seed: {need}."]
+                  f"against {study.baseline}; McNemar at 80% power, α = 0.05 needs per seed: {need}. "
+                  + (f"At this study's {pw['problems']} problems it detects "
+                     f"{100 * pw['detectable']:.1f} points or more." if pw.get("detectable") else
+                     f"At this study's {pw['problems']} problems no difference reaches that power "
+                     "(a difference can be at most the discordant share).")]
     return lines
 
 

@@ -108,3 +108,21 @@ def sample_size(discordant: float, delta: float, alpha: float = 0.05, power: flo
     za, zb = z.inv_cdf(1 - alpha / 2), z.inv_cdf(power)
     n = (za * math.sqrt(discordant) + zb * math.sqrt(discordant - delta ** 2)) ** 2 / delta ** 2
     return math.ceil(n)
+
+
+def detectable(discordant: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float | None:
+    """The smallest accuracy difference McNemar's test detects on ``n`` problems with the given
+    power (the inverse of :func:`sample_size`); None when none can.
+
+    >>> sample_size(0.066, 0.05), round(detectable(0.066, 205), 3), detectable(0.066, 100)
+    (205, 0.05, None)
+    """
+    if not 0 < discordant <= 1 or n < 1:
+        return None
+    lo, hi = 1e-6, discordant - 1e-9
+    if (sample_size(discordant, hi, alpha, power) or n + 1) > n:
+        return None
+    for _ in range(60):                       # sample_size falls as the difference grows
+        mid = (lo + hi) / 2
+        lo, hi = (lo, mid) if (sample_size(discordant, mid, alpha, power) or n + 1) <= n else (mid, hi)
+    return hi
