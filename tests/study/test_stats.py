@@ -54,3 +54,14 @@ def test_detectable_is_the_inverse_of_sample_size():
         assert sample_size(psi, d) <= n < sample_size(psi, d * 0.99)
     assert detectable(0.066, 100) is None      # at most psi apart, and even that needs ~117
     assert detectable(0.10, 1000) < detectable(0.10, 312)
+
+
+def test_base_run_is_counted_once_in_mcnemar_but_pairs_every_seed_in_the_bootstrap():
+    from toolkit.study.report import _paired
+    base = {-1: {"p1": True, "p2": False, "p3": False}}
+    rft = {0: {"p1": False, "p2": False, "p3": True}, 1: {"p1": False, "p2": True, "p3": True}}
+    r = _paired(base, rft, 200)
+    assert (r["b"], r["c"], r["pairs"]) == (1, 1, 3)          # seed 0 only, not 2 + 3 over 6 pairs
+    assert r["bootstrap"]["diff"] == pytest.approx(1 / 3 - 1 / 2)   # rft: the mean of its seeds
+    both = _paired({0: rft[0], 1: rft[1]}, {0: rft[1], 1: rft[0]}, 200)
+    assert both["pairs"] == 6 and (both["b"], both["c"]) == (1, 1)   # seeds pool as before

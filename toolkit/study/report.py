@@ -35,19 +35,23 @@ def _by_problem(seeds: dict[int, dict[str, bool]]) -> dict[str, list[bool]]:
 
 
 def _paired(a: dict[int, dict], b: dict[int, dict], n_boot: int) -> dict:
-    """a vs b: discordant pairs pooled over the seeds both have (base: its one run pairs with all)."""
+    """a vs b: discordant pairs pooled over the seeds both have. The base model's one run (seed
+    -1) pairs with every seed in the bootstrap (a per-problem mean) but only with the first in
+    McNemar's counts, which would otherwise count each of its problems once per seed."""
     bc = [0, 0]
     pairs = 0
     a_by, b_by = {}, {}
-    for seed in sorted((set(a) | set(b)) - {-1}) or [-1]:
-        out_a, out_b = a.get(seed, a.get(-1)), b.get(seed, b.get(-1))   # base (-1) pairs with every seed
+    for i, seed in enumerate(sorted((set(a) | set(b)) - {-1}) or [-1]):
+        out_a, out_b = a.get(seed, a.get(-1)), b.get(seed, b.get(-1))
         if out_a is None or out_b is None:
             continue
+        count = i == 0 or not ({-1} & (set(a) | set(b)))
         for pid, ok in out_a.items():
             if pid in out_b:
-                pairs += 1
-                bc[0] += bool(ok) and not out_b[pid]
-                bc[1] += bool(out_b[pid]) and not ok
+                if count:
+                    pairs += 1
+                    bc[0] += bool(ok) and not out_b[pid]
+                    bc[1] += bool(out_b[pid]) and not ok
                 a_by.setdefault(pid, []).append(bool(ok))
                 b_by.setdefault(pid, []).append(bool(out_b[pid]))
     return {**mcnemar(*bc), "pairs": pairs, "discordant": (bc[0] + bc[1]) / pairs if pairs else None,
