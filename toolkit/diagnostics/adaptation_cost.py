@@ -8,8 +8,8 @@ are exactly the loss tokens, the closing ``<|im_end|>`` included.
 
 Example:
     >>> learner = LocalEngine("smollm2-135m-instruct")                         # doctest: +SKIP
-    >>> prompts, completions = sft_texts(ds, learner.tokenizer)
-    >>> nll(learner, prompts, completions)[0]                                 # (mean NLL, tokens)
+    >>> prompts, completions = sft_texts(ds, learner.tokenizer)                # doctest: +SKIP
+    >>> nll(learner, prompts, completions)[0]                                 # (mean NLL, tokens)  # doctest: +SKIP
     (1.234, 87)
 """
 from __future__ import annotations

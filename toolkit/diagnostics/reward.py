@@ -8,7 +8,7 @@
 
 Example:
     >>> judge = Judge(LocalEngine("qwen2.5-coder-0.5b-instruct"))               # doctest: +SKIP
-    >>> judge(["What is 2+3?"], ["2+3=5. The answer is: 5"])
+    >>> judge(["What is 2+3?"], ["2+3=5. The answer is: 5"])                    # doctest: +SKIP
     [(0.93, 0.99)]                                   # (P(Yes), P(Yes)+P(No) mass)
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Example:
     >>> gen = make_generator("tiny-random", dtype="float32")                 # doctest: +SKIP
-    >>> gen.dtype
+    >>> gen.dtype                                                            # doctest: +SKIP
     'float32'
 """
 from __future__ import annotations

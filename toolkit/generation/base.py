@@ -5,9 +5,9 @@ in-process engine, our TGI-compatible server, a real TGI endpoint or vLLM.
 
 Example:
     >>> gen = LocalEngine("tiny-random")                                  # doctest: +SKIP
-    >>> out = gen.generate([Request(prompt="<|im_start|>user ...", params=SamplingParams(seed=1))])
-    >>> out[0].text, out[0].finish_reason
-    >>> gen.score(["<prompt>"], [" 5"])      # log-probability of each completion token
+    >>> out = gen.generate([Request(prompt="<|im_start|>user ...", params=SamplingParams(seed=1))])  # doctest: +SKIP
+    >>> out[0].text, out[0].finish_reason                                 # doctest: +SKIP
+    >>> gen.score(["<prompt>"], [" 5"])      # log-probability of each completion token  # doctest: +SKIP
 """
 from __future__ import annotations
 

@@ -9,11 +9,11 @@ run never re-sends a finished request. Rows match the local backend's (TGI's EOS
 counted; a stop-sequence finish is cut after the stop string, like the local engine does).
 
 Example:
-    >>> gen = EndpointGenerator("tiny-random", ["http://127.0.0.1:8080"], cache_dir="runs/x/cache")
+    >>> gen = EndpointGenerator("tiny-random", ["http://127.0.0.1:8080"], cache_dir="runs/x/cache")  # doctest: +SKIP
     >>> prompt = gen.render_chat([{"role": "user", "content": "What is 2+3?"}])  # doctest: +SKIP
-    >>> [c] = gen.generate([Request(prompt, SamplingParams(max_new_tokens=32, seed=1))])
-    >>> [c] = await gen.agenerate([...])       # from async code (e.g. a Gradio handler)
-    >>> [lps] = gen.score([prompt], [c.text])  # TGI decoder_input_details of prompt + completion
+    >>> [c] = gen.generate([Request(prompt, SamplingParams(max_new_tokens=32, seed=1))])  # doctest: +SKIP
+    >>> [c] = await gen.agenerate([...])       # from async code (e.g. a Gradio handler)  # doctest: +SKIP
+    >>> [lps] = gen.score([prompt], [c.text])  # TGI decoder_input_details of prompt + completion  # doctest: +SKIP
 """
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ and new rows can join a running batch (:mod:`toolkit.generation.running`, used b
 
 Example:
     >>> engine = LocalEngine("tiny-random", batch_size=8)                   # doctest: +SKIP
-    >>> prompt = engine.render_chat([{"role": "user", "content": "What is 2+3?"}])
-    >>> [c] = engine.generate([Request(prompt, SamplingParams(max_new_tokens=16, seed=0))])
-    >>> [lps] = engine.score([prompt], [c.text])      # one logprob per completion token
+    >>> prompt = engine.render_chat([{"role": "user", "content": "What is 2+3?"}])  # doctest: +SKIP
+    >>> [c] = engine.generate([Request(prompt, SamplingParams(max_new_tokens=16, seed=0))])  # doctest: +SKIP
+    >>> [lps] = engine.score([prompt], [c.text])      # one logprob per completion token  # doctest: +SKIP
 """
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ when it finishes, fails on its own (its error goes to ``on_error``) or is ``canc
 
 Example:
     >>> batch = engine.start_batch(None, on_finish=lambda i, c: print(i, c.text))  # doctest: +SKIP
-    >>> batch.add([req_a]); batch.step(); batch.add([req_b])
-    >>> while batch.active: batch.step()
+    >>> batch.add([req_a]); batch.step(); batch.add([req_b])                       # doctest: +SKIP
+    >>> while batch.active: batch.step()                                           # doctest: +SKIP
 """
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ kept in the uploaded (scrubbed) copy. Without it, ``base_model_name_or_path`` of
 must be a Hub id. A local ``base_model_name_or_path`` is rewritten to ``base_model``.
 
 Example:
-    >>> r = publish_dataset("me/qup-svamp-smollm2-135m", {"rft": "runs/x/rft"})
-    >>> r.tag, r.commit_sha[:7]
+    >>> r = publish_dataset("me/qup-svamp-smollm2-135m", {"rft": "runs/x/rft"})  # doctest: +SKIP
+    >>> r.tag, r.commit_sha[:7]                                                 # doctest: +SKIP
     ('v1', '3f2a9c1')
 """
 from __future__ import annotations

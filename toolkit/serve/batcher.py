@@ -9,8 +9,8 @@ are made. At most ``max_concurrent_requests`` jobs are queued or running (``subm
 
 Example:
     >>> batcher = Batcher(engine, max_batch_size=16).start()               # doctest: +SKIP
-    >>> job = batcher.submit(Request(prompt, SamplingParams(seed=1)), loop)
-    >>> event = await job.events.get()      # ("token", id, text, logprob) ... ("done", Completion)
+    >>> job = batcher.submit(Request(prompt, SamplingParams(seed=1)), loop)  # doctest: +SKIP
+    >>> event = await job.events.get()      # ("token", id, text, logprob) ... ("done", Completion)  # doctest: +SKIP
 """
 from __future__ import annotations
 

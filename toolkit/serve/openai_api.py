@@ -7,7 +7,7 @@
 
 Example:
     >>> oai = openai.OpenAI(base_url=f"{server.url}/v1", api_key="-")       # doctest: +SKIP
-    >>> oai.completions.create(model="tgi", prompt="2+2=", max_tokens=4).choices[0].text
+    >>> oai.completions.create(model="tgi", prompt="2+2=", max_tokens=4).choices[0].text  # doctest: +SKIP
 """
 from __future__ import annotations
 

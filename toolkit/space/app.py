@@ -6,7 +6,7 @@ the server; a visitor over a limit gets a message and the queue keeps serving th
 
 Example:
     >>> demo = build_demo(SpaceSettings.from_env())                           # doctest: +SKIP
-    >>> demo.launch()
+    >>> demo.launch()                                                         # doctest: +SKIP
 """
 from __future__ import annotations
 

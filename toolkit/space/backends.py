@@ -11,7 +11,7 @@ A model key is ``"base"`` or a variant name; each backend maps it to the base mo
 
 Example:
     >>> backend = LocalBackend(api, experiment)                              # doctest: +SKIP
-    >>> "".join(backend.stream("rft", [{"role": "user", "content": "2+3?"}], max_new_tokens=16))
+    >>> "".join(backend.stream("rft", [{"role": "user", "content": "2+3?"}], max_new_tokens=16))  # doctest: +SKIP
 """
 from __future__ import annotations
 

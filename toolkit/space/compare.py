@@ -6,9 +6,9 @@ Benchmark problems come from ``toolkit.sources`` (``../shared/data`` locally, a 
 Space); when none can be loaded the picker is simply empty.
 
 Example:
-    >>> for panels in compare(backend, ["base", "rft"], "What is 2+3?", gold="5", max_new_tokens=64):
+    >>> for panels in compare(backend, ["base", "rft"], "What is 2+3?", gold="5", max_new_tokens=64):  # doctest: +SKIP
     ...     pass                                                              # doctest: +SKIP
-    >>> panels[1].answer, panels[1].verdict
+    >>> panels[1].answer, panels[1].verdict                                   # doctest: +SKIP
     ('5', 'correct')
 """
 from __future__ import annotations

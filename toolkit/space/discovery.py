@@ -10,7 +10,7 @@ tagged ``qup-results``.
 
 Example:
     >>> api = HfApi(endpoint="http://127.0.0.1:8080")                          # doctest: +SKIP
-    >>> [e.dataset_repo for e in discover(api)]
+    >>> [e.dataset_repo for e in discover(api)]                                # doctest: +SKIP
     ['qup/qup-mawps-smollm2-135m-instruct']
 """
 from __future__ import annotations

@@ -20,8 +20,8 @@ secrets). Secrets (``HF_TOKEN``, ``QUP_SPACE_TGI_TOKEN``) and the TGI URL are us
 | ``QUP_SPACE_QUEUE`` | 16 | comparisons waiting; beyond, a visitor is told to retry |
 
 Example:
-    >>> s = SpaceSettings.from_env({"QUP_SPACE_MAX_CHARS": "200", "QUP_SPACE_TGI_TOKEN": "x"})
-    >>> s.max_chars, "x" in str(s.public())
+    >>> s = SpaceSettings.from_env({"QUP_SPACE_MAX_CHARS": "200", "QUP_SPACE_TGI_TOKEN": "hf_s3cret"})
+    >>> s.max_chars, "hf_s3cret" in str(s.public())
     (200, False)
 """
 from __future__ import annotations

@@ -6,7 +6,14 @@ variant (:mod:`toolkit.variants.self`).
 
 Example:
     >>> ds = verify(load("runs/x/samples"))                                    # doctest: +SKIP
-    >>> trace_stats(ds)["correct_rate"]
+    >>> trace_stats(ds)["correct_rate"]                                        # doctest: +SKIP
+
+    In memory (two traces of one problem, gold ``5``):
+
+    >>> ds = verify(Dataset.from_dict({"problem_id": ["p1", "p1"], "gold_answer": ["5", "5"],
+    ...                                "completion": ["2+3=5. The answer is: 5", "The answer is: 6"]}))
+    >>> [(r["answer"], r["verify_status"]) for r in ds], trace_stats(ds)["correct_rate"]
+    ([('5', 'correct'), ('6', 'wrong')], 0.5)
 """
 from __future__ import annotations
 
