@@ -59,7 +59,7 @@ EvaluateSection = section(EvaluateConfig, {
     "model": _TOP.format("model"), "adapter": "the trained variant",
     "problems": _TOP.format("eval_problems"), "dtype": _TOP.format("dtype"),
     "prompt": _TOP.format("prompt") + ": evaluation uses the sampling prompt",
-    "out": "the run dir"})
+    "out": "the run dir", "cache_dir": "the run dir"})
 
 
 @dataclass
@@ -137,6 +137,10 @@ def load_recipe(recipe: str, overrides: dict | None = None) -> RunConfig:
     return from_dict(RunConfig, cfg, f"recipe {path.stem}")
 
 
+# how an evaluation ran, not what it gives (a cache only reuses identical chunks)
+EVAL_VOLATILE = ("batch_size", "cache_dir")
+
+
 def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Every stage's typed config, validated up front so a bad value fails before any work."""
     where = f"recipe {cfg.name}"
@@ -144,7 +148,8 @@ def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     out = {"sample": from_dict(SampleConfig, {**asdict(cfg.sample), **run, "prompt": cfg.prompt,
                                               "problems": cfg.train_problems,
                                               "out": str(run_dir / "samples")}, f"{where}: sample")}
-    evaluate = {**asdict(cfg.evaluate), **run, "prompt": cfg.prompt, "problems": cfg.eval_problems}
+    evaluate = {**asdict(cfg.evaluate), **run, "prompt": cfg.prompt, "problems": cfg.eval_problems,
+                "cache_dir": str(run_dir / "cache" / "eval")}
     out["evaluate:base"] = from_dict(EvaluateConfig, {**evaluate, "out": str(run_dir / "eval" / "base")},
                                      f"{where}: evaluate")
     judge = cfg.judge_role
@@ -312,7 +317,7 @@ def prepare(recipe: str, overrides: dict | None = None, run_dir: str | None = No
     built, data = _data_steps(cfg, run, stages, keys)
     base = stages["evaluate:base"]
     metrics = run_step(Step("evaluate:base", Path(base.out), base, [], lambda: evaluate_command(base),
-                            volatile=("batch_size",)), keys)
+                            volatile=EVAL_VOLATILE), keys)
     return Prepared(cfg, run, stages, keys, built, data, metrics)
 
 
@@ -338,7 +343,7 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
             if hub and published:  # the adapter's card names the exact dataset repo, config and revision
                 _stamp_dataset(tc.out, published[0]["repo"], v, published[0]["revision"])
             evaluations[v] = run_step(Step(f"evaluate:{v}", Path(ec.out), ec, [f"train:{v}"],
-                                           lambda ec=ec: evaluate_command(ec), volatile=("batch_size",)), keys)
+                                           lambda ec=ec: evaluate_command(ec), volatile=EVAL_VOLATILE), keys)
             if hub:
                 published.append(publishing.publish_trained(hub, cfg, v, tc.out, evaluations[v]))
     from .diagnostics.tables import plot, variant_table

@@ -40,3 +40,30 @@ def test_adapter_changes_evaluation_outputs(tiny_model, random_adapter, shared_d
 def test_missing_fields_are_named():
     with pytest.raises(ConfigError, match="'source' and 'out' are required"):
         evaluate_command(EvaluateConfig(problems=SourceConfig(source="svamp")))
+
+
+def test_a_longer_list_decodes_only_the_chunks_it_has_not_seen(tiny_model, random_adapter, shared_data,
+                                                               tmp_path):
+    cache = tmp_path / "cache"
+    common = dict(model=tiny_model, adapter=random_adapter, max_new_tokens=8, batch_size=2,
+                  cache_dir=str(cache))
+
+    def run(limit, out, **kw):
+        evaluate_command(EvaluateConfig(**{**common, **kw}, problems=SourceConfig(source="svamp", limit=limit),
+                                        out=str(tmp_path / out)))
+        return load(tmp_path / out)
+
+    def chunks():
+        return {str(p.relative_to(cache)): p.stat().st_mtime_ns for p in cache.rglob("chunk-*.parquet")}
+    short = run(5, "short")
+    before = chunks()
+    assert len(before) == 3                                    # [0, 1] [2, 3] [4]
+    longer = run(8, "long")
+    after = chunks()
+    assert len(after) == 5                                     # + [4, 5] [6, 7]; [4] alone is another chunk
+    assert all(after[name] == mtime for name, mtime in before.items())   # not decoded again
+    assert longer.to_list()[:4] == short.to_list()[:4]
+    fresh = run(8, "fresh", cache_dir="")                      # no cache: the very same outputs
+    assert fresh.to_list() == longer.to_list()
+    run(8, "base", adapter="")                                 # another model: its own chunks
+    assert len(chunks()) == 9 and len(list(cache.iterdir())) == 2

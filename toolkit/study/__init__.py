@@ -162,7 +162,7 @@ def run_study(recipe: str, overrides: dict | None = None, run_dir: str | None = 
 def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -> dict:
     from ..io import load
     from ..publishing import experiment as publishing
-    from ..run import _stamp_dataset, prepare
+    from ..run import EVAL_VOLATILE, _stamp_dataset, prepare
     from ..stages.evaluate import evaluate_command
     from ..stages.train import train_command
     from . import report, results
@@ -186,7 +186,7 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
             inputs = [f"train:{v}{cell['tag']}"] if tc is not None else []
             cell["metrics"] = [run_step(Step(name, Path(ec.out), ec, inputs,
                                              _timed(lambda ec=ec: evaluate_command(ec)),
-                                             volatile=("batch_size",)), p.keys)
+                                             volatile=EVAL_VOLATILE), p.keys)
                                for name, ec in cell["evals"]]
             cell["outcomes"] = [_outcomes(load(ec.out)) for _, ec in cell["evals"]]
             if hub and tc is not None:
