@@ -121,7 +121,7 @@ def leaderboard(api, exp: Experiment) -> tuple[list[Row], str]:
         rows = aggregate(load_results(api, exp.results_repo))
         if rows:
             return rows, f"From the results dataset `{exp.results_repo}` (seeds aggregated; 95% Wilson " \
-                         "intervals of the pooled counts)."
+                         "intervals of the mean accuracy over the held-out problems)."
     return from_cards(exp), ("From the adapters' model cards and the training dataset's manifest (no results "
                              "dataset published yet: run `qup study` for seeds and the base model).")
 

@@ -185,18 +185,19 @@ def plot(a: dict, path: Path, title: str) -> Path | None:
     t = {v: r for v, r in a["table"].items() if v != "base" and r["accuracy"] is not None}
     if not t:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, col, label in ((axes[0], "reward", "training-data reward (perceived quality)"),
                            (axes[1], "nll", "training-data learner NLL (adaptation cost)")):
-        for v, r in t.items():
+        for i, (v, r) in enumerate(t.items()):   # one colour per variant in both panels, named in the legend
             if r[col] is None:
                 continue
             acc = 100 * r["accuracy"]
-            ax.errorbar(r[col], acc, yerr=[[acc - 100 * r["lo"]], [100 * r["hi"] - acc]], fmt="o", capsize=3)
-            ax.annotate(v, (r[col], acc), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            ax.errorbar(r[col], acc, yerr=[[acc - 100 * r["lo"]], [100 * r["hi"] - acc]], fmt="o", capsize=3,
+                        color=f"C{i % 10}", label=v)
         if "base" in a["table"] and a["table"]["base"]["accuracy"] is not None:
             ax.axhline(100 * a["table"]["base"]["accuracy"], ls="--", c="grey", lw=1, label="base")
-            ax.legend(fontsize=8)
+        if ax is axes[1]:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.set_xlabel(label)
         ax.set_ylabel("held-out accuracy, % (mean of seeds, 95% CI)")
     fig.suptitle(title)
