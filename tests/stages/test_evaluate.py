@@ -67,3 +67,21 @@ def test_a_longer_list_decodes_only_the_chunks_it_has_not_seen(tiny_model, rando
     assert fresh.to_list() == longer.to_list()
     run(8, "base", adapter="")                                 # another model: its own chunks
     assert len(chunks()) == 9 and len(list(cache.iterdir())) == 2
+
+
+def test_a_retrained_adapter_in_the_same_dir_does_not_reuse_chunks(tiny_model, random_adapter, shared_data,
+                                                                   tmp_path):
+    import shutil
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    adapter, cache = tmp_path / "adapter", tmp_path / "cache"
+    shutil.copytree(random_adapter, adapter)
+    cfg = dict(model=tiny_model, adapter=str(adapter), max_new_tokens=6, batch_size=4, cache_dir=str(cache),
+               problems=SourceConfig(source="svamp", limit=4))
+    evaluate_command(EvaluateConfig(**cfg, out=str(tmp_path / "first")))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),   # "retrained": new weights
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(adapter)
+    evaluate_command(EvaluateConfig(**cfg, out=str(tmp_path / "second")))
+    assert len(list(cache.iterdir())) == 2                     # a second fingerprint, decoded afresh

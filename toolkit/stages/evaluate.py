@@ -51,13 +51,11 @@ class EvaluateConfig:
 
 def _fingerprint(cfg: EvaluateConfig, generator: Generator, prompt_id: str) -> str:
     """What decides a chunk's outputs besides its problems: model, adapter weights, settings."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(cfg.adapter.encode())       # the rows name it; a retrained one has new weights
     adapter = Path(cfg.adapter) if cfg.adapter else None
     if adapter and adapter.is_dir():
         for f in sorted(adapter.glob("adapter_*")):   # adapter_config.json, adapter_model.safetensors
             h.update(f.name.encode() + f.read_bytes())
-    else:
-        h.update(cfg.adapter.encode())
     h.update(json.dumps([generator.model_id, getattr(generator, "model_revision", ""), prompt_id,
                          cfg.max_new_tokens, cfg.batch_size, getattr(generator, "dtype", "")]).encode())
     return h.hexdigest()[:24]
