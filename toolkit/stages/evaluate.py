@@ -66,7 +66,7 @@ def evaluate(problems: Dataset, cfg: EvaluateConfig, generator: Generator) -> tu
     template = load_prompt(cfg.prompt)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, do_sample=False, temperature=0.0)
     cache = Path(cfg.cache_dir) / _fingerprint(cfg, generator, template.id) if cfg.cache_dir else None
-    parts = []
+    parts, correct = [], 0
     bar = tqdm(total=len(problems), desc="evaluate", unit="problem")
     for start in range(0, len(problems), cfg.batch_size):
         chunk = problems.select(range(start, min(start + cfg.batch_size, len(problems))))
@@ -74,6 +74,7 @@ def evaluate(problems: Dataset, cfg: EvaluateConfig, generator: Generator) -> tu
         path = cache / f"chunk-{start // cfg.batch_size:05d}-{ids}.parquet" if cache else None
         if path and path.exists():
             parts.append(Dataset.from_parquet(str(path), features=EVAL))
+            correct += sum(parts[-1]["correct"])
             bar.update(len(chunk))
             continue
         requests = [Request(generator.render_chat(template.messages(q)), params) for q in chunk["question"]]
@@ -90,11 +91,12 @@ def evaluate(problems: Dataset, cfg: EvaluateConfig, generator: Generator) -> tu
             path.parent.mkdir(parents=True, exist_ok=True)
             parts[-1].to_parquet(str(path.with_suffix(".tmp")))
             path.with_suffix(".tmp").replace(path)   # atomic: a killed run never leaves half a chunk
+        correct += sum(r["correct"] for r in rows)
         bar.update(len(chunk))
-        bar.set_postfix(correct=sum(sum(d["correct"]) for d in parts))
+        bar.set_postfix(correct=correct)
     bar.close()
     ds = concatenate_datasets(parts) if parts else empty(EVAL)
-    n, correct = len(ds), sum(ds["correct"])
+    n = len(ds)
     src = cfg.problems
     metrics = {"model": generator.model_id, "adapter": cfg.adapter, "source": src.source,
                "split": src.split, "offset": src.offset, "dtype": getattr(generator, "dtype", ""),
