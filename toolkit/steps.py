@@ -6,14 +6,15 @@ makes) and the keys of its inputs. A step is skipped only when its dir holds a f
 with the same key; a dir with another key is stale and removed before the step runs again, so
 nothing downstream of a change is ever served from an old result (as distilabel invalidates a
 changed step and its successors). A step killed midway keeps its key and resumes (sample shards,
-training checkpoints).
+training checkpoints). Every result records how long its step took (``timing``: wall, CPU and,
+when CUDA is in use, GPU seconds), so a run's markers tell what a fresh run of it costs.
 
 Example:
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp())
     >>> keys = {}
-    >>> run_step(Step("a", d / "a", {"k": 1}, [], lambda: {"n": 1}), keys)
-    {'n': 1}
+    >>> run_step(Step("a", d / "a", {"k": 1}, [], lambda: {"n": 1}), keys)["n"]
+    1
     >>> run_step(Step("b", d / "b", {}, ["a"], lambda: {"n": 2}), keys)["n"]
     2
     >>> skipped(d / "b", keys["b"])
@@ -26,6 +27,8 @@ import hashlib
 import json
 import logging
 import shutil
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -98,8 +101,18 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
     record = {"step": step.name, "key": key, "done": False, "config": _jsonable(step.config),
               "inputs": {i: keys[i] for i in step.inputs}}
     _write_marker(out, record)
+    t0, c0 = time.perf_counter(), time.process_time()
     result = step.fn()
+    wall = round(time.perf_counter() - t0, 2)
+    result = {**result, "timing": {"wall_s": wall, "cpu_s": round(time.process_time() - c0, 2),
+                                   "gpu_s": wall if _cuda() else 0.0}}
     _write_marker(out, {**record, "done": True, "result": result})
     for hook in list(ON_DONE):
         hook(step, result)
     return result
+
+
+def _cuda() -> bool:
+    """Whether this process computes on CUDA (torch is never imported just to ask)."""
+    torch = sys.modules.get("torch")
+    return bool(torch and torch.cuda.is_available())

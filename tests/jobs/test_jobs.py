@@ -181,7 +181,7 @@ def test_on_done_hook_runs_after_the_marker_only_for_work_done(tmp_path):
     seen = []
 
     def hook(step, result):
-        seen.append((step.name, result, steps.skipped(step.out, keys[step.name])))
+        seen.append((step.name, result["n"], steps.skipped(step.out, keys[step.name])))
     keys: dict = {}
     steps.ON_DONE.append(hook)
     try:
@@ -189,4 +189,4 @@ def test_on_done_hook_runs_after_the_marker_only_for_work_done(tmp_path):
         steps.run_step(steps.Step("a", tmp_path / "a", {"k": 1}, [], lambda: {"n": 1}), keys)  # cached
     finally:
         steps.ON_DONE.remove(hook)
-    assert seen == [("a", {"n": 1}, True)]      # once, with the finished marker already written
+    assert seen == [("a", 1, True)]             # once, with the finished marker already written

@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,21 +102,6 @@ def load_study(recipe: str, overrides: dict | None = None) -> tuple[StudyConfig,
     return study, run_over
 
 
-def _timed(fn):
-    def run():
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        wall = time.perf_counter() - t0
-        return {**out, "timing": {"wall_s": round(wall, 2), "cpu_s": round(time.process_time() - c0, 2),
-                                  "gpu_s": round(wall, 2) if _cuda() else 0.0}}
-    return run
-
-
-def _cuda() -> bool:
-    import torch
-    return torch.cuda.is_available()
-
-
 def _bench_name(src: SourceConfig) -> str:
     return Path(src.source.rstrip("/")).name
 
@@ -180,12 +164,11 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
             if tc is not None:
                 cell["train_result"] = run_step(Step(
                     f"train:{v}{cell['tag']}", Path(tc.out), tc, [f"variant:{v}"],
-                    _timed(lambda tc=tc: train_command(tc)), volatile=("logging_steps", "save_steps")), p.keys)
+                    lambda tc=tc: train_command(tc), volatile=("logging_steps", "save_steps")), p.keys)
                 if data_pub:
                     _stamp_dataset(tc.out, data_pub["repo"], v, data_pub["revision"])
             inputs = [f"train:{v}{cell['tag']}"] if tc is not None else []
-            cell["metrics"] = [run_step(Step(name, Path(ec.out), ec, inputs,
-                                             _timed(lambda ec=ec: evaluate_command(ec)),
+            cell["metrics"] = [run_step(Step(name, Path(ec.out), ec, inputs, lambda ec=ec: evaluate_command(ec),
                                              volatile=EVAL_VOLATILE), p.keys)
                                for name, ec in cell["evals"]]
             cell["outcomes"] = [_outcomes(load(ec.out)) for _, ec in cell["evals"]]

@@ -136,10 +136,12 @@ def markdown(a: dict, study, bench_name: str) -> list[str]:
             "is worse than" if b["hi"] is not None and b["hi"] < 0 else "does not separate from")
         lines += ["", f"**Compatibility-aware selection**: the best `selected` ({s['selected']}) "
                   f"{verdict} the best single variant ({s['single']}): Δ {100 * b['diff']:+.1f} pts "
-                  f"(95% CI {100 * b['lo']:+.1f}…{100 * b['hi']:+.1f}), McNemar p = {s['p']:.3f}."]
+                  f"(95% CI {100 * b['lo']:+.1f}…{100 * b['hi']:+.1f}), McNemar p = {s['p']:.3f} "
+                  "(the verdict follows the bootstrap: McNemar's pooled seeds make it optimistic)."]
     pw = a["power"]
     if pw["discordant"]:
-        need = ", ".join(f"{float(d) * 100:.0f} pts: {n if n else 'n/a'} problems"
+        need = ", ".join(f"{float(d) * 100:.0f} pts: {n} problems" if n else
+                         f"{float(d) * 100:.0f} pts: none (more than the discordant share)"
                          for d, n in pw["problems_for"].items())
         lines += ["", f"**Power**: {100 * pw['discordant']:.1f}% of problem pairs were discordant "
                   f"against {study.baseline}; McNemar at 80% power, α = 0.05 needs per seed: {need}. "
@@ -175,6 +177,20 @@ def findings(a: dict, study) -> str:
         f"- Verdict: the paradox {verdict} at this scale.",
     ]
     return "\n".join(words) + "\n"
+
+
+def compute(rows: list[dict]) -> str:
+    """What the trainings and evaluations cost, in wall minutes, from the results rows (a step
+    served from the cache reports the time it took when it ran)."""
+    trainings = {(r["variant"], r["seed"]): r["train_wall_s"] for r in rows if r["variant"] != "base"}
+    evals = [r["eval_wall_s"] for r in rows]
+
+    def total(xs) -> str:
+        known = [x for x in xs if x is not None]
+        missing = f" ({len(xs) - len(known)} not timed)" if len(known) < len(xs) else ""
+        return f"{sum(known) / 60:.1f} min{missing}"
+    return (f"**Compute** (wall time): {len(trainings)} trainings, {total(list(trainings.values()))}; "
+            f"{len(evals)} evaluations, {total(evals)}.")
 
 
 def plot(a: dict, path: Path, title: str) -> Path | None:
@@ -223,6 +239,7 @@ def write(p, study, cells: list[dict], rows: list[dict], out: Path) -> dict:
         lines += markdown(analyses[n], study, n) + [""]
     if png:
         lines += ["![paradox](paradox.png)", ""]
+    lines += [compute(rows), ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     log.info("study report: %s", path)
