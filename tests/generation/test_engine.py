@@ -157,6 +157,20 @@ def test_adapter_changes_outputs(tiny_model, lora):
         eng.generate([Request(prompt, params, adapter="b")], progress=False)
 
 
+def test_a_single_default_adapter_is_merged_and_decodes_the_same(tiny_model, lora):
+    apart = LocalEngine(tiny_model, adapters={"a": lora}, batch_size=4, dtype="float32")
+    merged = LocalEngine(tiny_model, adapters={"a": lora}, default_adapter="a", batch_size=4, dtype="float32")
+    assert merged.merged and not apart.merged
+    assert not any("lora" in name for name, _ in merged.model.named_parameters())   # plain weights
+    prompt = _prompt(apart)
+    params = SamplingParams(max_new_tokens=10, do_sample=False)
+    [a] = apart.generate([Request(prompt, params, adapter="a")], progress=False)
+    [m] = merged.generate([Request(prompt, params)], progress=False)
+    assert m.text == a.text and m.token_ids == a.token_ids
+    assert merged.score([prompt], [a.text])[0] == pytest.approx(apart.score([prompt], [a.text], "a")[0],
+                                                                abs=1e-4)
+
+
 def test_sampling_params_are_validated():
     with pytest.raises(ValueError, match="max_new_tokens"):
         SamplingParams(max_new_tokens=0)

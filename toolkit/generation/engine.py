@@ -32,6 +32,9 @@ class LocalEngine:
 
     ``adapters`` maps names to PEFT adapter dirs (or Hub ids); a request picks one by
     ``Request.adapter``; requests without one use ``default_adapter`` (``None``: the base model).
+    A single adapter that is also the default serves every request, so it is merged into the
+    weights (``merged``): the same model, ~1.2× faster to decode on CPU
+    (``benchmarks/merged_adapter.py``).
     ``dtype``: ``auto`` (see :func:`toolkit.models.resolve_dtype`), a name or a ``torch.dtype``.
     """
 
@@ -53,6 +56,9 @@ class LocalEngine:
         if default_adapter is not None and default_adapter not in self.adapters:
             raise ValueError(f"default_adapter {default_adapter!r} is not among {list(self.adapters)}")
         self.default_adapter = default_adapter
+        self.merged = len(self.adapters) == 1 and default_adapter is not None
+        if self.merged:
+            self.model = self.model.merge_and_unload()
         self.batch_size = batch_size
         self.device = next(self.model.parameters()).device
         eos = self.model.generation_config.eos_token_id
@@ -107,7 +113,7 @@ class LocalEngine:
         return name
 
     def _adapter_context(self, name: str | None):
-        if not self.adapters:
+        if not self.adapters or self.merged:
             return contextlib.nullcontext()
         if name is None:
             return self.model.disable_adapter()

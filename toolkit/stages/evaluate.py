@@ -57,7 +57,8 @@ def _fingerprint(cfg: EvaluateConfig, generator: Generator, prompt_id: str) -> s
         for f in sorted(adapter.glob("adapter_*")):   # adapter_config.json, adapter_model.safetensors
             h.update(f.name.encode() + f.read_bytes())
     h.update(json.dumps([generator.model_id, getattr(generator, "model_revision", ""), prompt_id,
-                         cfg.max_new_tokens, cfg.batch_size, getattr(generator, "dtype", "")]).encode())
+                         cfg.max_new_tokens, cfg.batch_size, getattr(generator, "dtype", ""),
+                         getattr(generator, "merged", False)]).encode())
     return h.hexdigest()[:24]
 
 
