@@ -31,7 +31,7 @@ def random_adapter(model: str) -> str:
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--adapter", default="", help="a trained adapter dir (default: a random LoRA)")
     ap.add_argument("--problems", type=int, default=32)

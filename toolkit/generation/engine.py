@@ -33,7 +33,7 @@ class LocalEngine:
     ``adapters`` maps names to PEFT adapter dirs (or Hub ids); a request picks one by
     ``Request.adapter``; requests without one use ``default_adapter`` (``None``: the base model).
     A single adapter that is also the default serves every request, so it is merged into the
-    weights (``merged``): the same model, ~1.2× faster to decode on CPU
+    weights (``merged``): the same model, 1.2–1.3× faster to decode on CPU
     (``benchmarks/merged_adapter.py``).
     ``dtype``: ``auto`` (see :func:`toolkit.models.resolve_dtype`), a name or a ``torch.dtype``.
     """
