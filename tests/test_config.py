@@ -117,3 +117,53 @@ def test_cli_flags_hidden_fields_and_nested_configs():
 def test_unknown_recipe_lists_packaged():
     with pytest.raises(ConfigError, match=r"cpu-demo.*smoke"):
         recipe_path("nope")
+
+
+RECIPE = "train_problems: {source: svamp}\neval_problems: {source: svamp}\n"
+
+
+def _one_error(argv, capsys) -> str:
+    """``qup ARGV`` fails with exit code 2 and one ``qup: error:`` line, no traceback."""
+    from toolkit.cli import main
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and lines[-1].startswith("qup: error: "), err[-2000:]
+    assert sum("error" in ln for ln in lines) == 1, lines
+    return lines[-1]
+
+
+def test_unreadable_recipes_and_sets_are_one_line(tmp_path, capsys):
+    utf8 = tmp_path / "utf8.yaml"
+    utf8.write_bytes(b"name: x\n" + RECIPE.encode() + b"prompt: \"\xff\xfe\"\n")
+    assert f"{utf8}: line 4: not valid UTF-8" in _one_error(["run", str(utf8)], capsys)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: x\nsample: " + "[" * 100_000 + "\n")
+    assert f"{deep}: nested more than" in _one_error(["run", str(deep)], capsys)
+    bad = {"sample.k=[0,": "--set sample.k: line 1, column 4: invalid YAML",
+           "k=!!python/object/apply:os.system ['true']": "--set k: line 1, column 1: invalid YAML: could not "
+                                                         "determine a constructor",
+           "sample.k=" + "[" * 100_000: "--set sample.k: nested more than"}
+    for item, words in bad.items():
+        assert words in _one_error(["run", "smoke", "--set", item], capsys)
+    line = _one_error(["run", "smoke", "--set", "sample=1", "--set", "sample.k=2"], capsys)
+    assert "--set sample.k: sample is already set to 1, not a mapping" in line
+
+
+def test_non_finite_numbers_and_escaping_names_are_refused(tmp_path, capsys):
+    inf = tmp_path / "inf.yaml"
+    inf.write_text("name: x\n" + RECIPE + "train: {learning_rate: .inf}\n")
+    assert "recipe inf.train.learning_rate: expected a finite number, got inf" in \
+        _one_error(["run", str(inf)], capsys)
+    line = _one_error(["sample", "--model", "tiny-random", "--source", "svamp", "--temperature", ".nan",
+                       "--out", str(tmp_path / "s")], capsys)
+    assert "temperature: expected a finite number, got nan" in line and not (tmp_path / "s").exists()
+    with pytest.raises(ConfigError, match=r"temperature: expected a finite number, got inf"):
+        load_config(Inner, {"temperature": "inf"})                  # a string spelling counts too
+    with pytest.raises(ConfigError, match=r"variant_options.rft.x\[0\]: expected a finite number"):
+        load_recipe("smoke", {"rft": {"x": [float("nan")]}})       # inside an Any-typed section
+    for name in ("../../x", "a/b", "..", ".hidden", ""):
+        esc = tmp_path / "esc.yaml"
+        esc.write_text(f"name: {name!r}\n" + RECIPE)
+        assert "name: " in _one_error(["run", str(esc), "--run-dir", str(tmp_path / "r")], capsys)
+    assert not (tmp_path / "r").exists() and load_recipe("smoke").name == "smoke"

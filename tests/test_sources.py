@@ -82,6 +82,28 @@ def test_bad_rows_raise_naming_file_row_field_or_are_counted(tmp_path):
                       "gold_unchecked": 0, "bad_rows": 3, "gold_failed_examples": []}
 
 
+def test_undecodable_deep_and_non_string_rows_name_file_row_field(tmp_path):
+    path = tmp_path / "hostile.jsonl"
+    good = json.dumps({"question": "1+1?", "answer": "#### 2"}).encode()
+    cases = {b'{"question": "a\xff", "answer": "#### 3"}': "field '<row>': not valid UTF-8",
+             b'{"question": ' + b"[" * 100_000: "field '<row>': JSON nested too deeply",
+             json.dumps({"question": 5, "answer": "#### 5"}).encode(): "field 'question': expected a string, got int",
+             json.dumps({"question": ["2+2?"], "answer": "#### 4"}).encode(): "field 'question': expected a string"}
+    for line, words in cases.items():
+        for rows, n in (([good, line], 2), ([line, good], 1)):     # also as the first row
+            path.write_bytes(b"\n".join(rows) + b"\n")
+            with pytest.raises(SourceError) as e:
+                load_problems(SourceConfig(source=str(path)))
+            assert f"{path}: row {n}: {words}" in str(e.value), str(e.value)
+        path.write_bytes(good + b"\n" + line + b"\n")
+        assert load_problems_with_report(SourceConfig(source=str(path), skip_bad=True)).bad_rows == 1
+    cmd = [sys.executable, "-m", "toolkit.cli", "data", "check", str(path)]   # one line, no traceback
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        f"qup: error: {path}: row 2: field 'question': expected a string, got list \"['2+2?']\" "
+        "(skip_bad=true skips such rows)"]
+
+
 def test_bad_gold_row_names_its_field(tmp_path):
     path = tmp_path / "svamp_like.jsonl"
     path.write_text(json.dumps({"Body": "b", "Question": "q", "Answer": 3.0, "ID": "a"}) + "\n"

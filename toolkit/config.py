@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -26,6 +27,7 @@ import yaml
 from .errors import QupError
 
 T = TypeVar("T")
+MAX_DEPTH = 64   # nesting of a config's lists/mappings (deeper input is refused, not recursed into)
 
 
 class ConfigError(QupError, ValueError):
@@ -36,11 +38,53 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def check_finite(value: Any, where: str) -> None:
+    """Refuse NaN/inf anywhere in ``value`` (they make invalid JSON and meaningless settings)."""
+    stack = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ConfigError(f"{at}: expected a finite number, got {item!r}")
+        if isinstance(item, dict):
+            stack.extend((v, f"{at}.{k}") for k, v in item.items())
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{at}[{i}]") for i, v in enumerate(item))
+
+
+def check_depth(value: Any, where: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse lists/mappings nested deeper than ``limit`` (checked without recursion)."""
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list, tuple)):
+            if depth >= limit:
+                raise ConfigError(f"{where}: nested more than {limit} levels deep")
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+
+
+def safe_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` of ``text``; bad YAML or too deep nesting is a :class:`ConfigError`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        what = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{where}: {at}invalid YAML: {what}") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
+    check_depth(data, where)
+    return data
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where}: expected a finite number, got {value!r}")
     if tp is Any:
+        check_finite(value, where)
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -75,9 +119,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-2" as a string
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
-            pass
+            number = None
+        if number is not None:
+            return _coerce(number, tp, where)
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if isinstance(tp, type) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
@@ -140,10 +186,13 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    raw = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: invalid YAML: {e}") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: not valid UTF-8 (byte {raw[e.start]:#04x})") from None
+    data = safe_yaml(text, str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at top level")
     return data
@@ -205,9 +254,14 @@ def _scalar(raw):
     if raw == "":       # `--flag ''`: the empty string (YAML would read null)
         return raw
     try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = yaml.safe_load(raw)
+    except (yaml.YAMLError, RecursionError):
         return raw
+    try:
+        check_depth(value, "")
+    except ConfigError:
+        return raw
+    return value
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
@@ -239,11 +293,14 @@ def parse_sets(items: list[str], expand_env: bool = False) -> dict:
     out: dict = {}
     for item in items:
         key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ConfigError(f"--set expects KEY=VALUE (e.g. sample.k=8), got {item!r}")
+        if not eq or not key or "" in key.split("."):
+            raise ConfigError(f"--set expects KEY=VALUE (e.g. sample.k=8), got {item[:200]!r}")
         node = out
         *parents, leaf = key.split(".")
-        for part in parents:
+        for i, part in enumerate(parents):
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(os.path.expandvars(value) if expand_env else value)
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parents[:i + 1])} is already set to "
+                                  f"{node!r:.80}, not a mapping")
+        node[leaf] = safe_yaml(os.path.expandvars(value) if expand_env else value, f"--set {key}")
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -41,6 +42,7 @@ from .stats import trace_stats
 from .steps import Step, run_step
 
 log = logging.getLogger(__name__)
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")   # a recipe name: one path component
 
 _TOP = "the recipe's top-level `{}`"
 SampleSection = section(SampleConfig, {
@@ -90,6 +92,9 @@ class RunConfig:
     variant_options: dict[str, Any] = field(default_factory=dict)  # from top-level <variant>: keys
 
     def __post_init__(self):
+        if not _NAME.fullmatch(self.name) or ".." in self.name:   # the run dir is runs/<name>
+            raise ConfigError(f"name: {self.name[:100]!r} must be a plain name (letters, digits, '.', '_', "
+                              "'-'; no '/' or '..'; at most 100 characters)")
         if not self.variants:
             raise ConfigError("variants: list at least one variant to train on")
         for name in self.variants:

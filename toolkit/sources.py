@@ -87,7 +87,9 @@ def _text(row: dict, col: str, field_: str | None = None) -> str:
     value = row.get(col)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise _Bad(field_ or col, "missing or empty")
-    return str(value).strip()
+    if not isinstance(value, str):   # a number or a list is not a question's text
+        raise _Bad(field_ or col, f"expected a string, got {type(value).__name__} {str(value)[:60]!r}")
+    return value.strip()
 
 
 def _number(row: dict, col: str) -> str:
@@ -163,7 +165,7 @@ def _mapped(columns: dict[str, str]):
         question = _text(row, columns["question"])
         solution = str(row.get(columns.get("gold_solution", ""), "") or "").strip()
         if "gold_answer" in columns:
-            if isinstance(row.get(columns["gold_answer"]), float):
+            if isinstance(row.get(columns["gold_answer"]), (int, float)):
                 gold = _number(row, columns["gold_answer"])
             else:
                 gold = _text(row, columns["gold_answer"])
@@ -224,14 +226,22 @@ def _split_files(folder: Path) -> list[str]:
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict | None, str]]:
     """``(line number, row or None, error)`` for each non-blank line."""
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield n, None, f"not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})"
+                continue
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 yield n, None, f"invalid JSON ({e.msg})"
+                continue
+            except RecursionError:
+                yield n, None, "JSON nested too deeply"
                 continue
             yield (n, row, "") if isinstance(row, dict) else (n, None, "not a JSON object")
 
@@ -272,6 +282,9 @@ def _open(cfg: SourceConfig) -> tuple[str, str, list[str] | None, Iterator]:
         if path.suffix == ".jsonl":
             rows = list(_read_jsonl(path))
             cols = next((list(r) for _, r, _ in rows if r is not None), [])
+            bad = next(((n, err) for n, r, err in rows if r is None), None)
+            if not cols and bad:   # no good row to tell the format by: name the first bad one
+                raise SourceError(f"{where}: row {bad[0]}: field '<row>': {bad[1]}")
             return name, where, cols, iter(rows)
         if path.suffix in (".json", ".parquet"):
             ds = _load_table(path.suffix[1:], data_files=str(path), split="train", where=where)
