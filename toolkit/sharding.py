@@ -188,9 +188,12 @@ def read_marker(out: str | Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        data = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as e:   # UnicodeDecodeError is a ValueError
+        raise ConfigError(f"{path}: not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def check_out(out: str | Path, shard: Shard | None, stage: str) -> None:

@@ -147,3 +147,61 @@ def test_sharded_variant_command_merged_equals_unsharded(tmp_path, capsys):
     assert len(whole) == 12 and load(tmp_path / "m").to_list() == whole.to_list()
     marker = json.loads((tmp_path / "s0" / "qup_shard.json").read_text())
     assert marker["stage"] == "oracle_synth" and marker["config"]["roles"] == {"oracle": "reference"}
+
+
+def _toy_shards(root, capsys, n=2) -> list:
+    """``n`` oracle_synth shards (reference Oracle: no model) of 6 toy problems x 2 traces."""
+    from datasets import Dataset
+
+    from toolkit.schema import TRACE, empty_trace
+    rows = [{**empty_trace(), "id": f"toy-{p}", "problem_id": f"toy-{p}", "trace_id": f"toy-{p}#{j}",
+             "sample_index": j, "question": f"What is {p} + 4?", "gold_answer": str(p + 4),
+             "prompt_id": "math_cot", "gold_solution": f"{p} + 4 = {p + 4}. #### {p + 4}",
+             "completion": "no idea", "variant": "self"} for p in range(6) for j in range(2)]
+    Dataset.from_list(rows, features=TRACE).save_to_disk(str(root / "self"))
+    argv = ["oracle_synth", "--traces", str(root / "self"), "--oracle", "reference"]
+    for i in range(n):
+        run(argv + ["--out", str(root / f"s{i}"), "--shard", f"{i}/{n}"], capsys)
+    return [root / f"s{i}" for i in range(n)]
+
+
+def _merge_error(argv, capsys) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("qup: error: "), err
+    return lines[0]
+
+
+BAD_MARKERS = {"a list": ([], "expected a JSON object"), "count": ({"count": "2"}, "field 'count' must be a JSON int"),
+               "index": ({"index": 7}, "out of range"), "rows": ({"rows": None}, "field 'rows' must be a JSON int"),
+               "problems": ({"problems": [1, 2]}, "'problems' must be a list of strings"),
+               "order": ({"order": {"toy-0#0": "first"}}, "'order' must map keys to integer positions"),
+               "chunks": ({"chunks": 3}, "'chunks' must be a JSON object"),
+               "config": ({"config": "x"}, "field 'config' must be a JSON dict"),
+               "huge count": ({"count": 10 ** 12}, "missing"), "not utf-8": (b"\xff{", "not valid JSON")}
+
+
+def test_damaged_shard_dirs_and_bad_out_are_one_line(tmp_path, capsys):
+    shards = _toy_shards(tmp_path, capsys)
+    for what, (change, words) in BAD_MARKERS.items():
+        bad = tmp_path / f"bad-{what.replace(' ', '-')}"
+        shutil.copytree(shards[0], bad)
+        marker = json.loads((bad / "qup_shard.json").read_text())
+        data = change if isinstance(change, bytes) else json.dumps(
+            {**marker, **change} if isinstance(change, dict) else change).encode()
+        (bad / "qup_shard.json").write_bytes(data)
+        line = _merge_error(["merge", str(bad), "--out", str(tmp_path / "m")], capsys)
+        assert words in line, (what, line)
+    truncated = tmp_path / "truncated"
+    shutil.copytree(shards[0], truncated)
+    [arrow] = (truncated / "data").glob("*.arrow")
+    arrow.write_bytes(arrow.read_bytes()[:200])
+    line = _merge_error(["merge", str(truncated), str(shards[1]), "--out", str(tmp_path / "m")], capsys)
+    assert f"{truncated}: cannot read the shard's data" in line
+    (tmp_path / "file").write_text("x")
+    for out, words in ((shards[0], "is (inside) the shard dir"), (shards[1] / "sub", "is (inside) the shard dir"),
+                       (tmp_path / "file", "exists and is not a directory")):
+        assert words in _merge_error(["merge", *map(str, shards), "--out", str(out)], capsys)
+    assert (tmp_path / "file").read_text() == "x" and not (tmp_path / "m").exists()
+    assert run(["merge", *map(str, shards), "--out", str(tmp_path / "m")], capsys)["rows"] == 6

@@ -16,6 +16,7 @@ Example:
 """
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -43,8 +44,32 @@ def _markers(dirs: list[str | Path]) -> list[tuple[str, dict]]:
         if m is None:
             raise MergeError(f"merge: {d} is not a shard output (no {MARKER}); make shards with "
                              "--shard i/N")
+        _check_marker(d, m)
         out.append((d, m))
     return out
+
+
+# the fields merge reads from each marker, and their JSON types
+_FIELDS = {"stage": str, "shard": str, "index": int, "count": int, "input": str, "input_problems": int,
+           "rows": int, "order_by": str, "problems": list, "order": dict, "config": dict}
+
+
+def _check_marker(d: str, m: dict) -> None:
+    """Refuse a marker whose fields merge relies on are missing or of the wrong type."""
+    where = f"merge: {d}: {MARKER}"
+    for key, tp in _FIELDS.items():
+        value = m.get(key)
+        if not isinstance(value, tp) or isinstance(value, bool):
+            raise MergeError(f"{where}: field {key!r} must be a JSON {tp.__name__}, got {value!r:.80}")
+    if m["count"] < 1 or not 0 <= m["index"] < m["count"] or m["rows"] < 0 or m["input_problems"] < 0:
+        raise MergeError(f"{where}: shard {m['index']}/{m['count']}, rows {m['rows']}, input_problems "
+                         f"{m['input_problems']}: out of range")
+    if not all(isinstance(p, str) for p in m["problems"]):
+        raise MergeError(f"{where}: field 'problems' must be a list of strings")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in m["order"].values()):
+        raise MergeError(f"{where}: field 'order' must map keys to integer positions")
+    if m.get("chunks") is not None and not isinstance(m["chunks"], dict):
+        raise MergeError(f"{where}: field 'chunks' must be a JSON object")
 
 
 def _check_same(markers: list[tuple[str, dict]]) -> None:
@@ -67,9 +92,10 @@ def _check_complete(markers: list[tuple[str, dict]]) -> None:
         if m["index"] in seen:
             raise MergeError(f"merge: shard {m['shard']} is given twice ({seen[m['index']]} and {d})")
         seen[m["index"]] = d
-    missing = [f"{i}/{n}" for i in range(n) if i not in seen]
+    missing = [f"{i}/{n}" for i in itertools.islice((i for i in range(n) if i not in seen), 10)]
     if missing:
-        raise MergeError(f"merge: shard(s) {', '.join(missing)} missing (have "
+        more = ", …" if n - len(seen) > len(missing) else ""
+        raise MergeError(f"merge: shard(s) {', '.join(missing)}{more} missing (have "
                          f"{', '.join(f'{i}/{n}' for i in sorted(seen))})")
     owner: dict[str, str] = {}
     for d, m in markers:
@@ -94,6 +120,31 @@ def _chunk_shard(d: str, chunks: dict, pid: str, n: int) -> int:
     return chunk % n
 
 
+def _load(d: str, m: dict) -> Dataset:
+    """The shard's rows; unreadable data (a truncated .arrow, ...) or missing columns: one line."""
+    try:
+        ds = load(d)
+    except QupError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pyarrow/datasets raise many types for damaged files
+        msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        raise MergeError(f"merge: {d}: cannot read the shard's data ({type(e).__name__}: {msg})") from None
+    missing = sorted({"problem_id", "trace_id", m["order_by"]} - set(ds.column_names))
+    if missing:
+        raise MergeError(f"merge: {d}: the data has no column(s) {missing}")
+    return ds
+
+
+def _check_out(out: str | Path, dirs: list[str | Path]) -> None:
+    """``--out`` must be a new or output dir, never a shard dir (or inside one) nor a file."""
+    target = Path(out).resolve()
+    if target.exists() and not target.is_dir():
+        raise MergeError(f"merge: --out {out} exists and is not a directory")
+    for d in dirs:
+        if target == Path(d).resolve() or Path(d).resolve() in target.parents:
+            raise MergeError(f"merge: --out {out} is (inside) the shard dir {d}; write the union elsewhere")
+
+
 def merge(dirs: list[str | Path]) -> tuple[Dataset, dict]:
     """The union of the shard outputs ``dirs`` (checked, see the module doc) and its summary."""
     markers = _markers(dirs)
@@ -101,7 +152,7 @@ def merge(dirs: list[str | Path]) -> tuple[Dataset, dict]:
     _check_complete(markers)
     parts, trace_owner = [], {}
     for d, m in markers:
-        ds = load(d)
+        ds = _load(d, m)
         if len(ds) != m["rows"]:
             raise MergeError(f"merge: {d} holds {len(ds)} rows but its {MARKER} says {m['rows']} "
                              "(an incomplete or changed shard)")
@@ -123,6 +174,8 @@ def merge(dirs: list[str | Path]) -> tuple[Dataset, dict]:
     for s, (d, m, ds) in enumerate(parts):
         order, col = m["order"], m["order_by"]
         for i, key in enumerate(ds[col]):
+            if key not in order:
+                raise MergeError(f"merge: {d} row {i}: {col} {key!r} has no position in its {MARKER}")
             keyed.append((order[key], s, i))
     keyed.sort()
     whole = concatenate_datasets([ds for _, _, ds in parts]) if parts else empty(features)
@@ -144,9 +197,13 @@ def merge_command(dirs: list[str | Path], out: str | Path) -> dict:
     else the stage). Publishing (``qup merge --publish``) is the CLI's next call."""
     if not out:
         raise MergeError("merge: --out is required")
+    _check_out(out, dirs)
     ds, info = merge(dirs)
-    save(ds, out)
-    (Path(out) / MERGE_MARKER).write_text(json.dumps(info, indent=2, default=str))
+    try:
+        save(ds, out)
+        (Path(out) / MERGE_MARKER).write_text(json.dumps(info, indent=2, default=str))
+    except OSError as e:
+        raise MergeError(f"merge: cannot write --out {out}: {e.strerror or e}") from None
     variants = set(ds["variant"]) if "variant" in ds.column_names else set()
     return {"out": str(out), "name": variants.pop() if len(variants) == 1 else info["stage"],
             **{k: v for k, v in info.items() if k != "config"}}
