@@ -229,3 +229,25 @@ def test_body_limits_and_auth_before_body(tmp_path, monkeypatch):
         assert _raw(hub.url, create.encode()).startswith(b"HTTP/1.1 401")
         assert _raw(hub.url, (commit + f"Authorization: Bearer {ALICE}\r\n\r\n").encode()).startswith(b"HTTP/1.1 413")
         assert sorted(api.list_repo_files("alice/big")) == [".gitattributes", "ok.bin", "s.txt"]
+
+
+def test_deep_json_bodies_and_huge_range_numbers_are_4xx(api, hub):
+    api.create_repo("alice/deep")
+    api.upload_file(path_or_fileobj=b"0123456789", path_in_repo="a.txt", repo_id="alice/deep")
+    m = f"{hub.url}/api/models/alice/deep"
+    deep = b"[" * 100_000
+    for url, body in ((f"{m}/commit/main", deep), (f"{m}/commit/main", _ndjson() + deep),
+                      (f"{hub.url}/api/repos/create", deep), (f"{m}/preupload/main", b'{"files": ' + deep)):
+        r = httpx.post(url, content=body, headers={**AUTH, "Content-Type": "application/json"})
+        assert r.status_code == 400 and "nested too deeply" in r.json()["error"], (url, r.status_code, r.text)
+    url, huge = f"{hub.url}/alice/deep/resolve/main/a.txt", "9" * 5000
+    for spec in (f"bytes={huge}-", f"bytes={huge}-{huge}", f"bytes=3-{huge}0"):
+        r = httpx.get(url, headers={"Range": spec})
+        want = 206 if spec.startswith("bytes=3-") else 416
+        assert r.status_code == want, (spec[:20], r.status_code, r.text)
+        assert r.headers["Content-Range"] == ("bytes 3-9/10" if want == 206 else "bytes */10")
+    r = httpx.get(url, headers={"Range": f"bytes=-{huge}"})          # the last <huge> bytes: all of them
+    assert r.status_code == 206 and r.content == b"0123456789"
+    r = httpx.get(url, headers={"Range": "bytes=" + "0" * 5000 + "2-3"})   # leading zeros are still 2
+    assert r.status_code == 206 and r.content == b"23"
+    assert api.list_repo_files("alice/deep") == [".gitattributes", "a.txt"]

@@ -8,15 +8,17 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from urllib.parse import parse_qs
 
-import yaml
 from starlette.responses import JSONResponse, Response
 
+from .cards import MAX_README_BYTES, CardError, card_json, check_readme
 from .errors import HubError
 from .names import REPO_TYPES, check_oid, check_path, check_text, is_name
 
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+logger = logging.getLogger(__name__)
 
 
 def repo_url(ctx, repo_type: str, repo_id: str) -> str:
@@ -28,6 +30,8 @@ def json_body(ctx) -> dict:
         data = json.loads(ctx.body or b"{}")
     except ValueError as e:
         raise HubError(400, f"Request body is not valid JSON: {e}") from None
+    except RecursionError:
+        raise HubError(400, "Request body is not valid JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise HubError(400, "Request body must be a JSON object")
     return data
@@ -217,18 +221,15 @@ def repo_info(ctx, repo_type, repo_id, args) -> Response:
 def card_data(ctx, repo_type, repo_id, commit, entries) -> dict | None:
     """The README's YAML front matter, as the Hub returns it in ``cardData`` (None if absent)."""
     readme = next((e for e in entries if e.path == "README.md" and e.type == "file"), None)
-    if readme is None or readme.size > 1024 ** 2:
+    if readme is None or readme.size > MAX_README_BYTES:
         return None
     f = ctx.storage.read(repo_type, repo_id, commit, "README.md")
     text = (f.content if f.content is not None else f.lfs_path.read_bytes()).decode("utf-8", "replace")
-    if not text.startswith("---"):
-        return None
-    head = text.split("\n---", 1)[0][3:] if "\n---" in text else ""
     try:
-        data = yaml.safe_load(head)
-    except yaml.YAMLError:
+        return card_json(text)
+    except CardError as e:   # committed before the check existed (or via LFS): listed without its card
+        logger.warning("%s %s: card skipped: %s", repo_type, repo_id, e.message)
         return None
-    return data if isinstance(data, dict) else None
 
 
 def preupload(ctx, repo_type, repo_id, args) -> Response:
@@ -286,6 +287,8 @@ def parse_commit(body: bytes) -> tuple[dict, list[tuple]]:
                 raise ValueError(f"unknown key {key!r}")
         except (ValueError, KeyError, TypeError, binascii.Error) as e:
             raise HubError(400, f"Invalid commit payload, line {n}: {getattr(e, 'message', e)}") from None
+        except RecursionError:
+            raise HubError(400, f"Invalid commit payload, line {n}: JSON nested too deeply") from None
     if not isinstance(header, dict) or not header.get("summary"):
         raise HubError(400, "Invalid commit payload: missing header line with a 'summary'")
     check_text(header["summary"], "commit summary")
@@ -298,6 +301,9 @@ def commit(ctx, repo_type, repo_id, args) -> Response:
     ctx.can_write(repo_type, repo_id, f"committing to {repo_id}")
     rev = "/".join(args) or "main"
     header, ops = parse_commit(ctx.body)
+    for op in ops:   # the card's metadata reaches every listing: refuse a hostile one now
+        if op[0] == "file" and op[1] == "README.md":
+            check_readme(op[2])
     sha, num = ctx.storage.commit(repo_type, repo_id, rev, ops, header["summary"],
                                   header.get("description") or "", parent_commit=header.get("parentCommit"),
                                   author=ctx.user or "anonymous", create_pr=ctx.flag("create_pr"))

@@ -57,12 +57,18 @@ def _range(header: str | None, size: int) -> tuple[int, int] | None:
     if not m or (not m.group(1) and not m.group(2)):
         return None
     if not m.group(1):  # suffix range: last N bytes
-        return max(0, size - int(m.group(2))), size - 1
-    start = int(m.group(1))
-    end = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+        return max(0, size - _offset(m.group(2))), size - 1
+    start = _offset(m.group(1))
+    end = min(_offset(m.group(2)), size - 1) if m.group(2) else size - 1
     if start >= size or end < start:
         raise HubError(416, f"Range {header} not satisfiable (size {size})")
     return start, end
+
+
+def _offset(digits: str) -> int:
+    """A Range offset; one past any file's size when longer than 18 digits (int() refuses ~4300)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10 ** 18
 
 
 def resolve(ctx, repo_type, repo_id, args) -> Response:
