@@ -2,7 +2,7 @@
 # requires-python = ">=3.11"
 # dependencies = [
 #     "torch>=2.4",
-#     "transformers>=5.24",
+#     "transformers>=5.16.1",
 #     "trl>=1.0",
 #     "peft>=0.15",
 #     "datasets>=4.0",

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 PROVENANCE = "qup_provenance.json"   # written into every prepared dir: where the weights came from
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PRESET_VERSION = 2  # bump to rebuild cached presets when prepare() changes
+PRESET_VERSION = 3  # bump to rebuild cached presets when prepare() changes
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")   # CPUs that compute in bf16 natively
@@ -115,7 +115,7 @@ def _tiny_random(model_type: str, template: str | None, head: str = "lm"):
     torch.manual_seed(0)
     config = AutoConfig.for_model(
         model_type, vocab_size=len(tok), hidden_size=64, intermediate_size=128,
-        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,  # head_dim 32: vLLM's CPU kernels
         max_position_embeddings=2048, tie_word_embeddings=True, bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id)
     if head == "reward":

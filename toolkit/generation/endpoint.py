@@ -103,6 +103,11 @@ class EndpointGenerator:
     Async code awaits :meth:`agenerate` / :meth:`ascore`; the sync methods wrap them.
     """
     dtype = ""   # the server's, unknown here
+    engine = "endpoint"
+
+    @property
+    def label(self) -> str:
+        return f"{self.api} endpoint"
 
     def __init__(self, model: str, endpoints: Sequence[str], api: str = "tgi",
                  tokenizer: str | None = None, concurrency: int = 16, cache_dir: str | None = None,

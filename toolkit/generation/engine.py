@@ -66,6 +66,13 @@ class LocalEngine:
         self.eos_ids.discard(None)
         self.max_length = getattr(self.model.config, "max_position_embeddings", 2048)
 
+    engine = "transformers"
+
+    @property
+    def label(self) -> str:
+        import transformers
+        return f"transformers {transformers.__version__}"
+
     # ------------------------------------------------------------------ Generator protocol
     def render_chat(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -248,7 +255,9 @@ class LocalEngine:
         keep = torch.zeros_like(mask, dtype=torch.bool)   # positions predicting the scored tokens
         for b, (s, n) in enumerate(zip(seqs, starts)):
             keep[b, n - 1:len(s) - 1] = True
-        logits = self.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        hidden = base.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        logits = base.get_output_embeddings()(hidden[keep])  # lm_head only where scored
         targets = ids[:, 1:][keep[:, :-1]]                  # logits are (scored tokens, vocab)
         sizes = [len(s) - n for s, n in zip(seqs, starts)]
         return [torch.log_softmax(lg.float(), -1).gather(1, tg[:, None])[:, 0].tolist()

