@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import ALICE
 
 DATASET = "alice/qup-mawps-tiny-random-llama"
+MALLORY = "hf_mallorywritetoken"        # a stranger with a write token for her own namespace only
 VARIANTS = {"rft": {"reward": [0.6, 0.7, 0.8], "nll": [0.5, 0.6, 0.7], "eval": (3, 20)},
             "oracle_refine": {"reward": [0.9, 0.95, 0.85], "nll": [1.2, 1.1, 1.3], "eval": (1, 20)}}
 
@@ -62,7 +63,7 @@ def experiment(tmp_path_factory, tiny_model):
     from toolkit.publishing.publish import publish_adapter, publish_dataset
     root = tmp_path_factory.mktemp("space_hub")
     with pytest.MonkeyPatch.context() as mp, \
-            HubServer(root / "hub", tokens={"alice": (ALICE, "write")}) as hub:
+            HubServer(root / "hub", tokens={"alice": (ALICE, "write"), "mallory": (MALLORY, "write")}) as hub:
         mp.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
         mp.setenv("HF_HUB_DISABLE_XET", "1")
         publish_dataset(DATASET, {v: _traces(v, s) for v, s in VARIANTS.items()}, token=ALICE,

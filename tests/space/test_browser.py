@@ -30,7 +30,7 @@ def browser_page(tmp_path):
 
 
 def test_compare_two_models_and_see_the_leaderboard(experiment, browser_page, free_port, tmp_path):
-    demo = build_demo(SpaceSettings(endpoint=experiment.url, max_new_tokens=48))
+    demo = build_demo(SpaceSettings(endpoint=experiment.url, author="alice", max_new_tokens=48))
     demo.launch(server_name="127.0.0.1", server_port=free_port, prevent_thread_lock=True, quiet=True)
     page = browser_page
     try:

@@ -100,3 +100,97 @@ def test_aggregate_keeps_benchmarks_apart_and_handles_missing_scores():
     assert [(r.variant, r.benchmark, r.correct) for r in rows] == [
         ("rft", "gsm8k", 4), ("base", "mawps", 1), ("rft", "mawps", 2)]
     assert rows[0].reward is None and rows[0].nll is None
+
+
+def _adapter_card(experiment, token, repo, meta: dict, files=True):
+    """A qup-tagged model repo with ``meta`` as its card (and the rft adapter's files)."""
+    import yaml
+    from huggingface_hub import HfApi
+    api = HfApi(endpoint=experiment.url, token=token)
+    api.create_repo(repo, exist_ok=True)
+    if files:
+        api.upload_folder(folder_path=experiment.adapter_dirs["rft"], repo_id=repo,
+                          allow_patterns=["adapter_config.json", "adapter_model.safetensors"])
+    api.upload_file(path_or_fileobj=f"---\n{yaml.safe_dump({'tags': ['qup'], **meta})}---\n# x\n".encode(),
+                    path_in_repo="README.md", repo_id=repo)
+
+
+def _page(demo) -> str:
+    return json.dumps(demo.get_config_file())
+
+
+FAKE = type("Fake", (), {"keys": ["base", "rft", "oracle_refine", "evil", "counts"], "kind": "fake"})()
+
+
+def test_the_space_reads_only_its_owners_namespace(experiment, space_api):
+    from huggingface_hub import HfApi
+
+    from tests.space.conftest import MALLORY
+    from toolkit.space.app import NO_OWNER, _benchmark, build_demo
+    from toolkit.space.settings import SpaceSettings
+    pixel = "![p](http://evil.example/pixel.png)"
+    evil = {"base_model": "mallory/evil-base", "datasets": [DATASET],
+            "qup": {"variant": "evil", "eval": [{"dataset": "alice/secret-bench", "split": "test", "accuracy": 1.0}]}}
+    repos = ["mallory/evil-lora"] + [f"mallory/own-{i}" for i in range(3)]
+    _adapter_card(experiment, MALLORY, repos[0], evil)                    # joins alice's experiment
+    for i, repo in enumerate(repos[1:]):                                  # a bigger experiment of hers
+        _adapter_card(experiment, MALLORY, repo, {"base_model": f"mallory/x{pixel}", "datasets": ["mallory/exp"],
+                                                  "qup": {"variant": f"v{i}", "dataset_repo": f"alice/{pixel}"}})
+    alice = HfApi(endpoint=experiment.url, token=ALICE)
+    alice.create_repo("alice/secret-bench", repo_type="dataset", private=True)
+    try:
+        for settings in (SpaceSettings(endpoint=experiment.url, token=ALICE),          # the token's user
+                         SpaceSettings(endpoint=experiment.url, space_id="alice/arena"),  # the Space's repo
+                         SpaceSettings(endpoint=experiment.url, author="alice")):
+            page = _page(build_demo(settings, backend=FAKE))
+            assert DATASET in page and "qup/tiny-random-llama" in page, settings
+            assert "mallory" not in page and "evil" not in page and "secret-bench" not in page
+        assert NO_OWNER.split(":")[0] in _page(build_demo(SpaceSettings(endpoint=experiment.url), backend=FAKE))
+        [exp] = discover(space_api, "alice")
+        assert exp.variants == sorted(VARIANTS)
+        # a benchmark the owner's cards (or settings) name: private or foreign ones are never opened
+        alice_api = HfApi(endpoint=experiment.url, token=ALICE)
+        exp.adapters[0].evals = [{"dataset": "alice/secret-bench", "split": "test", "accuracy": 0.5}]
+        for problems in ("", "alice/secret-bench"):
+            source, _, why = _benchmark(exp, SpaceSettings(problems=problems), alice_api, "alice")
+            assert source == "" and "private" in why
+        exp.adapters[0].evals = [{"dataset": "mallory/bench", "split": "test", "accuracy": 0.5}]
+        source, _, why = _benchmark(exp, SpaceSettings(), alice_api, "alice")
+        assert source == "" and "outside this Space's namespace" in why
+        exp.adapters[0].evals = [{"dataset": "mawps", "split": "test", "accuracy": 0.5}]
+        assert _benchmark(exp, SpaceSettings(), alice_api, "alice") == ("mawps", "test", "")
+    finally:   # the session's Hub is shared with the other Space tests
+        for repo in repos:
+            HfApi(endpoint=experiment.url, token=MALLORY).delete_repo(repo)
+        alice.delete_repo("alice/secret-bench", repo_type="dataset")
+
+
+def test_a_hostile_card_of_the_experiment_is_logged_and_skipped(experiment, space_api, caplog):
+    from huggingface_hub import HfApi
+
+    from toolkit.space.app import build_demo
+    from toolkit.space.settings import SpaceSettings
+    base = {"base_model": "qup/tiny-random-llama", "datasets": [DATASET]}
+    cards = {"alice/counts-lora": ({**base, "qup": {"variant": "counts", "eval": [
+                 {"dataset": "mawps", "split": "test", "accuracy": 0.5, "correct": "lots", "total": 2.5}]}}, True),
+             "alice/no-files-lora": ({**base, "qup": {"variant": "nofiles"}}, False),
+             "alice/etc-lora": ({**base, "base_model": "/etc", "qup": {"variant": "etc"}}, True),
+             "alice/dotted-lora": ({**base, "qup": {"variant": "v.1"}}, True),
+             "alice/odd-types-lora": ({**base, "qup": {"variant": "odd", "dataset_config": ["x"]}}, True)}
+    for repo, (meta, files) in cards.items():
+        _adapter_card(experiment, ALICE, repo, meta, files)
+    try:
+        settings = SpaceSettings(endpoint=experiment.url, token=ALICE, experiment=DATASET)
+        page = _page(build_demo(settings, backend=FAKE))
+        assert "counts (LoRA)" in page and "/etc" not in page and "v.1" not in page
+        [exp] = discover(space_api, "alice")
+        assert exp.variants == sorted([*VARIANTS, "counts"])
+        assert exp.adapter("counts").evals == [{"dataset": "mawps", "split": "test", "accuracy": 0.5}]
+        assert [r.variant for r in from_cards(exp)] == ["base", "counts", "oracle_refine", "rft"]
+        skipped = " ".join(r.getMessage() for r in caplog.records if "skipping the card" in r.getMessage())
+        for repo, words in (("no-files", "no adapter files"), ("etc", "base_model '/etc'"),
+                            ("dotted", "variant 'v.1'"), ("odd-types", "dataset_config / dataset_revision must be strings")):
+            assert f"alice/{repo}-lora: {words}" in skipped, skipped
+    finally:
+        for repo in cards:
+            HfApi(endpoint=experiment.url, token=ALICE).delete_repo(repo)

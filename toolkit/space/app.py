@@ -16,8 +16,8 @@ import gradio as gr
 
 from ..hub.client import safe_endpoint
 from .compare import compare, load_benchmark
-from .discovery import Experiment, discover, pick
-from .leaderboard import BASE, COLUMNS, leaderboard, table
+from .discovery import Experiment, discover, is_repo_id, owner, pick
+from .leaderboard import BASE, COLUMNS, from_cards, leaderboard, table
 from .plots import paradox_plot
 from .settings import MAX_MODELS, LimitError, SpaceSettings, check_models, check_question, clamp_new_tokens
 
@@ -33,21 +33,49 @@ def _label(key: str, exp: Experiment) -> str:
     return f"base: {exp.base_model}" if key == BASE else f"{key} (LoRA)"
 
 
-def _benchmark(exp: Experiment, settings: SpaceSettings) -> tuple[str, str]:
-    """(source, split) of the benchmark picker: QUP_SPACE_PROBLEMS, else the adapters' eval set."""
+def _code(text) -> str:
+    """Card-derived text as inline code: no Markdown, HTML or remote image reaches the page."""
+    return "`" + " ".join(str(text).split()).replace("`", "'")[:200] + "`"
+
+
+def _private(api, repo_id: str) -> bool:
+    """Whether the Hub dataset is private (or its visibility cannot be read): never shown then."""
+    try:
+        return bool(api.dataset_info(repo_id).private)
+    except Exception:  # noqa: BLE001 - unknown visibility counts as private
+        return True
+
+
+def _benchmark(exp: Experiment, settings: SpaceSettings, api, author: str) -> tuple[str, str, str]:
+    """(source, split, why not) of the benchmark picker: QUP_SPACE_PROBLEMS, else the adapters'
+    eval set when it is a preset or a dataset of the owner's namespace; never a private dataset
+    (the Space reads with its own token, visitors would see what they may not)."""
+    from ..sources import PRESETS
     if settings.problems:
         source, _, split = settings.problems.partition(":")
-        return source, split or "test"
-    e = next((e for a in exp.adapters for e in a.evals if e.get("dataset")), {})
-    return str(e.get("dataset") or ""), str(e.get("split") or "test")
+        split = split or "test"
+    else:
+        e = next((e for a in exp.adapters for e in a.evals if e.get("dataset")), {})
+        source, split = str(e.get("dataset") or ""), str(e.get("split") or "test")
+        if source and source not in PRESETS and not (is_repo_id(source) and source.split("/")[0] == author):
+            return "", split, (f"The cards name the benchmark {source[:100]!r}, outside this Space's "
+                               "namespace: not opened.")
+    if is_repo_id(source) and _private(api, source):
+        return "", split, f"The benchmark {source!r} is private (or not visible): its problems are not shown."
+    return source, split, ""
 
 
-def _empty(settings: SpaceSettings) -> gr.Blocks:
+def _empty(settings: SpaceSettings, why: str = "") -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\n\nNo experiment found on `{safe_endpoint(settings.endpoint)}`"
-                    + (f" named `{settings.experiment}`" if settings.experiment else "")
-                    + ": publish one with `qup run` (adapters tagged `qup`), then restart the Space.")
+        gr.Markdown(f"# {TITLE}\n\n" + (why or (
+            f"No experiment found on {_code(safe_endpoint(settings.endpoint))}"
+            + (f" named {_code(settings.experiment)}" if settings.experiment else "")
+            + ": publish one with `qup run` (adapters tagged `qup`), then restart the Space.")))
     return demo
+
+
+NO_OWNER = ("This Space does not know whose experiments to show: set `QUP_SPACE_AUTHOR` (the namespace "
+            "it trusts), or run it as a Hugging Face Space (`SPACE_ID`) or with an `HF_TOKEN`.")
 
 
 def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) -> gr.Blocks:
@@ -57,15 +85,22 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
     from .backends import make_backend
     settings = settings or SpaceSettings.from_env()
     api = api or HfApi(endpoint=settings.endpoint, token=settings.token)
-    exp = pick(discover(api, settings.author), settings.experiment)
+    author = owner(settings, api)      # the one namespace whose cards are read
+    exp = pick(discover(api, author), settings.experiment) if author else None
     if exp is None:
-        return _empty(settings).queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue)
+        return _empty(settings, "" if author else NO_OWNER).queue(
+            default_concurrency_limit=settings.concurrency, max_size=settings.queue)
     backend = backend or make_backend(api, exp, settings)
     keys = [k for k in backend.keys if k == BASE or k in exp.variants]
-    rows, note = leaderboard(api, exp)
+    try:
+        rows, note = leaderboard(api, exp)
+    except Exception as e:  # noqa: BLE001 - an unreadable results dataset: the cards' numbers
+        log.warning("results of %s unreadable (%s): leaderboard from the cards", exp.dataset_repo, e)
+        rows, note = from_cards(exp), "From the adapters' model cards (the results dataset is unreadable)."
     fig, plot_note = paradox_plot(rows)
-    source, split = _benchmark(exp, settings)
+    source, split, refused = _benchmark(exp, settings, api, author)
     problems, problems_note = load_benchmark(source, split)
+    problems_note = refused or problems_note
 
     def run(models, problem, question, max_new_tokens):
         try:
@@ -90,8 +125,8 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
         return gr.update()
 
     with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\n\n{INTRO}\n\nExperiment: training data `{exp.dataset_repo}`, base model "
-                    f"`{exp.base_model}`, {len(exp.adapters)} adapter(s). Backend: {backend.kind}.")
+        gr.Markdown(f"# {TITLE}\n\n{INTRO}\n\nExperiment: training data {_code(exp.dataset_repo)}, base model "
+                    f"{_code(exp.base_model)}, {len(exp.adapters)} adapter(s). Backend: {backend.kind}.")
         with gr.Tab("Compare"):
             choice = gr.CheckboxGroup([(_label(k, exp), k) for k in keys], value=keys[:2],
                                       label=f"Models to compare (2–{MAX_MODELS})", elem_id="models")

@@ -8,6 +8,11 @@ or, for older cards, ``qup_train.json`` and the ``model-index`` accuracy. From t
 their 95% intervals and the prompt template. A study's results dataset is ``<repo>-results``
 tagged ``qup-results``.
 
+Trust: cards are input from whoever could write them. With ``author`` (the Space's owner, see
+:func:`owner`) only that namespace's cards are read, and a card naming a dataset repo outside it is
+skipped. A card that is not well-formed (variant not a plain name, ``base_model`` not a Hub id or
+preset, no adapter files, ill-typed counts) is logged and skipped; it never stops the Space.
+
 Example:
     >>> api = HfApi(endpoint="http://127.0.0.1:8080")                          # doctest: +SKIP
     >>> [e.dataset_repo for e in discover(api)]                                # doctest: +SKIP
@@ -17,12 +22,41 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import tempfile
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 _TAG_RE = re.compile(r"^v(\d+)$")
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")          # a variant (an adapter name in PEFT)
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,99}")        # a benchmark's dataset / split name
+WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
+class BadCard(ValueError):
+    """A QUP card the Space cannot use (logged and skipped)."""
+
+
+def is_repo_id(value) -> bool:
+    """``namespace/name`` as the Hub spells repo ids (no path tricks)."""
+    return isinstance(value, str) and bool(_REPO_ID.fullmatch(value)) and ".." not in value
+
+
+def owner(settings, api) -> str:
+    """The namespace the Space trusts: ``QUP_SPACE_AUTHOR``, else the namespace of its own repo
+    (``SPACE_ID``, set on Hugging Face Spaces), else its token's user; "" when none is known."""
+    if settings.author:
+        return settings.author
+    if settings.space_id:
+        return settings.space_id.split("/")[0]
+    if settings.token:
+        try:
+            return str(api.whoami()["name"])
+        except Exception as e:  # noqa: BLE001 - an unusable token: no owner
+            log.warning("cannot tell the Space's owner from its token (%s)", type(e).__name__)
+    return ""
 
 
 @dataclass
@@ -75,67 +109,132 @@ def _json_file(api, repo_id: str, filename: str, revision: str, repo_type: str =
     return data if isinstance(data, dict) else None
 
 
+def _eval(e) -> dict | None:
+    """One held-out result with checked types: accuracy in [0, 1], 0 <= correct <= total."""
+    if not isinstance(e, dict):
+        return None
+    acc, correct, total = e.get("accuracy"), e.get("correct"), e.get("total")
+    if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
+        return None
+    out = {k: e[k] for k in ("dataset", "split") if isinstance(e.get(k), str) and _LABEL.fullmatch(e[k])}
+    out["accuracy"] = float(acc)
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in (correct, total)) and 0 <= correct <= total:
+        out.update(correct=correct, total=total)
+    return out
+
+
 def _card_evals(card) -> list[dict]:
     """Held-out results of a card: its ``qup.eval`` (with counts), else the ``model-index``."""
     qup = card.to_dict().get("qup") or {}
-    if isinstance(qup.get("eval"), list) and qup["eval"]:
-        return [e for e in qup["eval"] if isinstance(e, dict) and isinstance(e.get("accuracy"), (int, float))]
-    return [{"dataset": r.dataset_name, "split": r.dataset_split, "accuracy": float(r.metric_value)}
+    if isinstance(qup, dict) and isinstance(qup.get("eval"), list) and qup["eval"]:
+        return [e for e in map(_eval, qup["eval"]) if e is not None]
+    rows = [{"dataset": r.dataset_name, "split": r.dataset_split, "accuracy": r.metric_value}
             for r in (card.eval_results or []) if r.metric_type == "accuracy"]
+    return [e for e in map(_eval, rows) if e is not None]
 
 
-def adapter_from_card(api, repo_id: str, card) -> Adapter | None:
-    """An :class:`Adapter` from a listed model's card (None when it is not a QUP adapter)."""
+def _check(api, repo_id: str, revision: str, variant, base_model, dataset_repo, author: str) -> None:
+    """:class:`BadCard` naming what makes an adapter card unusable."""
+    if not isinstance(variant, str) or not _NAME.fullmatch(variant):
+        raise BadCard(f"variant {str(variant)[:80]!r} is not a plain name (letters, digits, '_', '-')")
+    from ..models import PRESETS
+    if not (is_repo_id(base_model) or base_model in PRESETS):
+        raise BadCard(f"base_model {str(base_model)[:80]!r} is not a Hub repo id")
+    if not is_repo_id(dataset_repo):
+        raise BadCard(f"dataset {str(dataset_repo)[:80]!r} is not a Hub repo id")
+    if author and dataset_repo.split("/")[0] != author:
+        raise BadCard(f"dataset {dataset_repo} is outside the Space's namespace {author!r}")
+    files = set(api.list_repo_files(repo_id, revision=revision))
+    if "adapter_config.json" not in files or not files & set(WEIGHTS):
+        raise BadCard(f"no adapter files (adapter_config.json + {' or '.join(WEIGHTS)}) at {revision}")
+
+
+def adapter_from_card(api, repo_id: str, card, author: str = "") -> Adapter | None:
+    """An :class:`Adapter` from a listed model's card (None when it is not a QUP adapter;
+    :class:`BadCard` when it is one the Space cannot use, see :func:`_check`)."""
     data = card.to_dict()
     qup = data.get("qup") if isinstance(data.get("qup"), dict) else {}
     revision = _revision(api, repo_id)
     if not qup.get("variant"):   # cards published before the qup: block
         qup = _json_file(api, repo_id, "qup_train.json", revision) or {}
         qup = {**qup, "variant": qup.get("dataset_config")}
-    datasets = data.get("datasets") or []
+    datasets = data.get("datasets") if isinstance(data.get("datasets"), list) else []
     dataset_repo = qup.get("dataset_repo") or (datasets[0] if datasets else "")
     if not qup.get("variant") or not dataset_repo or not isinstance(data.get("base_model"), str):
         return None
-    return Adapter(repo_id, revision, str(qup["variant"]), data["base_model"], dataset_repo,
-                   str(qup.get("dataset_config") or qup["variant"]), str(qup.get("dataset_revision") or ""),
-                   _card_evals(card))
+    _check(api, repo_id, revision, qup["variant"], data["base_model"], dataset_repo, author)
+    config, dataset_revision = qup.get("dataset_config") or qup["variant"], qup.get("dataset_revision") or ""
+    if not isinstance(config, str) or not isinstance(dataset_revision, str):
+        raise BadCard("dataset_config / dataset_revision must be strings")
+    return Adapter(repo_id, revision, qup["variant"], data["base_model"], dataset_repo, config,
+                   dataset_revision, _card_evals(card))
+
+
+def _stat(value) -> dict | None:
+    """``{mean[, lo, hi, n]}`` with finite numbers only; None without a mean."""
+    if not isinstance(value, dict):
+        return None
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
+    out = {k: float(value[k]) for k in ("mean", "lo", "hi") if number(value.get(k))}
+    if isinstance(value.get("n"), int) and not isinstance(value["n"], bool):
+        out["n"] = value["n"]
+    return out if "mean" in out else None
+
+
+def _dict(value) -> dict:
+    return value if isinstance(value, dict) else {}
 
 
 def train_stats(api, dataset_repo: str, revision: str) -> tuple[dict[str, dict], str]:
     """``({variant: {reward, nll}}, prompt template)`` from the dataset repo's manifest."""
     manifest = _json_file(api, dataset_repo, "qup_manifest.json", revision or "main", "dataset") or {}
     out = {}
-    for name, entry in (manifest.get("variants") or {}).items():
-        stats = (entry or {}).get("stats") or {}
-        ci, means = stats.get("diagnostics_ci") or {}, stats.get("diagnostics") or {}
-        out[name] = {k: ci[k] if isinstance(ci.get(k), dict) else {"mean": means[k]}
-                     for k in ("reward", "nll") if isinstance(ci.get(k), dict) or means.get(k) is not None}
-    prompt = (manifest.get("provenance") or {}).get("prompt_template") or "math_cot"
-    return out, str(prompt)
+    for name, entry in _dict(manifest.get("variants")).items():
+        stats = _dict(_dict(entry).get("stats"))
+        ci, means = _dict(stats.get("diagnostics_ci")), _dict(stats.get("diagnostics"))
+        got = {k: _stat(ci.get(k)) or _stat({"mean": means.get(k)}) for k in ("reward", "nll")}
+        out[str(name)] = {k: v for k, v in got.items() if v}
+    prompt = _dict(manifest.get("provenance")).get("prompt_template")
+    return out, prompt if isinstance(prompt, str) and _NAME.fullmatch(prompt) else "math_cot"
+
+
+def _experiment(api, repo: str, adapters: list[Adapter], results: set[str]) -> Experiment:
+    """One experiment: the adapters on its most common base model, one per variant."""
+    bases = [a.base_model for a in adapters]
+    base = max(sorted(set(bases)), key=bases.count)
+    kept: dict[str, Adapter] = {}
+    for a in sorted(adapters, key=lambda a: (a.variant, a.repo_id)):
+        if a.base_model != base or a.variant in kept:
+            log.warning("experiment %s: skipping %s (base %s, variant %s already shown or another base)",
+                        repo, a.repo_id, a.base_model, a.variant)
+            continue
+        kept[a.variant] = a
+    revision = next((a.dataset_revision for a in kept.values() if a.dataset_revision), "")
+    try:
+        stats, prompt = train_stats(api, repo, revision)
+    except Exception as e:  # noqa: BLE001 - a missing/unreadable dataset repo: no reward/NLL shown
+        log.warning("experiment %s: no training-data statistics (%s)", repo, type(e).__name__)
+        stats, prompt = {}, "math_cot"
+    return Experiment(repo, base, list(kept.values()), stats, prompt,
+                      f"{repo}-results" if f"{repo}-results" in results else "")
 
 
 def discover(api, author: str = "") -> list[Experiment]:
-    """Every experiment with at least one adapter on the Hub behind ``api``, newest names first."""
+    """Every experiment with at least one adapter on the Hub behind ``api`` (of namespace
+    ``author`` when given), by dataset repo; a card the Space cannot use is logged and skipped."""
     groups: dict[str, list[Adapter]] = {}
     for m in api.list_models(filter="qup", cardData=True, author=author or None):
-        if m.card_data is None:
+        if m.card_data is None or (author and m.id.split("/")[0] != author):
             continue
-        adapter = adapter_from_card(api, m.id, m.card_data)
+        try:
+            adapter = adapter_from_card(api, m.id, m.card_data, author)
+        except Exception as e:  # noqa: BLE001 - one bad card never stops the Space
+            log.warning("skipping the card of %s: %s", m.id, str(e)[:200] or type(e).__name__)
+            continue
         if adapter is not None:
             groups.setdefault(adapter.dataset_repo, []).append(adapter)
     results = {d.id for d in api.list_datasets(filter="qup-results", author=author or None)}
-    out = []
-    for repo, adapters in sorted(groups.items()):
-        adapters.sort(key=lambda a: a.variant)
-        revision = next((a.dataset_revision for a in adapters if a.dataset_revision), "")
-        try:
-            stats, prompt = train_stats(api, repo, revision)
-        except Exception as e:  # noqa: BLE001 - a missing/unreadable dataset repo: no reward/NLL shown
-            log.warning("experiment %s: no training-data statistics (%s)", repo, type(e).__name__)
-            stats, prompt = {}, "math_cot"
-        out.append(Experiment(repo, adapters[0].base_model, adapters, stats, prompt,
-                              f"{repo}-results" if f"{repo}-results" in results else ""))
-    return out
+    return [_experiment(api, repo, adapters, results) for repo, adapters in sorted(groups.items())]
 
 
 def pick(experiments: list[Experiment], name: str = "") -> Experiment | None:

@@ -47,6 +47,19 @@ def tgi_for(api, exp):
         yield server.url
 
 
+def _author(api, env: dict, own_hub: bool, experiment: str) -> str:
+    """The namespace the local Space trusts: ``QUP_SPACE_AUTHOR``; on a run dir's own Hub (nobody
+    else writes there) the experiment's; else the Space's owner as on the Hub (SPACE_ID, token)."""
+    from .discovery import discover, owner, pick
+    from .settings import SpaceSettings
+    if env.get("QUP_SPACE_AUTHOR"):
+        return env["QUP_SPACE_AUTHOR"]
+    if own_hub:
+        exp = pick(discover(api), experiment)
+        return exp.dataset_repo.split("/")[0] if exp else ""
+    return owner(SpaceSettings(token=env.get("HF_TOKEN"), space_id=env.get("SPACE_ID", "")), api)
+
+
 def run(run_dir: str | None = None, hub_url: str | None = None, backend: str = "local",
         host: str = "127.0.0.1", port: int = 7860, experiment: str = "", block: bool = True):
     """Serve the Space locally; returns the Gradio app when ``block`` is False (tests)."""
@@ -56,16 +69,20 @@ def run(run_dir: str | None = None, hub_url: str | None = None, backend: str = "
     from .discovery import discover, pick
     from .settings import SpaceSettings
     with contextlib.ExitStack() as stack:
+        own_hub = None
         if hub_url is None:
             if run_dir is None:
                 raise QupError("pass --run-dir (a run with an embedded Hub) or --hub-url")
-            hub_url = stack.enter_context(run_dir_hub(run_dir))
+            hub_url = own_hub = stack.enter_context(run_dir_hub(run_dir))
         env = {**os.environ, "HF_ENDPOINT": hub_url, "QUP_SPACE_BACKEND": backend}
         if experiment:
             env["QUP_SPACE_EXPERIMENT"] = experiment
+        api = HfApi(endpoint=hub_url, token=env.get("HF_TOKEN"))
+        author = _author(api, env, bool(own_hub), experiment)
+        if author:
+            env["QUP_SPACE_AUTHOR"] = author
         if backend == "tgi":
-            api = HfApi(endpoint=hub_url, token=env.get("HF_TOKEN"))
-            exp = pick(discover(api), experiment)
+            exp = pick(discover(api, author), experiment) if author else None
             if exp is None:
                 raise QupError(f"no experiment on {hub_url} to serve")
             env["QUP_SPACE_TGI_URL"] = stack.enter_context(tgi_for(api, exp))
@@ -123,7 +140,7 @@ def deploy(repo_id: str, *, endpoint: str | None = None, token: str | None = Non
     readme = files["README.md"].read_text()
     with xet_off_for(endpoint):
         try:
-            exp = pick(discover(api), experiment)
+            exp = pick(discover(api, repo_id.split("/")[0]), experiment)   # the Space's owner's
             if exp is not None:
                 readme = card_text(readme, [a.repo_id for a in exp.adapters],
                                    [exp.dataset_repo] + ([exp.results_repo] if exp.results_repo else []))

@@ -9,7 +9,8 @@ secrets). Secrets (``HF_TOKEN``, ``QUP_SPACE_TGI_TOKEN``) and the TGI URL are us
 | ``HF_ENDPOINT`` | huggingface.co | the Hub to discover experiments on |
 | ``HF_TOKEN`` | — | read token for private repos (never shown) |
 | ``QUP_SPACE_EXPERIMENT`` | the newest | the experiment's dataset repo (``org/qup-mawps-...``) |
-| ``QUP_SPACE_AUTHOR`` | — | only experiments of this namespace |
+| ``QUP_SPACE_AUTHOR`` | the owner | the one namespace whose cards the Space reads |
+| ``SPACE_ID`` | set by the Hub | the Space's own repo: its namespace is the owner (else the token's user) |
 | ``QUP_SPACE_BACKEND`` | ``local`` | ``local`` (transformers + PEFT in-process) or ``tgi`` |
 | ``QUP_SPACE_TGI_URL`` | — | the TGI endpoint (multi-LoRA; adapters by their repo id) |
 | ``QUP_SPACE_TGI_TOKEN`` | — | bearer token of that endpoint |
@@ -44,6 +45,7 @@ class SpaceSettings:
     token: str | None = None
     experiment: str = ""
     author: str = ""
+    space_id: str = ""
     backend: str = "local"
     tgi_url: str = ""
     tgi_token: str | None = None
@@ -54,7 +56,8 @@ class SpaceSettings:
     queue: int = 16
 
     ENV = {"endpoint": "HF_ENDPOINT", "token": "HF_TOKEN", "experiment": "QUP_SPACE_EXPERIMENT",
-           "author": "QUP_SPACE_AUTHOR", "backend": "QUP_SPACE_BACKEND", "tgi_url": "QUP_SPACE_TGI_URL",
+           "author": "QUP_SPACE_AUTHOR", "space_id": "SPACE_ID", "backend": "QUP_SPACE_BACKEND",
+           "tgi_url": "QUP_SPACE_TGI_URL",
            "tgi_token": "QUP_SPACE_TGI_TOKEN", "problems": "QUP_SPACE_PROBLEMS",
            "max_chars": "QUP_SPACE_MAX_CHARS", "max_new_tokens": "QUP_SPACE_MAX_NEW_TOKENS",
            "concurrency": "QUP_SPACE_CONCURRENCY", "queue": "QUP_SPACE_QUEUE"}
