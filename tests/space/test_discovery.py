@@ -126,7 +126,7 @@ def test_the_space_reads_only_its_owners_namespace(experiment, space_api):
     from huggingface_hub import HfApi
 
     from tests.space.conftest import MALLORY
-    from toolkit.space.app import NO_OWNER, _benchmark, build_demo
+    from toolkit.space.app import build_demo
     from toolkit.space.settings import SpaceSettings
     pixel = "![p](http://evil.example/pixel.png)"
     evil = {"base_model": "mallory/evil-base", "datasets": [DATASET],
@@ -139,12 +139,13 @@ def test_the_space_reads_only_its_owners_namespace(experiment, space_api):
     alice = HfApi(endpoint=experiment.url, token=ALICE)
     alice.create_repo("alice/secret-bench", repo_type="dataset", private=True)
     try:
-        for settings in (SpaceSettings(endpoint=experiment.url, token=ALICE),          # the token's user
-                         SpaceSettings(endpoint=experiment.url, space_id="alice/arena"),  # the Space's repo
-                         SpaceSettings(endpoint=experiment.url, author="alice")):
+        # the owner: the token's user, the namespace of the Space's own repo, or QUP_SPACE_AUTHOR
+        for owner in ({"token": ALICE}, {"space_id": "alice/arena"}, {"author": "alice"}):
+            settings = SpaceSettings(endpoint=experiment.url, **owner)
             page = _page(build_demo(settings, backend=FAKE))
             assert DATASET in page and "qup/tiny-random-llama" in page, settings
             assert "mallory" not in page and "evil" not in page and "secret-bench" not in page
+        from toolkit.space.app import NO_OWNER, _benchmark
         assert NO_OWNER.split(":")[0] in _page(build_demo(SpaceSettings(endpoint=experiment.url), backend=FAKE))
         [exp] = discover(space_api, "alice")
         assert exp.variants == sorted(VARIANTS)
