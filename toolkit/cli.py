@@ -212,9 +212,13 @@ def cmd_hub_serve(args):
         tokens = load_tokens(args.token, args.tokens_file)
     except ValueError as e:
         raise UserError(str(e)) from None
+    os.environ.pop("QUP_HUB_TOKENS", None)       # read once; not inherited by anything it starts
     limits = {k: v for k, v in (("max_body_bytes", args.max_body_bytes), ("max_lfs_bytes", args.max_lfs_bytes))
               if v is not None}
-    serve(args.root, host=args.host, port=args.port, tokens=tokens, **limits)
+    if args.job_path is not None:
+        limits["job_paths"] = args.job_path
+    serve(args.root, host=args.host, port=args.port, tokens=tokens, allowed_hosts=args.allowed_host or (),
+          jobs=args.jobs, **limits)
 
 
 
@@ -419,6 +423,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 256 MiB)")
     p.add_argument("--max-lfs-bytes", type=int,
                    help="largest LFS object the batch API accepts (default: 50 GiB)")
+    p.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a host name clients use to reach this Hub (repeatable; e.g. its public name behind "
+                        "a proxy; * accepts any). Its bound address and, on loopback, localhost always work")
+    p.add_argument("--jobs", choices=("sandbox", "unsafe-shared", "off"), default="sandbox",
+                   help="the Jobs API: sandbox (default; each job in a bubblewrap sandbox, off when bwrap "
+                        "is missing), unsafe-shared (jobs run unisolated: only with one user's tokens), off")
+    p.add_argument("--job-path", action="append", metavar="PATH",
+                   help="a path jobs may read (repeatable; default: the qup model cache and shared data)")
     pub = sub.add_parser("publish", help="publish datasets / adapters to the Hub (token: HF_TOKEN)"
                          ).add_subparsers(dest="sub", required=True)
     p = _add(pub, "dataset", cmd_publish_dataset, "Publish trace variants as configs of one Hub dataset "
@@ -427,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
              "--variant rft=runs/x/rft --hub-url http://127.0.0.1:8080")
     p.add_argument("--variant", action="append", required=True, metavar="NAME=DIR",
                    help="a variant (config) name and its save_to_disk dir (repeatable)")
-    p.add_argument("--provenance", help="JSON file or string: slm, oracle, endpoint_kind, filters, ...")
+    p.add_argument("--provenance", help="JSON file or string: slm, oracle, engine, filters, ...")
     p.add_argument("--source-info", help="JSON file or string: dataset (Hub id), revision, license")
     p2 = _add(pub, "adapter", cmd_publish_adapter, "Publish a LoRA adapter dir (with qup_train.json) "
               "as a Hub model repo with a model card",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -77,33 +78,53 @@ def test_logs_follow_stream_until_the_job_ends(jobs_hub):
     assert list(api.fetch_job_logs(job_id=job.id, namespace="alice", tail=2)) == ["line 2", "line 3"]
 
 
-def test_cancel_kills_the_process_group(jobs_hub, tmp_path):
+def test_cancel_kills_the_process_group(jobs_hub):
     api = client(jobs_hub)
-    pidfile = tmp_path / "child.pid"
+    marker = _marker()
     # the job starts a grandchild and sleeps: cancel must kill both
-    job = api.run_job(image=IMAGE, command=["sh", "-c", f"sleep 120 & echo $! > {pidfile}; echo started; wait"])
-    deadline = time.monotonic() + 20
-    while not pidfile.exists() or not pidfile.read_text().strip():
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    job = api.run_job(image=IMAGE, command=["sh", "-c", f"sleep {marker} & echo started; wait"])
+    assert _wait_for(lambda: _procs(marker), 20), "the job's child never started"
     assert api.inspect_job(job_id=job.id, namespace="alice").status.stage == "RUNNING"
     api.cancel_job(job_id=job.id, namespace="alice")
     done = wait(api, job.id, timeout=30)
     assert done.status.stage == "CANCELED"
-    child = int(pidfile.read_text())
-    deadline = time.monotonic() + 10
-    while _alive(child):
-        assert time.monotonic() < deadline, "the job's child survived the cancel"
+    assert _wait_for(lambda: not _procs(marker), 10), "the job's child survived the cancel"
+
+
+def _marker() -> str:
+    """A unique ``sleep`` duration: finds a job's processes from outside its PID namespace."""
+    return f"{1000 + int.from_bytes(os.urandom(3), 'big') % 900_000}.{os.getpid() % 97}"
+
+
+def _procs(marker: str) -> list[int]:
+    """Live processes running ``sleep MARKER``."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv[1:2] == [marker.encode()] and argv[0].endswith(b"sleep") and _alive(int(pid)):
+            out.append(int(pid))
+    return out
+
+
+def _wait_for(cond, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
         time.sleep(0.1)
+    return True
 
 
 def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as f:        # a zombie is dead
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
         return False
-    with open(f"/proc/{pid}/stat") as f:        # a zombie is dead
-        return f.read().split()[2] != "Z"
 
 
 def test_timeout_stops_the_job(jobs_hub):
@@ -213,13 +234,12 @@ def test_hostile_requests(jobs_hub):
     assert jobs_hub.app.jobs.jobs == {}
 
 
-def test_uv_image_shim_runs_a_pep723_script(jobs_hub, tmp_path):
-    script = tmp_path / "job.py"
-    script.write_text("# /// script\n# dependencies = ['pyyaml']\n# ///\nimport sys, yaml\n"
-                      "print(yaml.safe_dump({'args': sys.argv[1:]}).strip())\n")
-    api = client(jobs_hub)
-    job = api.run_job(image="ghcr.io/astral-sh/uv:python3.12-bookworm",
-                      command=["uv", "run", "--with", "pyyaml", str(script), "--a", "1"])
+def test_uv_image_shim_runs_a_pep723_script(jobs_hub):
+    script = ("# /// script\n# dependencies = ['pyyaml']\n# ///\nimport sys, yaml\n"
+              "print(yaml.safe_dump({'args': sys.argv[1:]}).strip())\n")
+    api = client(jobs_hub)           # the job writes its script in its own work dir, then runs it
+    job = api.run_job(image="ghcr.io/astral-sh/uv:python3.12-bookworm", command=[
+        "sh", "-c", f"printf %s {shlex.quote(script)} > job.py && exec uv run --with pyyaml job.py --a 1"])
     assert wait(api, job.id).status.stage == "COMPLETED"
     assert list(api.fetch_job_logs(job_id=job.id, namespace="alice")) == ["args:", "- --a", "- '1'"]
     assert translate(["uv", "run", "--python", "3.12", "python", "-c", "x"], "/v/bin/python") == \

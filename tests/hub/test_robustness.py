@@ -186,7 +186,7 @@ def test_malformed_requests_get_json_4xx_and_no_traceback(api, hub):
             assert 400 <= r.status_code < 500 and "error" in r.json(), (method, url, body, r.status_code, r.text)
             assert "\n" not in r.headers.get("X-Error-Message", "")
         # control characters sent raw in the request line: answered, not dropped
-        head = _raw(base, b"GET /api/models/alice/m\x01x HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = _raw(base, b"GET /api/models/alice/m\x01x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 400"), head        # ...with a JSON error like any other
         assert b"application/json" in head and json.loads(head.split(b"\r\n\r\n", 1)[1])["error"]
         lfs = httpx.post(f"{base}/alice/m.git/info/lfs/objects/batch", headers=AUTH,
@@ -221,11 +221,11 @@ def test_body_limits_and_auth_before_body(tmp_path, monkeypatch):
         assert r.status_code == 413 and "error" in r.json()
 
         # auth is checked before a byte of the body is read: the answer comes at once
-        commit = "POST /api/models/alice/big/commit/main HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n"
+        commit = "POST /api/models/alice/big/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n"
         assert _raw(hub.url, (commit + "\r\n").encode()).startswith(b"HTTP/1.1 401")
         assert _raw(hub.url, (commit + f"Authorization: Bearer {BOB}\r\n\r\n").encode()).startswith(b"HTTP/1.1 403")
         assert _raw(hub.url, (commit + "Authorization: Bearer hf_wrong\r\n\r\n").encode()).startswith(b"HTTP/1.1 401")
-        create = "POST /api/repos/create HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n"
+        create = "POST /api/repos/create HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000000000\r\n\r\n"
         assert _raw(hub.url, create.encode()).startswith(b"HTTP/1.1 401")
         assert _raw(hub.url, (commit + f"Authorization: Bearer {ALICE}\r\n\r\n").encode()).startswith(b"HTTP/1.1 413")
         assert sorted(api.list_repo_files("alice/big")) == [".gitattributes", "ok.bin", "s.txt"]

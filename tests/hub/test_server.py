@@ -200,7 +200,7 @@ def test_dropped_connection_leaves_no_partial_commit(api, hub, caplog):
                    headers={"Authorization": f"Bearer {ALICE}", "Content-Type": "application/x-ndjson"})
     assert r.status_code == 422 and "was not uploaded" in r.json()["error"]
     # a commit NDJSON body cut mid-way
-    _raw_send(hub.url, f"POST /api/models/alice/drop/commit/main HTTP/1.1\r\nHost: x\r\n"
+    _raw_send(hub.url, f"POST /api/models/alice/drop/commit/main HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                        f"Authorization: Bearer {ALICE}\r\nContent-Type: application/x-ndjson\r\n"
                        f"Content-Length: {len(ndjson) + 500}", ndjson)
     assert _wait(lambda: "disconnected during POST" in caplog.text)

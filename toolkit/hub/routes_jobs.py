@@ -10,22 +10,26 @@ Routes (shapes of ``huggingface_hub`` 1.x/2.x, ``hf_api.py`` and ``_jobs_api.py`
 - ``POST /api/jobs/{namespace}/{id}/cancel`` (``cancel_job``)
 - ``GET /api/jobs/hardware`` (``list_jobs_hardware``)
 
-A job is visible only to tokens of its namespace (404 otherwise, like a private repo); creating
-and cancelling need a write token of that namespace. Every field of the spec is checked before
-anything runs; what the embedded Hub cannot honour (volumes, ports, SSH, networks) is a 400, not
-silently ignored.
+The Jobs API needs tokens: an open Hub (no tokens) runs no jobs and answers 403. A job is visible
+only to tokens of its namespace (404 otherwise, like a private repo); creating and cancelling need
+a write token of that namespace. Every field of the spec is checked before anything runs; what the
+embedded Hub cannot honour (volumes, ports, SSH, networks) is a 400, not silently ignored. Log
+followers are streamed by the event loop (no request thread is held) and capped (429).
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
 
+import anyio
 import anyio.from_thread
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from .errors import HubError
 from .jobs import JobRunner
+from .jobstore import split, tail_offset
 from .names import is_name
 
 MAX_SPEC_BYTES = 1024 ** 2            # a job spec is small; a bigger body is hostile
@@ -148,11 +152,17 @@ def handle(ctx) -> Response:
     seg, m = ctx.segments[2:], ctx.method
     if seg == ["hardware"] and m == "GET":
         return JSONResponse(hardware())
+    if ctx.app.auth.open:
+        raise HubError(403, "The Jobs API needs tokens: this Hub is open (started without tokens), so it runs "
+                            "no jobs; start it with --tokens-file and use a write token")
     if not seg or not is_name(seg[0]):
         raise HubError(400, f"Invalid namespace {(seg or [''])[0][:96]!r}")
     ns = seg[0]
     if len(seg) == 1 and m == "POST":
         ctx.need_write(f"running a job under {ns!r}", ns)        # before the body is read
+        why = runner(ctx).refusal({i.name for i in ctx.app.auth.by_token.values()})
+        if why:
+            raise HubError(503, why)
         spec, secrets = validate_spec(_read_spec(ctx))
         job = runner(ctx).submit(ctx.user or "anonymous", ns, spec, secrets)
         return JSONResponse(job.info())
@@ -177,38 +187,62 @@ def handle(ctx) -> Response:
     raise HubError(404, f"Not found: {m} /{'/'.join(ctx.segments)[:200]}")
 
 
+class _Followed(StreamingResponse):
+    """A log stream that gives its follower slot back however it ends (done, disconnect, error)."""
+
+    def __init__(self, events, release):
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.release = release
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
 def logs(ctx, job) -> Response:
     """Server-sent events of the job's log lines: history (or its last ``tail``), then new lines
-    until the job ends; a ``: keep-alive`` comment every 15 s of silence."""
+    until the job ends; a ``: keep-alive`` comment every 15 s of silence. Read from the log file
+    by the event loop, a block at a time: a follower holds no thread and little memory."""
     tail = ctx.q("tail")
     if tail and not (tail.isdigit() and int(tail) <= 10 ** 7):
         raise HubError(400, f"Invalid tail {tail[:20]!r}: expected a non-negative integer")
-    cond = runner(ctx).cond
+    jobs = runner(ctx)
+    offset = tail_offset(job.log_path, int(tail)) if tail and int(tail) else 0
+    try:
+        f = open(job.log_path, "rb")
+    except OSError:
+        f = io.BytesIO()                                 # a job of an older Hub without a log
+    try:
+        jobs.follow(job.namespace)
+    except HubError:
+        f.close()
+        raise
 
-    def events():
-        with cond:
-            lines = list(job.logs)
-            sent = job.log_count
-        for ts, line in lines[-int(tail):] if tail else lines:
-            yield _event(ts, line)
+    async def events():
         quiet = time.monotonic()
-        while True:
-            with cond:
-                cond.wait_for(lambda: job.log_count > sent or job.done, timeout=1.0)
-                new = job.log_count - sent
-                lines = list(job.logs)[-new:] if new else []
-                sent, done = job.log_count, job.done
-            for ts, line in lines:
-                yield _event(ts, line)
-            if lines:
-                quiet = time.monotonic()
-            elif done:
-                return
-            elif time.monotonic() - quiet > 15:
-                quiet = time.monotonic()
-                yield ": keep-alive\n\n"
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        with f:
+            f.seek(offset)
+            pending = b""
+            while True:
+                done = job.done                          # read before the file: no line is missed
+                block = f.read(65_536)
+                if block:
+                    *lines, pending = (pending + block).split(b"\n")
+                    for raw in lines:
+                        yield _event(*split(raw))
+                    quiet = time.monotonic()
+                    await anyio.sleep(0)
+                    continue
+                if done:
+                    return
+                if time.monotonic() - quiet > 15:
+                    quiet = time.monotonic()
+                    yield ": keep-alive\n\n"
+                await anyio.sleep(0.2)
+    return _Followed(events(), lambda: jobs.unfollow(job.namespace))
 
 
 def _event(ts: str, line: str) -> str:

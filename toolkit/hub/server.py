@@ -4,7 +4,8 @@ Point ``HF_ENDPOINT`` (and ``HF_HUB_DISABLE_XET=1``) at it and ``huggingface_hub
 the ``hf`` CLI work unmodified. Auth (auth.py): tokens given at start, ``name -> (token, role[, orgs])``;
 a write token writes only in its own namespace and its orgs, private repos are visible only to their
 namespace's tokens. With NO tokens configured the server is open: anyone may read and write (fine on
-loopback, don't expose it). Request bodies are read only after the auth checks, within limits.
+loopback, don't expose it) but it runs no jobs. Request bodies are read only after the auth checks,
+within limits. Every request's ``Host`` and every write's ``Origin`` are checked (guard.py).
 
 Example::
 
@@ -19,6 +20,7 @@ import logging
 import math
 import re
 import secrets
+import socket
 import time
 from email.utils import formatdate
 from pathlib import Path
@@ -31,7 +33,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from ..background import BackgroundServer, JsonH11Protocol
-from . import routes_api, routes_files, routes_jobs
+from . import guard, routes_api, routes_files, routes_jobs
 from .auth import Auth, Identity
 from .jobs import JobRunner
 from .errors import HubError, repo_not_found
@@ -126,10 +128,13 @@ class HubApp:
     """The ASGI application: auth, path parsing, dispatch to routes_api / routes_jobs / routes_files."""
 
     def __init__(self, root, tokens: dict | None = None, max_body_bytes: int = MAX_BODY_BYTES,
-                 max_lfs_bytes: int = MAX_LFS_BYTES, max_running_jobs: int = 2):
+                 max_lfs_bytes: int = MAX_LFS_BYTES, max_running_jobs: int = 2, host: str = "127.0.0.1",
+                 allowed_hosts=(), jobs: str = "sandbox", job_paths=None):
         self.storage = Storage(root)
         self.auth = Auth(tokens)
-        self.jobs = JobRunner(Path(root) / "jobs", max_running=max_running_jobs)  # HF Jobs (jobs.py)
+        self.host, self.allowed_hosts = host, tuple(allowed_hosts)
+        self.jobs = JobRunner(Path(root) / "jobs", max_running=max_running_jobs, mode=jobs,
+                              data_paths=job_paths)              # HF Jobs (jobs.py)
         self.max_body_bytes, self.max_lfs_bytes = max_body_bytes, max_lfs_bytes
         self.secret = secrets.token_bytes(32)  # signs LFS upload URLs
 
@@ -162,6 +167,7 @@ class HubApp:
         raw = scope.get("raw_path") or scope["path"].encode()
         segments = [unquote(s) for s in raw.decode("latin-1").split("?")[0].split("/")[1:]]
         try:
+            guard.check(request.method, request.headers, self.host, self.allowed_hosts)
             response = await self.dispatch(Ctx(self, request, segments))
         except HubError as e:
             response = error_response(e)
@@ -185,14 +191,24 @@ class HubApp:
         return await run_in_threadpool(routes_files.handle, ctx)
 
 
+def endpoint(host: str, port: int) -> str:
+    """The URL a local client (a job) uses for a server bound to ``host``:``port``."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 class HubServer(BackgroundServer):
     """Serve a Hub-compatible API from ``root`` in a background thread (see module docstring)."""
 
     def __init__(self, root, host: str = "127.0.0.1", port: int = 0, tokens: dict | None = None,
-                 max_body_bytes: int = MAX_BODY_BYTES, max_lfs_bytes: int = MAX_LFS_BYTES):
+                 max_body_bytes: int = MAX_BODY_BYTES, max_lfs_bytes: int = MAX_LFS_BYTES, **options):
         self.root = Path(root)
-        self.app = HubApp(self.root, tokens, max_body_bytes, max_lfs_bytes)
+        self.app = HubApp(self.root, tokens, max_body_bytes, max_lfs_bytes, host=host, **options)
         super().__init__(self.app, host, port, date_header=False)   # HubApp sends an exact Date
+
+    @property
+    def url(self) -> str:
+        return endpoint(self.host, self.port)
 
     def start(self, timeout: float = 30):
         super().start(timeout)
@@ -205,11 +221,30 @@ class HubServer(BackgroundServer):
 
 
 def serve(root, host: str = "127.0.0.1", port: int = 8000, tokens: dict | None = None,
-          max_body_bytes: int = MAX_BODY_BYTES, max_lfs_bytes: int = MAX_LFS_BYTES) -> None:
-    """Run the server in the foreground until interrupted (``qup hub serve``)."""
-    app = HubApp(root, tokens, max_body_bytes, max_lfs_bytes)
-    app.jobs.endpoint = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
+          max_body_bytes: int = MAX_BODY_BYTES, max_lfs_bytes: int = MAX_LFS_BYTES, **options) -> None:
+    """Run the server in the foreground until SIGINT/SIGTERM (``qup hub serve``); its jobs are
+    cancelled on the way out (and die with it on SIGKILL: see sandbox.py)."""
+    app = HubApp(root, tokens, max_body_bytes, max_lfs_bytes, host=host, **options)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))                      # bound here: --port 0 gets its real port
+    port = sock.getsockname()[1]
+    app.jobs.endpoint = endpoint(host, port)
     mode = f"{len(app.auth.by_token)} token(s)" if not app.auth.open else "OPEN (no tokens: anyone may write)"
-    logger.info("qup hub serving %s on http://%s:%d, %s", Path(root).resolve(), host, port, mode)
-    uvicorn.run(app, host=host, port=port, log_level="info", lifespan="off", http=JsonH11Protocol,
-                date_header=False)
+    why = app.jobs.refusal({i.name for i in app.auth.by_token.values()})
+    logger.info("qup hub serving %s on %s, %s; jobs: %s", Path(root).resolve(), endpoint(host, port), mode,
+                "off (open Hub)" if app.auth.open else why or app.jobs.mode)
+    config = uvicorn.Config(app, log_level="info", lifespan="off", http=JsonH11Protocol, date_header=False)
+    try:
+        _Server(config).run(sockets=[sock])
+    finally:
+        app.jobs.close()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, cancelling the Hub's jobs when it stops (SIGINT/SIGTERM): uvicorn re-raises
+    the signal after its shutdown, so a ``finally`` after ``run()`` would not run on SIGTERM."""
+
+    async def shutdown(self, sockets=None) -> None:
+        await super().shutdown(sockets)
+        await run_in_threadpool(self.config.app.jobs.close)
