@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -38,6 +39,12 @@ def hub(tmp_path, monkeypatch):
         yield server
 
 
+def _job_env(shared_data) -> list[str]:
+    """A job inherits nothing from the Hub's environment: the suite's backend choice is passed on."""
+    backend = os.environ.get("QUP_BACKEND")
+    return [f"QUP_SHARED_DATA={shared_data}", *([f"QUP_BACKEND={backend}"] if backend else [])]
+
+
 def _follow(job_id: str, cfg: JobConfig) -> list[str]:
     lines = list(client.logs(job_id, cfg, follow=True))
     api = HfApi(endpoint=cfg.hub_url, token=TOKEN)
@@ -48,7 +55,7 @@ def _follow(job_id: str, cfg: JobConfig) -> list[str]:
 
 def test_recipe_job_publishes_and_resumes_from_the_hub(hub, shared_data, tiny_model):
     cfg = JobConfig(hub_url=hub.url, namespace="alice", timeout="10m",
-                    env=[f"QUP_SHARED_DATA={shared_data}"])
+                    env=_job_env(shared_data))
     t0 = time.monotonic()
     out = client.submit("smoke", cfg, sets=TRIM)
     assert out["spec"]["secrets"] == {"HF_TOKEN": "***"} and out["state_repo"] == "alice/qup-run-smoke"
@@ -84,7 +91,7 @@ def test_stage_job_writes_into_the_state_repo(hub, shared_data, tiny_model, tmp_
     config.write_text(f"model: tiny-random\nproblems: {{source: svamp, split: test, limit: 2}}\n"
                       f"k: 1\nmax_new_tokens: 8\nout: samples\n")
     cfg = JobConfig(hub_url=hub.url, namespace="alice", state_repo="alice/stage-state",
-                    env=[f"QUP_SHARED_DATA={shared_data}"])
+                    env=_job_env(shared_data))
     out = client.submit("sample", cfg, args=["--config", str(config), "--temperature", "0.5"])
     assert "code:files/sample.yaml" in out["spec"]["command"][2]
     _follow(out["job"]["id"], cfg)

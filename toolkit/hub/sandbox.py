@@ -59,7 +59,7 @@ def _base_args() -> list[str]:
     args = ["bwrap", "--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--unshare-pid",
             "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--cap-drop", "ALL",
             "--hostname", "job", "--ro-bind", "/usr", "/usr", "--proc", "/proc", "--dev", "/dev",
-            "--tmpfs", "/tmp"]
+            "--tmpfs", "/dev/shm", "--ro-bind-try", "/sys", "/sys", "--tmpfs", "/tmp"]
     for name in TOP_LINKS:                      # merged /usr: /bin -> usr/bin; else a read-only bind
         top = Path("/") / name
         if top.is_symlink():
