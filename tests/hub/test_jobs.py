@@ -13,6 +13,7 @@ import pytest
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError
 
+from toolkit.hub import sandbox
 from toolkit.hub.jobs_image import translate
 from toolkit.hub.server import HubServer
 
@@ -21,8 +22,16 @@ PY = sys.executable
 IMAGE = "python:3.12"
 
 
+def needs_sandbox() -> None:
+    """Skip where jobs cannot run: no bubblewrap, or no user namespaces (the Hub refuses jobs there)."""
+    why = sandbox.unavailable()
+    if why:
+        pytest.skip(f"jobs cannot run here: {why}")
+
+
 @pytest.fixture
 def jobs_hub(tmp_path, monkeypatch):
+    needs_sandbox()
     monkeypatch.setenv("HF_HUB_DISABLE_EXPERIMENTAL_WARNING", "1")
     with HubServer(tmp_path / "hub", tokens={"alice": (ALICE, "write", ("lab",)), "carol": (CAROL, "write"),
                                              "bob": (BOB, "read")}) as server:

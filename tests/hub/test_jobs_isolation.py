@@ -14,7 +14,7 @@ import pytest
 from huggingface_hub import HfApi
 
 from ..conftest import VENV_BIN
-from .test_jobs import IMAGE, _marker, _procs, _wait_for
+from .test_jobs import IMAGE, _marker, _procs, _wait_for, needs_sandbox
 
 ALICE, CAROL, DAVE = "hf_alice_iso_w_4a1c", "hf_carol_iso_w_9c2e", "hf_dave_env_w_77d1"
 SECRET = "TOPSECRET-" + os.urandom(6).hex()
@@ -38,6 +38,11 @@ pids = sorted(p for p in os.listdir('/proc') if p.isdigit())
 print('whoami', os.getuid(), 'root exists:', os.path.exists(root), 'pids:', pids)
 print('probe done')
 """
+
+
+@pytest.fixture(autouse=True)
+def _sandbox():
+    needs_sandbox()
 
 
 def _serve(tmp_path, root, *args, env=None, name="serve"):

@@ -20,6 +20,14 @@ AUTH = {"authorization": f"Bearer {ALICE}"}
 SPEC = {"command": ["true"], "dockerImage": IMAGE}
 
 
+@pytest.fixture
+def token_hub(tmp_path):
+    """A Hub with tokens (alice, carol, bob) that runs no job: these tests need no sandbox."""
+    with HubServer(tmp_path / "hub", tokens={"alice": (ALICE, "write"), "carol": (CAROL, "write"),
+                                             "bob": ("hf_bob_r_limits", "read")}) as server:
+        yield server
+
+
 def test_an_open_hub_runs_no_jobs(tmp_path):
     with HubServer(tmp_path / "hub") as hub:                # no tokens: anyone may read and write repos
         for headers in ({}, {"authorization": "Bearer anything"}):
@@ -29,7 +37,8 @@ def test_an_open_hub_runs_no_jobs(tmp_path):
         HfApi(endpoint=hub.url).create_repo("someone/repo")   # the rest of an open Hub still works
 
 
-def test_cross_site_writes_and_foreign_hosts_are_refused(jobs_hub):
+def test_cross_site_writes_and_foreign_hosts_are_refused(token_hub):
+    jobs_hub = token_hub
     url, port = jobs_hub.url, jobs_hub.port
     # a page on evil.example posting text/plain (no preflight) to the Jobs API, with or without a token
     for headers in ({"origin": "http://evil.example", "content-type": "text/plain"},
@@ -56,7 +65,8 @@ def test_allowed_host_names_a_public_name(tmp_path):
         assert httpx.get(f"{hub.url}/api/models", headers={"host": "other.example.org"}).status_code == 403
 
 
-def test_jobs_refused_with_a_reason_when_no_sandbox_can_be_had(jobs_hub, monkeypatch):
+def test_jobs_refused_with_a_reason_when_no_sandbox_can_be_had(token_hub, monkeypatch):
+    jobs_hub = token_hub
     monkeypatch.setattr(sandbox, "unavailable", lambda: "bubblewrap (bwrap) is not installed: install it")
     r = httpx.post(f"{jobs_hub.url}/api/jobs/alice", json=SPEC, headers=AUTH)
     assert r.status_code == 503 and "only in a sandbox and bubblewrap (bwrap) is not installed" in r.json()["error"]

@@ -33,8 +33,7 @@ class JobStore:
     """Records and logs of jobs, one dir per job id."""
 
     def __init__(self, root: Path):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = Path(root)                       # created with the first job
 
     def dir(self, job_id: str) -> Path:
         if not _ID.fullmatch(job_id):
@@ -65,7 +64,7 @@ class JobStore:
 
     def load_all(self) -> list[dict]:
         out = []
-        for d in self.root.iterdir():
+        for d in self.root.iterdir() if self.root.is_dir() else ():
             if _ID.fullmatch(d.name) and (record := self.load(d.name)) is not None:
                 out.append(record)
             elif _ID.fullmatch(d.name):
