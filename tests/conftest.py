@@ -10,6 +10,9 @@ import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "0")
+# `backend: auto` picks vLLM where installed; the suite runs tiny transformers models and starts
+# vLLM only in its focused tests (tests/generation/test_vllm.py), which ask for it by name.
+os.environ.setdefault("QUP_BACKEND", "transformers")
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ALICE, BOB = "hf_alicewritetoken", "hf_bobreadtoken"   # tokens of the `hub` fixture

@@ -29,7 +29,8 @@ from typing import Any
 
 from . import variants as V
 from .config import ConfigError, from_dict, merge, read_yaml, section
-from .generation.roles import VOLATILE, RoleConfig
+from .generation import engine_id, resolve_backend
+from .generation.roles import VOLATILE, RoleConfig, VLLMOptions, check_backend
 from .io import load, save
 from .publishing import experiment as publishing
 from .report import write_report
@@ -47,7 +48,8 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")   # a recipe name: one pa
 _TOP = "the recipe's top-level `{}`"
 SampleSection = section(SampleConfig, {
     "model": _TOP.format("model"), "problems": _TOP.format("train_problems"),
-    "prompt": _TOP.format("prompt"), "dtype": _TOP.format("dtype"), "out": "the run dir"})
+    "prompt": _TOP.format("prompt"), "dtype": _TOP.format("dtype"), "out": "the run dir",
+    "vllm": _TOP.format("vllm")})
 TrainSection = section(TrainConfig, {
     "model": _TOP.format("model"), "dtype": _TOP.format("dtype"), "data": "the variant's dir",
     "out": "the run dir", "dataset_repo": "publishing", "dataset_revision": "publishing",
@@ -56,10 +58,12 @@ ScoreSection = section(ScoreConfig, {
     "data": "the variant's dir", "out": "the run dir", "reference": "the run (its `self` traces)",
     "learner": _TOP.format("model"), "learner_endpoints": "the recipe's `sample` section",
     "judge": "the recipe's top-level `judge` role (default: the Oracle)",
-    "judge_endpoints": "the recipe's top-level `judge` role", "dtype": _TOP.format("dtype")})
+    "judge_endpoints": "the recipe's top-level `judge` role", "dtype": _TOP.format("dtype"),
+    "backend": _TOP.format("backend"), "vllm": _TOP.format("vllm")})
 EvaluateSection = section(EvaluateConfig, {
     "model": _TOP.format("model"), "adapter": "the trained variant",
     "problems": _TOP.format("eval_problems"), "dtype": _TOP.format("dtype"),
+    "backend": _TOP.format("backend"), "vllm": _TOP.format("vllm"),
     "prompt": _TOP.format("prompt") + ": evaluation uses the sampling prompt",
     "out": "the run dir", "cache_dir": "the run dir"})
 
@@ -83,6 +87,8 @@ class RunConfig:
     judge: RoleConfig = field(default_factory=RoleConfig)   # the reward judge ('' = the Oracle)
     prompt: str = "math_cot"
     dtype: str = "auto"
+    backend: str = "auto"                           # the SLM's engine: auto | vllm | transformers
+    vllm: VLLMOptions = field(default_factory=VLLMOptions)  # the SLM's vLLM engine options
     variants: list[str] = field(default_factory=lambda: ["rft"])  # which data variants to train on
     sample: SampleSection = field(default_factory=SampleSection)
     score: ScoreSection = field(default_factory=ScoreSection)
@@ -95,6 +101,10 @@ class RunConfig:
         if not _NAME.fullmatch(self.name) or ".." in self.name:   # the run dir is runs/<name>
             raise ConfigError(f"name: {self.name[:100]!r} must be a plain name (letters, digits, '.', '_', "
                               "'-'; no '/' or '..'; at most 100 characters)")
+        self.backend = check_backend(self.backend, self.vllm, f"recipe {self.name}: backend")
+        if self.backend == "endpoint":
+            raise ConfigError(f"recipe {self.name}: backend is the SLM's in-process engine (auto | "
+                              "vllm | transformers); sample from endpoints with sample.backend: endpoint")
         if not self.variants:
             raise ConfigError("variants: list at least one variant to train on")
         for name in self.variants:
@@ -149,11 +159,15 @@ EVAL_VOLATILE = ("batch_size", "cache_dir")
 def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Every stage's typed config, validated up front so a bad value fails before any work."""
     where = f"recipe {cfg.name}"
+    engine = {"backend": resolve_backend(cfg.backend), "vllm": cfg.vllm}
     run = {"model": cfg.model, "dtype": cfg.dtype}
-    out = {"sample": from_dict(SampleConfig, {**asdict(cfg.sample), **run, "prompt": cfg.prompt,
+    sampling = {**asdict(cfg.sample), **engine}
+    if cfg.sample.backend != "auto":   # the SLM's sampling served apart (e.g. endpoints)
+        sampling["backend"] = resolve_backend(cfg.sample.backend)
+    out = {"sample": from_dict(SampleConfig, {**sampling, **run, "prompt": cfg.prompt,
                                               "problems": cfg.train_problems,
                                               "out": str(run_dir / "samples")}, f"{where}: sample")}
-    evaluate = {**asdict(cfg.evaluate), **run, "prompt": cfg.prompt, "problems": cfg.eval_problems,
+    evaluate = {**asdict(cfg.evaluate), **run, **engine, "prompt": cfg.prompt, "problems": cfg.eval_problems,
                 "cache_dir": str(run_dir / "cache" / "eval")}
     out["evaluate:base"] = from_dict(EvaluateConfig, {**evaluate, "out": str(run_dir / "eval" / "base")},
                                      f"{where}: evaluate")
@@ -166,7 +180,7 @@ def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         out[f"score:{v.name}"] = from_dict(ScoreConfig, {
             **asdict(cfg.score), "reward": reward, "data": variant_dir(run_dir, v.name),
             "out": str(run_dir / "scores" / v.name), "reference": variant_dir(run_dir, "self"),
-            "learner": cfg.model, "judge": judge.model if judge else "", "dtype": cfg.dtype},
+            "learner": cfg.model, "judge": judge.model if judge else "", "dtype": cfg.dtype, **engine},
             f"{where}: score")
     for v in cfg.variants:
         adapter = str(run_dir / "adapters" / v)
@@ -236,7 +250,7 @@ def _data_steps(cfg: RunConfig, run: Path, stages: dict, keys: dict) -> tuple[di
             make = lambda v=v, parent=parent, opts=opts, out=out: _build_variant(  # noqa: E731
                 v, load(parent), opts, _context(cfg, sample, out), out)
         data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), {"options": opts, "roles": _role_keys(cfg, v)},
-                                     inputs, make), keys)
+                                     inputs, make, engine=_engines(cfg, sample, v.needs)), keys)
         built[v.name] = scored[v.name] = out
         if v.scored:    # its rows carry the scores of the pool they came from
             continue
@@ -244,10 +258,18 @@ def _data_steps(cfg: RunConfig, run: Path, stages: dict, keys: dict) -> tuple[di
         data[v.name]["scores"] = run_step(Step(
             f"score:{v.name}", Path(sc.out), {"score": sc, "roles": _score_roles(cfg)},
             [f"variant:{v.name}", "variant:self"], lambda sc=sc: score_command(sc, scorers()),
-            volatile=("batch_size", "shard_size")), keys)
+            volatile=("batch_size", "shard_size"), engine=_engines(cfg, sample, ("slm", "judge"))), keys)
         scored[v.name] = sc.out
         _remember(memo, sc.out)
     return scored, data
+
+
+def _engines(cfg: RunConfig, sample: SampleConfig, roles) -> str:
+    """The engines (with versions) of the model roles a step runs: part of its cache key."""
+    judge = cfg.judge_role
+    served = {"slm": sample.backend, "oracle": cfg.oracle.backend if cfg.oracle.enabled and
+              cfg.oracle.model != "reference" else None, "judge": judge.backend if judge else None}
+    return ", ".join(f"{r}: {engine_id(served[r])}" for r in roles if served.get(r))
 
 
 def _score_roles(cfg: RunConfig) -> dict:
@@ -318,11 +340,12 @@ def prepare(recipe: str, overrides: dict | None = None, run_dir: str | None = No
     keys: dict[str, str] = {}
     sample = stages["sample"]
     run_step(Step("sample", Path(sample.out), sample, [], lambda: sample_command(sample),
-                  volatile=("batch_size", "concurrency", "cache_dir", "endpoints", "retries")), keys)
+                  volatile=("batch_size", "concurrency", "cache_dir", "endpoints", "retries"),
+                  engine=engine_id(sample.backend)), keys)
     built, data = _data_steps(cfg, run, stages, keys)
     base = stages["evaluate:base"]
     metrics = run_step(Step("evaluate:base", Path(base.out), base, [], lambda: evaluate_command(base),
-                            volatile=EVAL_VOLATILE), keys)
+                            volatile=EVAL_VOLATILE, engine=engine_id(base.backend)), keys)
     return Prepared(cfg, run, stages, keys, built, data, metrics)
 
 
@@ -348,7 +371,8 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
             if hub and published:  # the adapter's card names the exact dataset repo, config and revision
                 _stamp_dataset(tc.out, published[0]["repo"], v, published[0]["revision"])
             evaluations[v] = run_step(Step(f"evaluate:{v}", Path(ec.out), ec, [f"train:{v}"],
-                                           lambda ec=ec: evaluate_command(ec), volatile=EVAL_VOLATILE), keys)
+                                           lambda ec=ec: evaluate_command(ec), volatile=EVAL_VOLATILE,
+                                           engine=engine_id(ec.backend)), keys)
             if hub:
                 published.append(publishing.publish_trained(hub, cfg, v, tc.out, evaluations[v]))
     from .diagnostics.tables import plot, variant_table
@@ -356,6 +380,7 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
     table = variant_table(scored)
     plot(scored, table, run / "diagnostics.png")
     summary = {"name": cfg.name, "model": cfg.model, "run_dir": str(run),
+               "engine": engine_id(sample.backend),
                "eval_source": f"{cfg.eval_problems.source}/{cfg.eval_problems.split}",
                "data": data, "diagnostics": table, "evaluations": evaluations,
                "published": published, "keys": keys}

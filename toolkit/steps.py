@@ -48,6 +48,7 @@ class Step:
     inputs: list[str]                           # names of the steps it reads
     fn: Callable[[], dict]                      # does the work, returns a JSON-able result
     volatile: tuple[str, ...] = field(default=())  # config fields that do not change the result
+    engine: str = ""                            # what serves its models ("vllm 0.32.0", ...): keyed
 
 
 def _jsonable(config: Any) -> Any:
@@ -62,6 +63,8 @@ def step_key(step: Step, keys: dict[str, str]) -> str:
     if missing:
         raise RuntimeError(f"step {step.name}: inputs {missing} have not run yet")
     payload = {"step": step.name, "config": config, "inputs": {i: keys[i] for i in step.inputs}}
+    if step.engine:     # results of two engines are never served from one cache
+        payload["engine"] = step.engine
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -99,6 +102,7 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"step": step.name, "key": key, "done": False, "config": _jsonable(step.config),
+              **({"engine": step.engine} if step.engine else {}),
               "inputs": {i: keys[i] for i in step.inputs}}
     _write_marker(out, record)
     t0, c0 = time.perf_counter(), time.process_time()

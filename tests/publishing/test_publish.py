@@ -23,7 +23,7 @@ PROVENANCE = {
     "slm": {"model": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "main"},
     "oracle": {"model": "Qwen/Qwen2.5-7B-Instruct", "revision": "a09a3545",
                "endpoint": "https://bob:s3cret@tgi.corp.example:8443/v1?api_key=hf_leakedkey12345"},
-    "endpoint_kind": "tgi",
+    "engine": "tgi endpoint",
     "hf_token": ALICE,
     "note": f"sampled with HF_TOKEN={ALICE} against http://10.1.2.3:8080/generate?token=abc",
     "filters": {"rft": {"keep": "correct", "max_per_problem": 2, "pass_rate": 0.5}},

@@ -21,7 +21,7 @@ from .base import Completion, Generator, Request, SamplingParams, ScoreError
 from .roles import VLLMOptions, check_backend
 
 __all__ = ["Completion", "Generator", "Request", "SamplingParams", "ScoreError", "make_generator",
-           "resolve_backend", "engine_label", "BACKENDS"]
+           "resolve_backend", "engine_id", "engine_label", "BACKENDS"]
 log = logging.getLogger(__name__)
 
 
@@ -90,6 +90,19 @@ def engine_label(gen) -> str:
     """What served a Generator, with its version: ``vllm 0.32.0``, ``transformers 5.19.0``,
     ``tgi endpoint``; recorded in provenance, cards, ``run.json`` and step keys."""
     return getattr(gen, "label", "") or type(gen).__name__
+
+
+def engine_id(backend: str) -> str:
+    """The engine a backend name stands for, with its version, before any model is loaded (step
+    keys): ``vllm 0.32.0``, ``transformers 5.19.0``, ``endpoint`` (the server decides)."""
+    backend = resolve_backend(backend)
+    if backend == "vllm":
+        from .vllm_engine import version
+        return f"vllm {version()}"
+    if backend == "transformers":
+        import transformers
+        return f"transformers {transformers.__version__}"
+    return backend
 
 
 def make_generator(model: str, backend: str = "auto", adapter: str | None = None,

@@ -269,7 +269,7 @@ def publish_dataset(repo_id: str, variants: dict, *, token: str | None = None,
     """Publish trace ``variants`` ({config name: Dataset or save_to_disk dir}) as configs of one repo.
 
     ``provenance`` (merged over the repo's previous one) may hold ``slm``/``oracle``
-    (``{"model", "revision"}``), ``endpoint_kind``, ``verifier``, ``filters`` and anything else;
+    (``{"model", "revision"}``), ``engine``, ``verifier``, ``filters`` and anything else;
     ``source_info`` holds ``dataset`` (Hub id), ``revision``, ``config``, ``license``, ``pretty_name``.
     Both are scrubbed of tokens and private URLs before they reach the card.
     """

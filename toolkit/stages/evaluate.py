@@ -23,7 +23,8 @@ from tqdm.auto import tqdm
 
 from ..answers import grade
 from ..config import ConfigError
-from ..generation import Generator, Request, SamplingParams, make_generator
+from ..generation import Generator, Request, SamplingParams, engine_label, make_generator
+from ..generation.roles import VLLMOptions, check_backend
 from ..prompts import load_prompt
 from ..schema import EVAL
 from ..sources import SourceConfig, load_problems
@@ -40,6 +41,8 @@ class EvaluateConfig:
     max_new_tokens: int = 256
     batch_size: int = 16
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 where native) | float32 | bfloat16"})
+    backend: str = field(default="auto", metadata={"help": "auto (vLLM where it runs) | vllm | transformers"})
+    vllm: VLLMOptions = field(default_factory=VLLMOptions, metadata={"help": "vLLM engine options"})
     out: str = field(default="", metadata={"help": "output dir (per-problem dataset + metrics.json)"})
     cache_dir: str = field(default="", metadata={"help": "keep finished chunks here, reused by any "
                                                  "evaluation with the same model, adapter and settings"})
@@ -47,6 +50,9 @@ class EvaluateConfig:
     def __post_init__(self):
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("evaluate: batch_size and max_new_tokens must be >= 1")
+        self.backend = check_backend(self.backend, self.vllm, "evaluate")
+        if self.backend == "endpoint":
+            raise ConfigError("evaluate: backend must be auto, vllm or transformers (in-process)")
 
 
 def _fingerprint(cfg: EvaluateConfig, generator: Generator, prompt_id: str) -> str:
@@ -58,7 +64,7 @@ def _fingerprint(cfg: EvaluateConfig, generator: Generator, prompt_id: str) -> s
             h.update(f.name.encode() + f.read_bytes())
     h.update(json.dumps([generator.model_id, getattr(generator, "model_revision", ""), prompt_id,
                          cfg.max_new_tokens, cfg.batch_size, getattr(generator, "dtype", ""),
-                         getattr(generator, "merged", False)]).encode())
+                         getattr(generator, "merged", False), engine_label(generator)]).encode())
     return h.hexdigest()[:24]
 
 
@@ -101,6 +107,7 @@ def evaluate(problems: Dataset, cfg: EvaluateConfig, generator: Generator) -> tu
     src = cfg.problems
     metrics = {"model": generator.model_id, "adapter": cfg.adapter, "source": src.source,
                "split": src.split, "offset": src.offset, "dtype": getattr(generator, "dtype", ""),
+               "engine": engine_label(generator),
                "total": n, "correct": correct,
                "accuracy": correct / n if n else 0.0,
                "unverifiable_gold": ds["verify_status"].count("unverifiable_gold"),
@@ -113,8 +120,8 @@ def evaluate_command(cfg: EvaluateConfig) -> dict:
     if not cfg.problems.source or not cfg.out:
         raise ConfigError("evaluate: 'source' and 'out' are required")
     problems = load_problems(cfg.problems)
-    gen = make_generator(cfg.model, adapter=cfg.adapter or None, batch_size=cfg.batch_size,
-                         dtype=cfg.dtype)
+    gen = make_generator(cfg.model, backend=cfg.backend, adapter=cfg.adapter or None,
+                         batch_size=cfg.batch_size, dtype=cfg.dtype, vllm=cfg.vllm)
     ds, metrics = evaluate(problems, cfg, gen)
     save(ds, cfg.out)
     Path(cfg.out, "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -21,7 +21,8 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets
 
 from ..config import ConfigError
-from ..generation import Generator, Request, SamplingParams
+from ..generation import Generator, Request, SamplingParams, engine_label
+from ..generation.roles import VLLMOptions
 from ..prompts import load_prompt
 from ..schema import TRACE, empty_trace
 from ..sharding import Shard, check_out, take
@@ -51,7 +52,8 @@ class SampleConfig:
     dtype: str = field(default="auto", metadata=_h("auto (bf16 where native) | float32 | bfloat16"))
     shard_size: int = field(default=32, metadata=_h(
         "problems per chunk (decoded together, resumable; --shard splits by chunk)"))
-    backend: str = field(default="local", metadata=_h("local | endpoint"))
+    backend: str = field(default="auto", metadata=_h("auto (vLLM where it runs) | vllm | transformers | endpoint"))
+    vllm: VLLMOptions = field(default_factory=VLLMOptions, metadata=_h("vLLM engine options"))
     endpoints: list[str] = field(default_factory=list, metadata=_h("endpoint URLs (backend=endpoint)"))
     api: str = field(default="tgi", metadata=_h("tgi | openai (backend=endpoint)"))
     concurrency: int = 16
@@ -80,7 +82,8 @@ class SampleConfig:
         """The SLM's Generator (the same role spec as any other model role)."""
         from ..generation.roles import RoleConfig
         return RoleConfig(self.model, self.backend, list(self.endpoints), self.api, self.dtype,
-                          self.batch_size, self.concurrency, self.cache_dir, self.retries).generator()
+                          self.batch_size, self.concurrency, self.cache_dir, self.retries,
+                          self.vllm).generator()
 
 
 def trace_seed(base: int, problem_id: str, index: int) -> int:
@@ -126,7 +129,7 @@ def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
     if shard_dir is not None:
         shard_dir = Path(shard_dir)
         shard_dir.mkdir(parents=True, exist_ok=True)
-        _check_shard_config(shard_dir, cfg, job_shard)
+        _check_shard_config(shard_dir, cfg, job_shard, engine_label(generator))
     parts = []
     for n, (c, rows) in enumerate(sorted(members.items())):
         part = problems.select(rows)
@@ -151,10 +154,12 @@ SETUP = ("model", "k", "temperature", "top_p", "top_k", "max_new_tokens", "stop"
          "shard_size", "dtype")
 
 
-def _check_shard_config(shard_dir: Path, cfg: SampleConfig, job_shard: Shard | None = None) -> None:
-    """Shards are only reused by the same sampling setup (model, prompt, params, k, shard size)."""
-    keys = SETUP + (("shard",) if job_shard else ())
-    want = {k: getattr(cfg, k) for k in SETUP}
+def _check_shard_config(shard_dir: Path, cfg: SampleConfig, job_shard: Shard | None = None,
+                        engine: str = "") -> None:
+    """Shards are only reused by the same sampling setup (model, prompt, params, k, shard size,
+    engine: two engines' traces are never mixed)."""
+    keys = SETUP + ("engine",) + (("shard",) if job_shard else ())
+    want = {**{k: getattr(cfg, k) for k in SETUP}, "engine": engine}
     if job_shard:
         want["shard"] = str(job_shard)
     path = shard_dir / "sample_config.json"
@@ -170,7 +175,7 @@ def _check_shard_config(shard_dir: Path, cfg: SampleConfig, job_shard: Shard | N
 
 # how a run was served, not what it made: left out of what the shards of one job must share
 VOLATILE = ("out", "model", "dtype", "batch_size", "concurrency", "cache_dir", "endpoints", "retries", "backend", "api",
-            "problems")
+            "problems", "vllm")
 
 
 def sample_command(cfg: SampleConfig, shard: str | Shard | None = None) -> dict:
@@ -196,5 +201,6 @@ def sample_command(cfg: SampleConfig, shard: str | Shard | None = None) -> dict:
         cut.record(cfg.out, "sample", {**config, "model_id": gen.model_id, "model_revision":
                                        gen.model_revision, "dtype": getattr(gen, "dtype", "")}, len(ds))
     return {"out": cfg.out, "problems": len(problems), "traces": len(ds), "dtype": getattr(gen, "dtype", ""),
+            "engine": engine_label(gen),
             "completion_tokens": int(sum(ds["completion_tokens"])),
             **({"shard": str(shard)} if shard else {})}

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from ..config import ConfigError
 from ..diagnostics import adaptation_cost, drift as D
 from ..diagnostics.reward import Judge, RewardError, RewardModel
+from ..generation.roles import VLLMOptions, check_backend
 from ..schema import TRACE
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class ScoreConfig:
     embedder: str = field(default=D.EMBEDDER, metadata=_h("sentence embedder for embed_cosine; '' = skip"))
     batch_size: int = field(default=8, metadata=_h("sequences per forward pass (local models)"))
     dtype: str = field(default="auto", metadata=_h("auto | float32 | bfloat16 (local models)"))
+    backend: str = field(default="auto", metadata=_h("auto | vllm | transformers: the engine of local judge/learner"))
+    vllm: VLLMOptions = field(default_factory=VLLMOptions, metadata=_h("vLLM engine options"))
     shard_size: int = field(default=64, metadata=_h("rows per resumable shard"))
 
     def __post_init__(self):
@@ -69,6 +72,10 @@ class ScoreConfig:
             raise ConfigError("score: reward=classifier needs --reward-model MODEL")
         if not 0 <= self.min_verdict_mass <= 1:
             raise ConfigError(f"score: min_verdict_mass must be in [0, 1], got {self.min_verdict_mass}")
+        self.backend = check_backend(self.backend, self.vllm, "score")
+        if self.backend == "endpoint":
+            raise ConfigError("score: backend is the engine of local models (auto | vllm | "
+                              "transformers); give endpoints with --judge-endpoints/--learner-endpoints")
         if self.batch_size < 1 or self.shard_size < 1:
             raise ConfigError("score: batch_size and shard_size must be >= 1")
 
@@ -77,7 +84,8 @@ def _generator(model: str, endpoints: list[str], cfg: ScoreConfig):
     from ..generation import make_generator
     if endpoints:
         return make_generator(model, backend="endpoint", endpoints=endpoints)
-    return make_generator(model, batch_size=cfg.batch_size, dtype=cfg.dtype)
+    return make_generator(model, backend=cfg.backend, batch_size=cfg.batch_size, dtype=cfg.dtype,
+                          vllm=cfg.vllm)
 
 
 @dataclass

@@ -184,13 +184,15 @@ def build_trainer(ds, cfg: TrainConfig, callbacks=None):
     if dtype == torch.float16 and not cuda:
         raise ConfigError("train: dtype float16 needs a CUDA GPU; use auto, bfloat16 or float32")
     bf16, fp16 = dtype == torch.bfloat16, dtype == torch.float16
+    names = {f.name for f in dataclasses.fields(SFTConfig)}   # renamed in transformers 5.2x
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     args = SFTConfig(
         output_dir=cfg.out, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, max_length=cfg.max_length, seed=cfg.seed,
         data_seed=cfg.seed, warmup_steps=cfg.warmup_ratio, logging_steps=cfg.logging_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=2,
-        completion_only_loss=True, packing=False, activation_checkpointing=False,
+        completion_only_loss=True, packing=False, **{checkpointing: False},
         bf16=bf16, fp16=fp16, use_cpu=not cuda, report_to="none", push_to_hub=False,
         model_init_kwargs={"dtype": dtype_name(dtype)},
     )

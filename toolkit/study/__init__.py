@@ -146,6 +146,7 @@ def run_study(recipe: str, overrides: dict | None = None, run_dir: str | None = 
 def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -> dict:
     from ..io import load
     from ..publishing import experiment as publishing
+    from ..generation import engine_id
     from ..run import EVAL_VOLATILE, _stamp_dataset, prepare
     from ..stages.evaluate import evaluate_command
     from ..stages.train import train_command
@@ -169,7 +170,7 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
                     _stamp_dataset(tc.out, data_pub["repo"], v, data_pub["revision"])
             inputs = [f"train:{v}{cell['tag']}"] if tc is not None else []
             cell["metrics"] = [run_step(Step(name, Path(ec.out), ec, inputs, lambda ec=ec: evaluate_command(ec),
-                                             volatile=EVAL_VOLATILE), p.keys)
+                                             volatile=EVAL_VOLATILE, engine=engine_id(ec.backend)), p.keys)
                                for name, ec in cell["evals"]]
             cell["outcomes"] = [_outcomes(load(ec.out)) for _, ec in cell["evals"]]
             if hub and tc is not None:
