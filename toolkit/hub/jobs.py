@@ -199,6 +199,8 @@ class JobRunner:
         for job in pending:
             self.wait(job.id, KILL_GRACE_S + 5)
         self._launcher.shutdown(wait=False)
+        if self.work.is_dir() and all(p.name == "bin" for p in self.work.iterdir()):
+            shutil.rmtree(self.work, ignore_errors=True)         # only the shims were left
 
     def follow(self, namespace: str) -> None:
         """Count one log follower (429 beyond the limits); :meth:`unfollow` when it ends."""
@@ -230,6 +232,7 @@ class JobRunner:
             self.index[job.id] = (job.namespace, job.t0 or 0.0)
             if not job.done:
                 killed = job.pid is not None and sandbox.reap(job.pid, job.pid_start)
+                shutil.rmtree(self.work / job.id, ignore_errors=True)
                 job.stage, job.finished_at, job.t_end = "ERROR", now(), time.time()
                 job.message = ("Interrupted: the Hub that ran this job stopped"
                                + (" (its processes were killed on restart)" if killed else ""))
@@ -283,6 +286,7 @@ class JobRunner:
                 subprocess.Popen, full, cwd=job.workdir, env=self._env(job), stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True).result()
         except OSError as e:
+            shutil.rmtree(job.workdir, ignore_errors=True)
             self._finish(job, "ERROR", f"cannot start {argv[0]!r}: {e.strerror}")
             return
         job.pid, job.pid_start = job.proc.pid, sandbox.start_time(job.proc.pid)
