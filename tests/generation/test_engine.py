@@ -71,14 +71,17 @@ def test_stop_string_and_length(engine):
 
 
 def test_eos_finishes(engine):
-    # Force EOS: make the end-of-turn token the argmax by biasing its embedding's output row.
-    eos = engine.tokenizer.eos_token_id
+    # Force EOS: point the end-of-turn token's output row at the prompt's last hidden state, so its
+    # logit is 100 there (a raw prompt without that token: the row is tied to its embedding).
+    eos, prompt = engine.tokenizer.eos_token_id, "What is 2+3? The answer is"
     head = engine.model.get_output_embeddings().weight
     saved = head[eos].clone()
     with torch.no_grad():
-        head[eos] = head.mean(0) * 0 + 50 * engine.model.model.norm.weight.sign()
+        ids = torch.tensor([engine.encode(prompt)])
+        h = engine.model.get_decoder()(input_ids=ids).last_hidden_state[0, -1].to(head.dtype)
+        head[eos] = 100 * h / h.dot(h)
     try:
-        c = engine.generate([Request(_prompt(engine), SamplingParams(max_new_tokens=8, do_sample=False))],
+        c = engine.generate([Request(prompt, SamplingParams(max_new_tokens=8, do_sample=False))],
                             progress=False)[0]
     finally:
         with torch.no_grad():
