@@ -71,6 +71,16 @@ def test_seeded_sampling_is_reproducible(engines):
             assert batch[4].text == alone.text and batch[4].token_ids == alone.token_ids
 
 
+def test_seeded_rows_beyond_one_steps_token_budget_decode(engines):
+    """64 seeded rows of ~170 prompt tokens: more than one scheduler step takes (vLLM 0.32's CPU
+    worker crashed on a seeded row whose prefill was chunked)."""
+    v = engines[0]
+    reqs = [Request(v.render_chat([{"role": "user", "content": "word " * 150 + str(i)}]),
+                    SamplingParams(max_new_tokens=4, seed=i)) for i in range(64)]
+    out = v.generate(reqs, progress=False)
+    assert len(out) == 64 and all(c.completion_tokens >= 1 for c in out)
+
+
 def test_greedy_tokens_and_logprobs_equal_transformers(engines):
     v, t = engines
     reqs = [Request(p, SamplingParams(max_new_tokens=20, do_sample=False, temperature=0))

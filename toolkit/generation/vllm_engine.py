@@ -63,6 +63,8 @@ def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool):
         kwargs = dict(model=path, dtype=dtype, seed=0, enable_lora=lora,
                       tensor_parallel_size=opts.tensor_parallel_size,
                       data_parallel_size=opts.data_parallel_size, enable_prefix_caching=True,
+                      enable_chunked_prefill=False,   # vLLM 0.32 CPU: a seeded row cut mid-prefill
+                      # crashes its worker ("CPU Generator does not use offset")
                       gpu_memory_utilization=opts.gpu_memory_utilization)
         if lora:
             kwargs.update(max_lora_rank=opts.max_lora_rank, max_loras=opts.max_loras)
