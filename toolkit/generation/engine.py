@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..diagnostics.compatibility import token_ranks
 from ..models import dtype_name, load_model, model_info
 from .base import Completion, Request, SamplingParams, split_for_scoring
 from .running import RunningBatch, _Row, run_to_end
@@ -201,6 +202,14 @@ class LocalEngine:
         pairs = split_for_scoring(self.encode, prompts, completions)
         return self.score_ids([ids for ids, _ in pairs], [n for _, n in pairs], adapter, progress)
 
+    def score_ranked(self, prompts: Sequence[str], completions: Sequence[str], adapter: str | None = None,
+                     progress: bool = False) -> list[tuple[list[float], list[int]]]:
+        """:meth:`score` with each token's 1-based rank under the model, from the same forward
+        pass (:func:`toolkit.diagnostics.compatibility.token_ranks`)."""
+        pairs = split_for_scoring(self.encode, prompts, completions)
+        return self.score_ids([ids for ids, _ in pairs], [n for _, n in pairs], adapter, progress,
+                              ranks=True)
+
     @torch.inference_mode()
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int],
                             adapter: str | None = None) -> list[list[float]]:
@@ -221,8 +230,9 @@ class LocalEngine:
 
     @torch.inference_mode()
     def score_ids(self, sequences: Sequence[list[int]], starts: Sequence[int],
-                  adapter: str | None = None, progress: bool = False) -> list[list[float]]:
-        """Log-probabilities of ``ids[start:]`` given what precedes them, per sequence (start >= 1).
+                  adapter: str | None = None, progress: bool = False, ranks: bool = False) -> list:
+        """Log-probabilities of ``ids[start:]`` given what precedes them, per sequence (start >= 1);
+        ``ranks``: per sequence ``(logprobs, 1-based token ranks)`` instead.
 
         ``batch_size`` sequences (length-sorted, right-padded) share a forward pass; logits are
         computed only at the scored positions.
@@ -230,7 +240,7 @@ class LocalEngine:
         if len(starts) != len(sequences) or any(n < 1 for n in starts):
             raise ValueError("score_ids needs one start >= 1 per sequence")
         name = self._adapter_name(adapter)
-        out: list[list[float]] = [[] for _ in sequences]
+        out: list = [([], []) if ranks else [] for _ in sequences]
         order = sorted((i for i, ids in enumerate(sequences) if len(ids) > starts[i]),
                        key=lambda i: -len(sequences[i]))
         bar = tqdm(total=len(sequences), desc="score", unit="seq", disable=not progress)
@@ -241,14 +251,14 @@ class LocalEngine:
                 batch = order[k:k + self.batch_size]
                 for i, lp in zip(batch, self._score_batch([sequences[i] for i in batch],
                                                           [starts[i] for i in batch])):
-                    out[i] = lp
+                    out[i] = lp if ranks else lp[0]
                 tokens += sum(len(sequences[i]) for i in batch)
                 bar.update(len(batch))
                 bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - begin):.1f}")
         bar.close()
         return out
 
-    def _score_batch(self, seqs: list[list[int]], starts: list[int]) -> list[list[float]]:
+    def _score_batch(self, seqs: list[list[int]], starts: list[int]) -> list[tuple[list[float], list[int]]]:
         width, pad = max(map(len, seqs)), self.tokenizer.pad_token_id
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self.device)
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=self.device)
@@ -260,5 +270,6 @@ class LocalEngine:
         logits = base.get_output_embeddings()(hidden[keep])  # lm_head only where scored
         targets = ids[:, 1:][keep[:, :-1]]                  # logits are (scored tokens, vocab)
         sizes = [len(s) - n for s, n in zip(seqs, starts)]
-        return [torch.log_softmax(lg.float(), -1).gather(1, tg[:, None])[:, 0].tolist()
+        return [(torch.log_softmax(lg.float(), -1).gather(1, tg[:, None])[:, 0].tolist(),
+                 token_ranks(lg.float(), tg).tolist())
                 for lg, tg in zip(logits.split(sizes), targets.split(sizes))]
