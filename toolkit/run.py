@@ -256,7 +256,7 @@ def _data_steps(cfg: RunConfig, run: Path, stages: dict, keys: dict) -> tuple[di
             continue
         sc = stages[f"score:{v.name}"]
         data[v.name]["scores"] = run_step(Step(
-            f"score:{v.name}", Path(sc.out), {"score": sc, "roles": _score_roles(cfg)},
+            f"score:{v.name}", Path(sc.out), {"score": sc, "roles": _score_roles(cfg), "columns": _columns()},
             [f"variant:{v.name}", "variant:self"], lambda sc=sc: score_command(sc, scorers()),
             volatile=("batch_size", "shard_size"), engine=_engines(cfg, sample, ("slm", "judge"))), keys)
         scored[v.name] = sc.out
@@ -270,6 +270,12 @@ def _engines(cfg: RunConfig, sample: SampleConfig, roles) -> str:
     served = {"slm": sample.backend, "oracle": cfg.oracle.backend if cfg.oracle.enabled and
               cfg.oracle.model != "reference" else None, "judge": judge.backend if judge else None}
     return ", ".join(f"{r}: {engine_id(served[r])}" for r in roles if served.get(r))
+
+
+def _columns() -> list[str]:
+    """The registered diagnostic columns: a newly registered one re-scores (part of score's key)."""
+    from .diagnostics.columns import names
+    return names()
 
 
 def _score_roles(cfg: RunConfig) -> dict:
@@ -294,11 +300,14 @@ def _scorers(cfg: RunConfig, sample: SampleConfig, stages: dict, memo: dict) -> 
 
 
 def _remember(memo: dict, scored_dir: str) -> None:
-    """Seed ``memo`` with a scored dataset's rewards and NLLs (cached steps included)."""
-    from .stages.score import COST_COLUMNS, memo_key
+    """Seed ``memo`` with a scored dataset's per-text diagnostics (cached steps included)."""
+    from .diagnostics.columns import metrics
+    from .stages.score import memo_key
+    groups = [[c.name for c in m.columns] for m in metrics() if m.per_text]
     for row in load(scored_dir):
-        if row.get("nll") is not None or row.get("reward") is not None:
-            memo.setdefault(memo_key(row), {c: row[c] for c in ("reward", *COST_COLUMNS)})
+        for names in groups:
+            if all(n in row for n in names) and row[names[0]] is not None:
+                memo.setdefault(memo_key(row), {}).update({n: row[n] for n in names})
 
 
 def _stamp_dataset(adapter_dir: str, repo: str, config: str, revision: str) -> None:
@@ -390,17 +399,18 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
 
 
 def print_table(summary: dict) -> None:
-    """The run's last words: one row per variant (data, diagnostics, held-out accuracy)."""
+    """The run's last words: one row per variant (data, every shown diagnostic, held-out accuracy)."""
     from rich.console import Console
     from rich.table import Table
 
+    from .diagnostics.tables import header, cells
     from .stats import wilson
 
-    def fmt(x, spec=".3f"):
-        return "—" if x is None else format(x, spec)
+    def fmt(s):
+        return "—" if not s or s.get("mean") is None else f"{s['mean']:.3f}"
     evals, diag = summary["evaluations"], summary.get("diagnostics", {})
     table = Table(title=f"{summary['name']}: training data and held-out pass@1 on {summary['eval_source']}")
-    for col in ("variant", "rows", "problems", "reward", "NLL", "ROUGE-2 vs own", "accuracy", "95% interval"):
+    for col in ("variant", "rows", "problems", *header(diag), "accuracy", "95% interval"):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for name in ["base", *[n for n in diag if n != "self" or "self" in evals]]:
         d, m = diag.get(name, {}), evals.get(name)
@@ -408,8 +418,7 @@ def print_table(summary: dict) -> None:
             f"{m['correct']}/{m['total']} ({100 * m['accuracy']:.1f}%)",
             "{:.1f}–{:.1f}%".format(*(100 * x for x in wilson(m["correct"], m["total"]))))
         table.add_row(name if name != "base" else "base (no LoRA)", str(d.get("rows", "—")),
-                      str(d.get("problems", "—")), fmt(d.get("reward", {}).get("mean")),
-                      fmt(d.get("nll", {}).get("mean")), fmt(d.get("ngram_overlap", {}).get("mean")), *acc)
+                      str(d.get("problems", "—")), *cells(d, fmt), *acc)
     console = Console(stderr=True)
-    console.width = max(console.width, 118)   # a pipe or CI log reports 80 columns
+    console.width = max(console.width, 160)   # a pipe or CI log reports 80 columns
     console.print(table)

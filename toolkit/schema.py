@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from datasets import Features, Value
 
+from .diagnostics import columns
+
 PROBLEM = Features({
     "id": Value("string"),            # stable across runs/machines: "<source>/<split>/<key>"
     "question": Value("string"),
@@ -17,7 +19,7 @@ PROBLEM = Features({
     "split": Value("string"),
 })
 
-TRACE = Features({
+_TRACE_BASE = Features({
     **PROBLEM,
     "problem_id": Value("string"),
     "trace_id": Value("string"),      # "<problem_id>#<sample_index>"
@@ -46,19 +48,20 @@ TRACE = Features({
     "oracle_prompt": Value("string"),      # the Oracle prompt as rendered (its chat template's system prompt included)
     "edit_distance": Value("float32"),     # normalised token edit distance to the parent trace
     "oracle_token_share": Value("float32"),  # share of the completion's tokens written by the Oracle
-    # Diagnostics (``qup score``; null until measured): perceived quality, adaptation cost, drift.
-    "reward": Value("float32"),            # judge P("Yes") in [0, 1], or a reward model's logit
-    "reward_kind": Value("string"),        # "judge" | "classifier"
-    "reward_model": Value("string"),       # "<Hub id>@<revision>" of the judge or reward model
-    "nll": Value("float32"),               # the learner's mean token NLL of the completion (SFT's loss tokens)
-    "nll_tokens": Value("int32"),          # tokens behind nll (the closing end-of-turn included)
-    "length_ratio": Value("float32"),      # completion tokens / mean of the SLM's other traces of the problem
-    "ngram_overlap": Value("float32"),     # best ROUGE-2 F1 against the SLM's other traces of the problem
-    "embed_cosine": Value("float32"),      # best all-MiniLM-L6-v2 cosine against them
 })
+
+
+def trace() -> Features:
+    """TRACE with every diagnostic column registered now (``qup score``; null until measured):
+    perceived quality, adaptation cost, drift, ... (:mod:`toolkit.diagnostics.columns`)."""
+    return Features({**_TRACE_BASE, **columns.features()})
+
+
+TRACE = trace()
 
 EVAL = Features({
     "problem_id": Value("string"),
+    "sample_index": Value("int32"),   # 0..n-1 of evaluate's samples (0 when greedy)
     "question": Value("string"),
     "gold_answer": Value("string"),
     "completion": Value("string"),
@@ -74,7 +77,7 @@ EVAL = Features({
 
 # ``qup study``: one row per SLM × variant × seed × benchmark (the results dataset; the Space's
 # leaderboard and paradox plot read it). ``variant`` "base" is the SLM without an adapter (seed -1).
-RESULTS = Features({
+_RESULTS_BASE = Features({
     "experiment": Value("string"),         # the study's name (its recipe name)
     "slm": Value("string"),                # base model Hub id
     "slm_revision": Value("string"),
@@ -90,11 +93,7 @@ RESULTS = Features({
     "ci_high": Value("float32"),
     "train_rows": Value("int32"),          # rows and completion tokens trained on
     "train_tokens": Value("int64"),
-    "reward": Value("float32"),            # mean reward of the training data (perceived quality)
-    "nll": Value("float32"),               # mean learner NLL of the training data (adaptation cost)
-    "length_ratio": Value("float32"),      # mean drift figures of the training data
-    "ngram_overlap": Value("float32"),
-    "embed_cosine": Value("float32"),
+    # then the training data's mean of every shown diagnostic column (see results())
     "train_wall_s": Value("float32"),
     "train_cpu_s": Value("float32"),
     "train_gpu_s": Value("float32"),       # wall seconds on a GPU (0 on CPU)
@@ -105,6 +104,19 @@ RESULTS = Features({
     "adapter_repo": Value("string"),       # exact adapter: repo and revision ("" for base)
     "adapter_revision": Value("string"),
 })
+
+
+def results() -> Features:
+    """RESULTS: the fixed fields with, after ``train_tokens``, the training data's mean of every
+    shown diagnostic column (reward, nll, drift, ...) as registered now."""
+    names = list(_RESULTS_BASE)
+    cut = names.index("train_tokens") + 1
+    means = {c.name: Value("float32") for c in columns.shown()}
+    return Features({**{n: _RESULTS_BASE[n] for n in names[:cut]}, **means,
+                     **{n: _RESULTS_BASE[n] for n in names[cut:]}})
+
+
+RESULTS = results()
 
 
 def empty_row(features: Features = None) -> dict:

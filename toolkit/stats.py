@@ -13,8 +13,9 @@ import math
 import pyarrow as pa
 import pyarrow.compute as pc
 
-# Numeric TRACE columns that are bookkeeping, not diagnostics (completion_tokens has its own column).
-NOT_DIAGNOSTIC = {"sample_index", "seed", "prompt_tokens", "completion_tokens", "nll_tokens"}
+# Numeric TRACE columns that are bookkeeping, not diagnostics (completion_tokens has its own
+# column); the registry's bookkeeping columns (nll_tokens, ...) are added where it is read.
+NOT_DIAGNOSTIC = {"sample_index", "seed", "prompt_tokens", "completion_tokens"}
 
 
 def _distinct(table: pa.Table, column: str, limit: int = 8) -> list[str]:
@@ -39,9 +40,11 @@ def trace_stats(data) -> dict:
     (and solved), correct count and rate, mean tokens, verify statuses, mean of every numeric
     diagnostic column (reward, nll, ...), and the distinct models, prompts and params."""
     table = data.with_format("arrow")[:] if hasattr(data, "with_format") else data
+    from .diagnostics.columns import columns
+    skip = NOT_DIAGNOSTIC | {c.name for c in columns() if not c.aggregate}
     diagnostics = {}
     for name, typ in zip(table.column_names, table.schema.types):
-        if name not in NOT_DIAGNOSTIC and (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
+        if name not in skip and (pa.types.is_integer(typ) or pa.types.is_floating(typ)):
             if table.num_rows and table[name].null_count == table.num_rows:
                 continue   # not measured for this variant (e.g. edit_distance of raw samples)
             diagnostics[name] = _mean(table, name)

@@ -4,5 +4,6 @@
 * adaptation cost (``nll``): the learner's mean token NLL of the completion (:mod:`.adaptation_cost`);
 * drift from the SLM's own traces of the same problem (:mod:`.drift`).
 
-:mod:`.tables` turns them into per-variant tables with 95% intervals and plots.
+Each column is declared once in :mod:`.columns` (name, type, label, aggregation, direction and
+its scoring function); :mod:`.tables` turns them into per-variant tables with 95% intervals and plots.
 """

@@ -52,3 +52,13 @@ def nll(learner, prompts: Sequence[str], completions: Sequence[str], progress: b
         lps = [x for x in lps if x is not None]
         out.append((-math.fsum(lps) / len(lps) if lps else None, len(lps)))
     return out
+
+
+def score_rows(rows: list[dict], models) -> dict[str, list]:
+    """The ``nll``/``nll_tokens`` columns of ``rows`` under ``models.learner``."""
+    from datasets import Dataset
+    keep = ("question", "completion", "prompt_id", "trace_id")
+    prompts, completions = sft_texts(Dataset.from_list([{k: r[k] for k in keep} for r in rows]),
+                                     models.learner.tokenizer)
+    pairs = nll(models.learner, prompts, completions, progress=False)
+    return {"nll": [n for n, _ in pairs], "nll_tokens": [t for _, t in pairs]}

@@ -85,3 +85,9 @@ def drift(rows: Sequence[dict], references, embedder: Embedder | None = None) ->
             "embed_cosine": cos,
         })
     return out
+
+
+def score_rows(rows: list[dict], models) -> dict[str, list]:
+    """The drift columns of ``rows`` against ``models.reference`` (embedder optional)."""
+    found = drift(rows, models.reference, models.embedder)
+    return {c: [d[c] for d in found] for c in COLUMNS}

@@ -108,3 +108,24 @@ class Judge:
             mass = py + pn
             out.append((py / mass if mass > 0 else 0.5, mass))
         return out
+
+
+def score_rows(rows: list[dict], models) -> dict[str, list]:
+    """The ``reward``/``reward_kind``/``reward_model`` columns of ``rows`` under ``models.reward``
+    (a :class:`Judge` or :class:`RewardModel`); a judge's row with less than
+    ``models.min_verdict_mass`` on Yes+No gets no reward (counted as ``judge_no_verdict``)."""
+    scorer, floor = models.reward, models.min_verdict_mass
+    q, c = [r["question"] for r in rows], [r["completion"] for r in rows]
+    if isinstance(scorer, Judge):
+        verdicts = scorer(q, c)
+        if rows and not any(m >= floor for _, m in verdicts) and len(rows) >= 4:
+            raise RewardError(
+                f"judge {scorer.model_id} never says Yes/No: row {rows[0]['trace_id']!r} field "
+                f"reward: P(Yes)+P(No) = {verdicts[0][1]:.2g} < min_verdict_mass "
+                f"{floor} (and on all {len(rows)} rows of this shard)")
+        models.counts["judge_no_verdict"] += sum(m < floor for _, m in verdicts)
+        reward = [p if m >= floor else None for p, m in verdicts]
+    else:
+        reward = list(scorer(q, c))
+    return {"reward": reward, "reward_kind": [scorer.kind] * len(rows),
+            "reward_model": [scorer.model_id] * len(rows)}

@@ -1,9 +1,9 @@
 """``score``: perceived quality, adaptation cost and drift of every row of a trace dataset,
 before any training (the paper's mechanism, measured per row).
 
-Adds the TRACE columns ``reward``/``reward_kind``/``reward_model`` (:mod:`toolkit.diagnostics.reward`),
-``nll``/``nll_tokens`` (:mod:`toolkit.diagnostics.adaptation_cost`) and ``length_ratio``/
-``ngram_overlap``/``embed_cosine`` (:mod:`toolkit.diagnostics.drift`). Work goes in shards of rows;
+Adds every registered diagnostic column (:mod:`toolkit.diagnostics.columns`: ``reward``,
+``nll``, the drift columns and any registered since), each metric whose models the run has
+(a judge or reward model, the learner, the ``self`` reference). Work goes in shards of rows;
 a killed run resumes from the finished shards. Rows whose (prompt, question, completion) the same
 :class:`Scorers` already scored are not scored again: ``rft`` and the pass-through rows
 of ``style_aligned`` are the SLM's own traces.
@@ -26,15 +26,12 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..config import ConfigError
-from ..diagnostics import adaptation_cost, drift as D
-from ..diagnostics.reward import Judge, RewardError, RewardModel
+from ..diagnostics import columns as C, drift as D
+from ..diagnostics.columns import Models
+from ..diagnostics.reward import Judge, RewardModel
 from ..generation.roles import VLLMOptions, check_backend
-from ..schema import TRACE
 
 log = logging.getLogger(__name__)
-REWARD_COLUMNS = ("reward", "reward_kind", "reward_model")
-COST_COLUMNS = ("nll", "nll_tokens")
-COLUMNS = (*REWARD_COLUMNS, *COST_COLUMNS, *D.COLUMNS)
 REWARDS = ("judge", "classifier", "none")
 
 
@@ -96,7 +93,7 @@ class Scorers:
     embedder: D.Embedder | None = None
     min_verdict_mass: float = 0.5
     shard_size: int = 64
-    memo: dict = field(default_factory=dict)   # (prompt_id, question, completion) -> reward, nll
+    memo: dict = field(default_factory=dict)   # (prompt_id, question, completion) -> {column: value}
 
     @classmethod
     def from_config(cls, cfg: ScoreConfig) -> "Scorers":
@@ -115,41 +112,27 @@ def memo_key(row: dict) -> tuple:
 
 
 def _score_rows(rows: list[dict], s: Scorers, reference, counts: Counter) -> list[dict]:
-    memo = s.memo
-    todo = [r for r in rows if memo_key(r) not in memo]
-    fresh = {}
-    if todo:
-        q, c = [r["question"] for r in todo], [r["completion"] for r in todo]
-        cols: dict[str, list] = {}
-        if isinstance(s.reward, Judge):
-            verdicts = s.reward(q, c)
-            if not any(m >= s.min_verdict_mass for _, m in verdicts) and len(todo) >= 4:
-                raise RewardError(
-                    f"judge {s.reward.model_id} never says Yes/No: row {todo[0]['trace_id']!r} field "
-                    f"reward: P(Yes)+P(No) = {verdicts[0][1]:.2g} < min_verdict_mass "
-                    f"{s.min_verdict_mass} (and on all {len(todo)} rows of this shard)")
-            counts["judge_no_verdict"] += sum(m < s.min_verdict_mass for _, m in verdicts)
-            cols["reward"] = [p if m >= s.min_verdict_mass else None for p, m in verdicts]
-        elif s.reward is not None:
-            cols["reward"] = s.reward(q, c)
-        if s.learner is not None:
-            from datasets import Dataset
-            prompts, completions = adaptation_cost.sft_texts(
-                Dataset.from_list([{k: r[k] for k in ("question", "completion", "prompt_id", "trace_id")}
-                                   for r in todo]), s.learner.tokenizer)
-            cols["nll"], cols["nll_tokens"] = map(list, zip(*adaptation_cost.nll(
-                s.learner, prompts, completions, progress=False)))
-        for i, r in enumerate(todo):
-            fresh[memo_key(r)] = {k: v[i] for k, v in cols.items()}
-        memo.update(fresh)
-    kind = getattr(s.reward, "kind", "")
-    out = []
-    for r, d in zip(rows, D.drift(rows, reference, s.embedder) if reference is not None else [{}] * len(rows)):
-        known = memo.get(memo_key(r), {})
-        out.append({"trace_id": r["trace_id"], **dict.fromkeys(COLUMNS), **known, **d,
-                    "reward_kind": kind if s.reward is not None else "",
-                    "reward_model": s.reward.model_id if s.reward is not None else ""})
-    return out
+    """Every registered diagnostic column of ``rows`` (:mod:`toolkit.diagnostics.columns`); a
+    metric whose models the run lacks leaves its columns null. Per-text metrics go through the memo."""
+    models = Models(s.reward, s.learner, s.embedder, reference, counts, s.min_verdict_mass)
+    values: dict[str, list] = {c.name: [None if c.dtype != "string" else ""] * len(rows)
+                               for c in C.columns()}
+    for metric in C.metrics():
+        if not models.has(metric.needs):
+            continue
+        names = [c.name for c in metric.columns]
+        if not metric.per_text:
+            values.update(metric(rows, models))
+            continue
+        todo = list({memo_key(r): r for r in rows
+                     if not set(names) <= set(s.memo.get(memo_key(r), ()))}.values())
+        if todo:
+            got = metric(todo, models)
+            for i, r in enumerate(todo):
+                s.memo.setdefault(memo_key(r), {}).update({n: got[n][i] for n in names})
+        for n in names:
+            values[n] = [s.memo[memo_key(r)][n] for r in rows]
+    return [{"trace_id": r["trace_id"], **{n: v[i] for n, v in values.items()}} for i, r in enumerate(rows)]
 
 
 def score(ds, scorers: Scorers, reference=None, workdir: str | Path | None = None,
@@ -185,8 +168,8 @@ def score(ds, scorers: Scorers, reference=None, workdir: str | Path | None = Non
         bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")
     bar.close()
     by_id = {r["trace_id"]: r for r in scored}
-    features = {**ds.features, **{c: TRACE[c] for c in COLUMNS}}
-    out = [{**row, **{c: by_id[row["trace_id"]][c] for c in COLUMNS}} for row in rows]
+    features = {**ds.features, **C.features()}
+    out = [{**row, **{c: by_id[row["trace_id"]][c] for c in C.names()}} for row in rows]
     return Dataset.from_list(out, features=Features(features)) if out else empty(Features(features))
 
 

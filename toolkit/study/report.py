@@ -11,11 +11,17 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ..diagnostics.columns import predictors
+from ..diagnostics.tables import markdown_table
 from .stats import detectable, mcnemar, paired_bootstrap, sample_size, spearman
 
 log = logging.getLogger(__name__)
-PREDICTORS = {"reward": ("training-data reward (higher = better)", 1),
-              "nll": ("training-data learner NLL (lower = better)", -1)}
+
+
+def _predictors() -> dict[str, tuple[str, int]]:
+    """{column: (what it says, sign)} of every diagnostic column with a direction (the registry's)."""
+    return {c.name: (f"training-data {c.label} ({'higher' if c.higher_is_better else 'lower'} = better)",
+                     1 if c.higher_is_better else -1) for c in predictors()}
 
 
 def _per_problem(cells: list[dict], bench: int) -> dict[str, dict[int, dict[str, bool]]]:
@@ -70,15 +76,15 @@ def analyse(study, cells: list[dict], rows: list[dict], bench: int = 0) -> dict:
         row = {"seeds": sorted(seeds), "accuracy": sum(accs) / len(accs) if accs else None,
                "seed_accuracies": accs, "lo": boot["lo"], "hi": boot["hi"], "problems": len(by),
                "correct": sum(sum(o.values()) for o in seeds.values()),
-               "total": sum(len(o) for o in seeds.values()), "rows": 0, "reward": None, "nll": None}
+               "total": sum(len(o) for o in seeds.values()), "rows": 0, **dict.fromkeys(_predictors())}
         if v != "base":
-            row.update(rows=data[v]["train_rows"], reward=data[v]["reward"], nll=data[v]["nll"])
+            row.update(rows=data[v]["train_rows"], **{c: data[v].get(c) for c in _predictors()})
         if v != study.baseline and study.baseline in outcomes:
             row["vs_baseline"] = _paired(seeds, outcomes[study.baseline], study.bootstrap)
         table[v] = row
     trained = [v for v in table if v != "base" and table[v]["accuracy"] is not None]
     prediction = {}
-    for col, (_, sign) in PREDICTORS.items():
+    for col, (_, sign) in _predictors().items():
         have = [v for v in trained if table[v][col] is not None]
         prediction[col] = {**spearman([sign * table[v][col] for v in have],
                                       [table[v]["accuracy"] for v in have]),
@@ -110,24 +116,26 @@ def _pct(x) -> str:
 
 def markdown(a: dict, study, bench_name: str) -> list[str]:
     t = a["table"]
-    lines = [f"### {bench_name}", "",
-             f"| variant | rows | reward | NLL | accuracy (mean of seeds) | 95% interval | per seed "
-             f"| Δ vs {study.baseline} (95% CI) | McNemar b/c, p |", "|---" * 9 + "|"]
+    cols = [c for c in predictors() if c.name in a["prediction"]]
+    body = []
     for v, r in t.items():
         d = r.get("vs_baseline")
         delta = "—" if not d or d["bootstrap"]["diff"] is None else (f"{100 * d['bootstrap']['diff']:+.1f} pts "
                                    f"({100 * d['bootstrap']['lo']:+.1f}…{100 * d['bootstrap']['hi']:+.1f})")
         test = "—" if not d else f"{d['b']}/{d['c']}, p={d['p']:.3f}"
-        lines.append(f"| {v} | {r['rows'] or '—'} | {_fmt(r['reward'])} | {_fmt(r['nll'])} | "
-                     f"{_pct(r['accuracy'])} ({r['correct']}/{r['total']}) | {_pct(r['lo'])}–{_pct(r['hi'])} | "
-                     f"{', '.join(_pct(x) for x in r['seed_accuracies'])} | {delta} | {test} |")
+        body.append([v, r["rows"] or "—", *(_fmt(r.get(c.name)) for c in cols),
+                     f"{_pct(r['accuracy'])} ({r['correct']}/{r['total']})", f"{_pct(r['lo'])}–{_pct(r['hi'])}",
+                     ", ".join(_pct(x) for x in r["seed_accuracies"]), delta, test])
+    lines = [f"### {bench_name}", "", *markdown_table(
+        ["variant", "rows", *(c.label for c in cols), "accuracy (mean of seeds)", "95% interval", "per seed",
+         f"Δ vs {study.baseline} (95% CI)", "McNemar b/c, p"], body)]
     lines += ["", "Accuracy intervals and Δ resample problems with all their seeds (percentile bootstrap); "
               "McNemar pools the discordant pairs of all seeds, which treats repeated problems as "
               "independent (optimistic when seeds agree).", ""]
     lines += ["**Prediction before training** (Spearman ρ between a variant's training-data "
               "diagnostic and its held-out accuracy; exact permutation p):", ""]
     for col, pr in a["prediction"].items():
-        lines.append(f"- {PREDICTORS[col][0]}: ρ = {_fmt(pr['rho'], '+.2f')} (n = {pr['n']}, "
+        lines.append(f"- {_predictors()[col][0]}: ρ = {_fmt(pr['rho'], '+.2f')} (n = {pr['n']}, "
                      f"p = {_fmt(pr['p'], '.3f')}); predicted order {' > '.join(pr['order']) or '—'}")
     s = a["selection"]
     if s:
@@ -194,25 +202,25 @@ def compute(rows: list[dict]) -> str:
 
 
 def plot(a: dict, path: Path, title: str) -> Path | None:
-    """Reward vs accuracy and NLL vs accuracy, one point per variant with its interval."""
+    """Each predictor (reward, NLL, ...) vs accuracy, one point per variant with its interval."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     t = {v: r for v, r in a["table"].items() if v != "base" and r["accuracy"] is not None}
-    if not t:
+    panels = [(c, label) for c, (label, _) in _predictors().items() if c in a["prediction"]]
+    if not t or not panels:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, col, label in ((axes[0], "reward", "training-data reward (perceived quality)"),
-                           (axes[1], "nll", "training-data learner NLL (adaptation cost)")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, (col, label) in zip(axes[0], panels):
         for i, (v, r) in enumerate(t.items()):   # one colour per variant in both panels, named in the legend
-            if r[col] is None:
+            if r.get(col) is None:
                 continue
             acc = 100 * r["accuracy"]
             ax.errorbar(r[col], acc, yerr=[[acc - 100 * r["lo"]], [100 * r["hi"] - acc]], fmt="o", capsize=3,
                         color=f"C{i % 10}", label=v)
         if "base" in a["table"] and a["table"]["base"]["accuracy"] is not None:
             ax.axhline(100 * a["table"]["base"]["accuracy"], ls="--", c="grey", lw=1, label="base")
-        if ax is axes[1]:
+        if ax is axes[0][-1]:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         ax.set_xlabel(label)
         ax.set_ylabel("held-out accuracy, % (mean of seeds, 95% CI)")

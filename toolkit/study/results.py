@@ -1,6 +1,7 @@
 """The study's results dataset: one row per SLM × variant × seed × benchmark
-(:data:`toolkit.schema.RESULTS`), saved in the run dir and published as ``<dataset repo>-results``
-(one atomic commit, tagged ``v<N>``; the card carries the study's findings).
+(:func:`toolkit.schema.results`: with the training data's mean of every registered diagnostic
+column), saved in the run dir and published as ``<dataset repo>-results`` (one atomic commit,
+tagged ``v<N>``; the card carries the study's findings).
 
 Example:
     >>> from datasets import load_dataset
@@ -12,10 +13,9 @@ import io
 import math
 from pathlib import Path
 
-from ..schema import RESULTS
+from ..diagnostics.columns import shown
+from ..schema import results
 from ..stats import wilson
-
-DRIFT = ("length_ratio", "ngram_overlap", "embed_cosine")
 
 
 def _mean(values) -> float | None:
@@ -24,15 +24,15 @@ def _mean(values) -> float | None:
 
 
 def _data_figures(path: str | None) -> dict:
-    """Rows, tokens and mean diagnostics of a variant's (scored) training data."""
+    """Rows, tokens and the mean of every shown diagnostic column of a variant's (scored) training data."""
+    diagnostics = [c.name for c in shown()]
     if not path:
-        return {"train_rows": 0, "train_tokens": 0, "reward": None, "nll": None,
-                **{c: None for c in DRIFT}}
+        return {"train_rows": 0, "train_tokens": 0, **dict.fromkeys(diagnostics)}
     from ..io import load
     ds = load(path)
     cols = set(ds.column_names)
     out = {"train_rows": len(ds), "train_tokens": int(sum(ds["completion_tokens"])) if len(ds) else 0}
-    for c in ("reward", "nll", *DRIFT):
+    for c in diagnostics:
         out[c] = _mean(ds[c]) if c in cols else None
     return out
 
@@ -77,7 +77,7 @@ def _selected(name: str) -> bool:
 
 def to_dataset(result_rows: list[dict]):
     from datasets import Dataset
-    return Dataset.from_list(result_rows, features=RESULTS)
+    return Dataset.from_list(result_rows, features=results())
 
 
 def save_rows(result_rows: list[dict], out: Path) -> None:
