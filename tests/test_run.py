@@ -239,7 +239,7 @@ def test_model_oracle_variants_in_a_run(tmp_path, shared_data, tiny_model):
     assert set(judged["reward_model"]) <= {"qup/tiny-random-qwen2@seed0"}
     sel = load(run_dir / "variants" / "selected")
     assert len(sel) == 4 and len(set(sel["problem_id"])) == 4 and "selected" in trained
-    assert {m.split("|")[1] for m in sel["mode"]} == {"lambda=1"} and None not in sel["nll"]
+    assert {m.split("|", 1)[1] for m in sel["mode"]} == {"reward_nll|lambda=1"} and None not in sel["nll"]
     assert {m.split("|")[0] for m in sel["mode"]} <= {"self", "oracle_refine"}
     report = (run_dir / "report.md").read_text()
     assert "| oracle_refine |" in report and "| style_aligned |" in report
