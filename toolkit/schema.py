@@ -62,7 +62,6 @@ TRACE = trace()
 EVAL = Features({
     "problem_id": Value("string"),
     "sample_index": Value("int32"),   # 0..n-1 of evaluate's samples (0 when greedy)
-    "sample_index": Value("int32"),   # 0..n-1 of evaluate's samples (0 when greedy)
     "question": Value("string"),
     "gold_answer": Value("string"),
     "completion": Value("string"),
