@@ -54,6 +54,8 @@ class SourceConfig:
         "help": "our field -> their column, e.g. {question: problem, gold_answer: answer}"})
     config_name: str | None = field(default=None, metadata={"help": "Hub dataset config name"})
     skip_bad: bool = field(default=False, metadata={"help": "skip (and count) bad rows"})
+    exclude: list[str] = field(default_factory=list, metadata={
+        "help": "problem ids left out after offset/limit (decontamination: toolkit.decontaminate)"})
 
     def __post_init__(self):
         if self.offset < 0:
@@ -331,8 +333,13 @@ def load_problems_with_report(cfg: SourceConfig) -> LoadResult:
         evidence.append(ev)
     end = None if cfg.limit is None else cfg.offset + cfg.limit
     out = {k: v[cfg.offset:end] for k, v in out.items()}
+    evidence = evidence[cfg.offset:end]
+    if cfg.exclude:
+        drop = set(cfg.exclude)
+        keep = [i for i, pid in enumerate(out["id"]) if pid not in drop]
+        out, evidence = {k: [v[i] for i in keep] for k, v in out.items()}, [evidence[i] for i in keep]
     ds = datasets.Dataset.from_dict(out, features=PROBLEM)
-    return LoadResult(ds, name, bad, evidence[cfg.offset:end])
+    return LoadResult(ds, name, bad, evidence)
 
 
 def load_problems(cfg: SourceConfig):

@@ -1,0 +1,62 @@
+"""Decontamination: crafted overlapping problems are dropped and counted; a complete overlap is
+one clear error; the real MAWPS/SVAMP/ASDiv overlap is found."""
+import pytest
+from datasets import Dataset
+
+from toolkit.decontaminate import N, ContaminationError, check, ngrams, overlap
+from toolkit.schema import PROBLEM
+from toolkit.sources import SourceConfig, load_problems
+
+
+def problems(prefix, questions):
+    return Dataset.from_list([{"id": f"{prefix}/{i}", "question": q, "gold_answer": "1", "gold_solution": "",
+                               "source": prefix, "split": "test"} for i, q in enumerate(questions)],
+                             features=PROBLEM)
+
+
+EVAL = problems("svamp", [
+    "Jack had 8 pens and Mary had 5 pens. Jack gave 3 pens to Mary. How many pens does Jack have now?",
+    "A baker made 24 cakes. He sold 15 of them. How many cakes does he have left?"])
+TRAIN = problems("asdiv", [
+    # the same story with another question (SVAMP's variations of ASDiv-A look like this)
+    "Jack had 8 pens and Mary had 5 pens. Jack gave 3 pens to Mary. How many pens does Mary have now?",
+    "JACK HAD 8 PENS, and Mary had 5 pens... Jack gave 3 pens to Mary! Who has more?",   # case, punctuation
+    "A farmer has 12 cows and buys 7 more cows at the market. How many cows does the farmer own?",
+    "There are 9 birds on a tree and 4 fly away. How many birds are on the tree?",
+    "A baker made 24 cakes.",                                                  # 5 words: one short n-gram
+])
+
+
+def test_overlapping_training_problems_are_dropped_and_counted():
+    report = check(TRAIN, {"svamp": EVAL})
+    assert report["exclude"] == ["asdiv/0", "asdiv/1"] and report["dropped"] == 2 and report["checked"] == 5
+    assert report["by_benchmark"] == {"svamp": 2} and f"{N}-gram" in report["method"]
+
+
+def test_a_shared_phrase_shorter_than_n_words_is_not_overlap():
+    # "how many pens does jack have now" is 7 words: not an 8-gram on its own
+    assert overlap(["Ann owns 2 cats. How many pens does Jack have now?"], {"e": EVAL["question"]}) == {}
+    assert ngrams("A baker made 24 cakes.") == {("a", "baker", "made", "24", "cakes")}
+    assert overlap(["A baker made 24 cakes."], {"e": ["A baker made 24 cakes."]}) == {0: ["e"]}
+
+
+def test_complete_overlap_is_one_clear_error():
+    with pytest.raises(ContaminationError, match=r"recipe x: train_problems overlap the evaluation problems "
+                                                 r"completely: all 2 share a word 8-gram with svamp"):
+        check(problems("t", EVAL["question"]), {"svamp": EVAL}, where="recipe x")
+
+
+def test_excluded_ids_leave_the_loaded_slice(shared_data):
+    cfg = SourceConfig(source="svamp", limit=5)
+    ids = load_problems(cfg)["id"]
+    kept = load_problems(SourceConfig(source="svamp", limit=5, exclude=[ids[1], ids[3], "not/an/id"]))
+    assert kept["id"] == [ids[0], ids[2], ids[4]]
+
+
+def test_the_real_svamp_asdiv_overlap_is_found(shared_data):
+    svamp = load_problems(SourceConfig(source="svamp", limit=200))
+    asdiv = load_problems(SourceConfig(source="asdiv"))
+    report = check(svamp, {"asdiv": asdiv})
+    assert 0.2 < report["dropped"] / report["checked"] < 0.9    # SVAMP was built from ASDiv-A
+    gsm = load_problems(SourceConfig(source="gsm8k", split="test", limit=200))
+    assert check(svamp, {"gsm8k": gsm})["dropped"] == 0
