@@ -98,3 +98,22 @@ def test_an_engine_without_ranks_leaves_rsr_null(engine):
         score = engine.score
     got = C.score_rows(rows()[:2], SimpleNamespace(learner=NoRanks()))
     assert got["rsr"] == [None, None] and None not in got["ifd"] and None not in got["grape"]
+
+
+def test_qup_score_fills_the_columns_once_per_distinct_row(engine):
+    """Through the registry (toolkit.diagnostics.columns): beside NLL, each distinct text scored once."""
+    from toolkit.stages.score import Scorers, score
+    rs = rows()
+    twin = {**rs[0], "trace_id": "p0#1"}           # the same text again (e.g. rft and self)
+    ds = Dataset.from_list([*rs, twin], features=TRACE)
+    calls = []
+    real = engine.score_ranked
+    engine.score_ranked = lambda p, c, *a, **k: calls.append(len(p)) or real(p, c, *a, **k)
+    try:
+        out = score(ds, Scorers(learner=engine))
+    finally:
+        del engine.score_ranked
+    want = C.score_rows(rs, SimpleNamespace(learner=engine))
+    assert out["rsr"][:3] == pytest.approx(want["rsr"], rel=1e-3) and out["rsr"][3] == out["rsr"][0]
+    assert out["grape"] == pytest.approx([-n for n in out["nll"]], rel=1e-5)
+    assert out["ifd"][:3] == pytest.approx(want["ifd"], rel=1e-4) and sum(calls) == 3

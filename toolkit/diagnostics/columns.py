@@ -121,6 +121,16 @@ BUILTIN = [
             Column("ngram_overlap", "ROUGE-2", doc="best ROUGE-2 F1 against the SLM's other traces"),
             Column("embed_cosine", "cosine", doc="best all-MiniLM-L6-v2 cosine against them")),
            "toolkit.diagnostics.drift:score_rows", needs=("reference",)),
+    Metric((Column("rsr", "RSR", higher_is_better=False,
+                   doc="Rank-Surprisal Ratio (Yang et al., arXiv 2601.14249): Σ min(token rank, 100) / "
+                       "Σ token NLL under the learner, ranks 1-based; lower teaches better"),
+            Column("ifd", "IFD", higher_is_better=True,
+                   doc="Instruction-Following Difficulty (Cherry LLM, arXiv 2308.12032): learner loss of "
+                       "the answer given the question / without it; Cherry keeps the highest below 1"),
+            Column("grape", "GRAPE", higher_is_better=True,
+                   doc="GRAPE (arXiv 2502.04194): the learner's length-normalised log-probability of "
+                       "the completion (mean token log-prob); higher fits better")),
+           "toolkit.diagnostics.compatibility:score_rows", needs=("learner",)),
 ]
 _METRICS: list[Metric] = list(BUILTIN)
 
