@@ -19,14 +19,14 @@ from toolkit.stages.evaluate import EvaluateConfig, evaluate_command, render_pro
 
 def test_metrics_carry_the_protocol(tiny_model, shared_data, tmp_path):
     m = evaluate_command(EvaluateConfig(model=tiny_model, problems=SourceConfig(source="svamp", limit=3),
-                                        max_new_tokens=8, out=str(tmp_path / "e"), dtype="float32"))
+                                        max_new_tokens=8, out=str(tmp_path / "e")))
     p = json.loads((tmp_path / "e" / "metrics.json").read_text())["protocol"]
     text = load_prompt("math_cot").text
     assert p["prompt_id"] == load_prompt("math_cot").id
     assert p["prompt_sha256"] == hashlib.sha256(text.encode()).hexdigest()
     assert (p["shots"], p["chat_template"], p["sampling"], p["max_new_tokens"]) == (0, True, {"greedy": True}, 8)
     assert p["extraction"]["math_verify"] == package_version("math-verify") != "not installed"
-    assert p["engine"].startswith("transformers ") and p["dtype"] == "float32"
+    assert p["engine"].startswith("transformers ") and p["dtype"] in ("float32", "bfloat16")
     assert p["model"] and p["protocol_id"] == protocol_id(p) == m["protocol_id"]
     assert m["metric"] == "pass@1 (greedy)" and m["scores"]["pass@1"]["value"] == m["accuracy"]
     assert m["ci_low"] <= m["accuracy"] <= m["ci_high"]
@@ -34,7 +34,7 @@ def test_metrics_carry_the_protocol(tiny_model, shared_data, tmp_path):
 
 def test_sampled_evaluation_gives_pass_at_k_and_maj_at_k(tiny_model, shared_data, tmp_path):
     cfg = dict(model=tiny_model, problems=SourceConfig(source="svamp", limit=3), max_new_tokens=6,
-               temperature=1.0, top_p=0.95, n=3, k=[1, 3], seed=5, dtype="float32")
+               temperature=1.0, top_p=0.95, n=3, k=[1, 3], seed=5)
     m = evaluate_command(EvaluateConfig(**cfg, out=str(tmp_path / "a")))
     rows = load(tmp_path / "a")
     assert len(rows) == 9 and sorted(rows["sample_index"]) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -45,7 +45,7 @@ def test_sampled_evaluation_gives_pass_at_k_and_maj_at_k(tiny_model, shared_data
     again = evaluate_command(EvaluateConfig(**cfg, out=str(tmp_path / "b")))
     assert load(tmp_path / "b")["completion"] == rows["completion"]   # seeded per (problem, sample)
     greedy = evaluate_command(EvaluateConfig(model=tiny_model, problems=cfg["problems"], max_new_tokens=6,
-                                             dtype="float32", out=str(tmp_path / "g")))
+                                             out=str(tmp_path / "g")))
     assert differences(greedy["protocol"], again["protocol"]) == [
         'sampling: {"greedy": true} vs {"greedy": false, "n": 3, "seed": 5, "temperature": 1.0, "top_p": 0.95}']
     assert greedy["protocol_id"] != again["protocol_id"]
