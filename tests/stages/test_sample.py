@@ -68,14 +68,24 @@ def test_shards_resume_after_sigkill(engine, tiny_model, shared_data, tmp_path):
     assert fresh["completion"] == ds["completion"] and fresh["trace_id"] == ds["trace_id"]
 
 
-def test_changed_settings_do_not_reuse_shards(engine, shared_data, tmp_path):
+def test_changed_settings_or_problems_redo_the_chunks(engine, shared_data, tmp_path, caplog):
     cfg = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=2), k=1,
                        max_new_tokens=4)
-    sample(load_problems(cfg.problems), cfg, engine, shard_dir=tmp_path)
+    first = sample(load_problems(cfg.problems), cfg, engine, shard_dir=tmp_path)
     cfg2 = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=2), k=1,
                         max_new_tokens=5)
-    with pytest.raises(ConfigError, match=r"other settings \(\['max_new_tokens'\]\)"):
-        sample(load_problems(cfg2.problems), cfg2, engine, shard_dir=tmp_path)
+    with caplog.at_level("WARNING", logger="toolkit.resume"):
+        again = sample(load_problems(cfg2.problems), cfg2, engine, shard_dir=tmp_path)
+    assert "other settings ['max_new_tokens']; removed, redoing" in caplog.text
+    assert set(json.loads(p)["max_new_tokens"] for p in again["params"]) == {5} != {4} == \
+        set(json.loads(p)["max_new_tokens"] for p in first["params"])
+    other = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=2, offset=2),
+                         k=1, max_new_tokens=5)              # the same chunk index, other problems
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="toolkit.resume"):
+        third = sample(load_problems(other.problems), other, engine, shard_dir=tmp_path)
+    assert "other input rows" in caplog.text
+    assert third["problem_id"] == load_problems(other.problems)["id"] != again["problem_id"]
 
 
 def test_bad_config_is_named():

@@ -55,8 +55,9 @@ def test_a_killed_score_resumes_from_its_finished_shards(tmp_path, tiny_model):
     shard0, shard1 = (tmp_path / "s" / "shards" / f"shard-0000{i}.parquet" for i in (0, 1))
     shard1.unlink()
     t = pq.read_table(shard0).to_pylist()
-    t[0]["nll"] = 123.0
-    pq.write_table(Dataset.from_list(t).data.table, shard0)
+    t[0]["nll"] = 123.0                                             # (keeping the shard's key)
+    pq.write_table(Dataset.from_list(t).data.table.replace_schema_metadata(pq.read_schema(shard0).metadata),
+                   shard0)
     again = load(tmp_path / "s") if score_command(cfg) else None
     assert again["nll"][0] == 123.0                                   # shard 0 reused, not recomputed
     assert again["nll"][4:] == pytest.approx(first["nll"][4:])       # shard 1 recomputed, same values
@@ -93,3 +94,33 @@ def test_bad_input_is_named(tmp_path):
     proc = subprocess.run(QUP + ["score", "--data", str(tmp_path / "d"), "--reward", "none", "--out",
                                  str(tmp_path / "o")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "lacks column(s) ['prompt_id']" in proc.stderr.strip().splitlines()[-1]
+
+
+def _judged(data, out, judge):
+    cfg = ScoreConfig(data=str(data), out=str(out), judge=judge, min_verdict_mass=0.0, embedder="",
+                      shard_size=3)
+    score_command(cfg)
+    return load(out)[:]        # the columns now (the next run into `out` replaces its files)
+
+
+def test_a_rerun_with_another_judge_rescores_every_row(tmp_path, tiny_model, caplog):
+    save(traces(), tmp_path / "self")
+    first = _judged(tmp_path / "self", tmp_path / "x", "tiny-random")
+    with caplog.at_level("WARNING", logger="toolkit.resume"):
+        again = _judged(tmp_path / "self", tmp_path / "x", "tiny-random-qwen2")   # the same --out
+    fresh = _judged(tmp_path / "self", tmp_path / "clean", "tiny-random-qwen2")
+    assert set(again["reward_model"]) == set(fresh["reward_model"]) != set(first["reward_model"])
+    assert again["reward"] == pytest.approx(fresh["reward"]) and again["reward"] != first["reward"]
+    assert caplog.text.count("other settings ['reward']; removed, redoing") == 3   # every shard
+
+
+def test_a_rerun_with_other_data_into_the_same_out_scores_that_data(tmp_path, tiny_model):
+    save(traces(), tmp_path / "a")
+    other = traces(5).map(lambda r: {"trace_id": "q" + r["trace_id"], "completion": r["completion"] + " ok"})
+    save(other, tmp_path / "b")
+    _judged(tmp_path / "a", tmp_path / "x", "tiny-random")
+    again = _judged(tmp_path / "b", tmp_path / "x", "tiny-random")               # once a KeyError
+    fresh = _judged(tmp_path / "b", tmp_path / "clean", "tiny-random")
+    assert again["trace_id"] == other["trace_id"] and again["reward"] == pytest.approx(fresh["reward"])
+    assert sorted(p.name for p in (tmp_path / "x" / "shards").iterdir()) == [
+        "shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]     # a's third shard stays

@@ -187,3 +187,21 @@ def test_variant_command_with_the_reference_oracle(parent, tmp_path, capsys):
     assert load(out)["completion"] == ["3 + 4 = 7. #### 7"]
     assert main(["oracle_refine", "--traces", str(tmp_path / "self"), "--out", str(tmp_path / "r")]) == 2
     assert "needs the model role 'oracle'" in capsys.readouterr().err
+
+
+def test_a_rebuild_with_another_oracle_redoes_every_shard(parent, tmp_path, caplog):
+    first = get("oracle_synth").build(parent, OracleSynthConfig(k=1), ctx_with(tmp_path, oracle=Scripted(oracle_answer)))
+    other = Scripted(lambda p, r: "4 + 3 = 7, so 7 apples. The answer is: 7", model_id="test/other-oracle")
+    with caplog.at_level("WARNING", logger="toolkit.resume"):
+        again = get("oracle_synth").build(parent, OracleSynthConfig(k=1), ctx_with(tmp_path, oracle=other))
+    assert len(other.requests) == 1 and "removed, redoing" in caplog.text
+    assert again["oracle_model_id"] == ["test/other-oracle"] != first["oracle_model_id"]
+    assert again["completion"] == ["4 + 3 = 7, so 7 apples. The answer is: 7"]
+
+
+def test_a_rebuild_from_other_parent_rows_uses_those_rows(parent, tmp_path):
+    reference = ReferenceOracle()
+    get("oracle_synth").build(parent, None, ctx_with(tmp_path, oracle=reference))
+    changed = parent.map(lambda r: {"problem_id": "p2", "gold_solution": "4 + 3 = 7. #### 7"})
+    again = get("oracle_synth").build(changed, None, ctx_with(tmp_path, oracle=reference))
+    assert again["problem_id"] == ["p2"] and again["completion"] == ["4 + 3 = 7. #### 7"]

@@ -32,6 +32,7 @@ class Embedder:
 
         from ..models import resolve_model
         path = resolve_model(model)
+        self.name = model
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).eval()
         self.batch_size = batch_size

@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..config import ConfigError
 from ..generation import Generator, Request, SamplingParams, engine_label
 from ..generation.roles import VLLMOptions
 from ..prompts import load_prompt
+from ..resume import generator_identity, unit
 from ..schema import TRACE, empty_trace
 from ..sharding import Shard, check_out, take
 from ..sources import SourceConfig, load_problems
@@ -114,63 +114,33 @@ def _rows(problems: Dataset, cfg: SampleConfig, gen: Generator) -> list[dict]:
 
 
 def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
-           shard_dir: str | Path | None = None, job_shard: Shard | None = None,
-           chunks: dict[str, int] | None = None) -> Dataset:
+           shard_dir: str | Path | None = None, chunks: dict[str, int] | None = None) -> Dataset:
     """k traces per problem as a TRACE dataset, decoded chunk by chunk: chunk c holds the problems
     at positions ``c * shard_size ...`` of the input (``chunks``: each problem's chunk in the whole
     input, when ``problems`` is one ``--shard`` of it). A chunk's traces decode together and apart
-    from other chunks, so a shard's texts equal the unsharded run's. With ``shard_dir``, finished
-    chunks are reused (``job_shard``: recorded so chunks of another shard are not)."""
+    from other chunks, so a shard's texts equal the unsharded run's. With ``shard_dir``, a finished
+    chunk is reused only by the same settings, model and problems (:mod:`toolkit.resume`)."""
     ids = problems["id"]
     chunk_of = chunks if chunks is not None else {pid: i // cfg.shard_size for i, pid in enumerate(ids)}
     members: dict[int, list[int]] = {}
     for i, pid in enumerate(ids):
         members.setdefault(chunk_of[pid], []).append(i)
-    if shard_dir is not None:
-        shard_dir = Path(shard_dir)
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        _check_shard_config(shard_dir, cfg, job_shard, engine_label(generator))
+    settings = {**{k: getattr(cfg, k) for k in SETUP}, **generator_identity(generator)}
     parts = []
     for n, (c, rows) in enumerate(sorted(members.items())):
         part = problems.select(rows)
-        path = shard_dir / f"shard-{c:05d}.parquet" if shard_dir is not None else None
-        if path is not None and path.exists():
-            done = Dataset.from_parquet(str(path), features=TRACE)
-            if sorted(set(done["problem_id"])) == sorted(part["id"]):
-                log.info("chunk %d: reusing %d finished traces", c, len(done))
-                parts.append(done)
-                continue
-        log.info("chunk %d (%d/%d): sampling %d problems x %d", c, n + 1, len(members), len(part), cfg.k)
-        ds = Dataset.from_list(_rows(part, cfg, generator), features=TRACE)
-        if path is not None:
-            tmp = path.with_suffix(".tmp")
-            ds.to_parquet(str(tmp))
-            tmp.replace(path)  # atomic: a killed run never leaves a half-written chunk
-        parts.append(ds)
+        path = Path(shard_dir) / f"shard-{c:05d}.parquet" if shard_dir is not None else None
+
+        def make(part=part, c=c, n=n):
+            log.info("chunk %d (%d/%d): sampling %d problems x %d", c, n + 1, len(members), len(part), cfg.k)
+            return _rows(part, cfg, generator)
+        parts.append(Dataset.from_list(unit(path, settings, part, make, TRACE, f"sample chunk {c}"),
+                                       features=TRACE))
     return concatenate_datasets(parts) if parts else empty(TRACE)
 
 
-SETUP = ("model", "k", "temperature", "top_p", "top_k", "max_new_tokens", "stop", "seed", "prompt",
-         "shard_size", "dtype")
-
-
-def _check_shard_config(shard_dir: Path, cfg: SampleConfig, job_shard: Shard | None = None,
-                        engine: str = "") -> None:
-    """Shards are only reused by the same sampling setup (model, prompt, params, k, shard size,
-    engine: two engines' traces are never mixed)."""
-    keys = SETUP + ("engine",) + (("shard",) if job_shard else ())
-    want = {**{k: getattr(cfg, k) for k in SETUP}, "engine": engine}
-    if job_shard:
-        want["shard"] = str(job_shard)
-    path = shard_dir / "sample_config.json"
-    if path.exists():
-        have = json.loads(path.read_text())
-        if have != want:
-            diff = sorted(k for k in keys if have.get(k) != want[k])
-            raise ConfigError(f"{shard_dir} holds shards sampled with other settings ({diff}); "
-                              "sample into another output dir or delete this one")
-    else:
-        path.write_text(json.dumps(want, indent=2))
+# what decides a chunk's traces besides its problems and the model (a chunk's key)
+SETUP = ("k", "temperature", "top_p", "top_k", "max_new_tokens", "stop", "seed", "prompt", "shard_size")
 
 
 # how a run was served, not what it made: left out of what the shards of one job must share
@@ -193,8 +163,7 @@ def sample_command(cfg: SampleConfig, shard: str | Shard | None = None) -> dict:
     problems, cut = take(load_problems(cfg.problems), shard, column="id",
                          digest_columns=("id", "question", "gold_answer"), chunk=cfg.shard_size)
     gen = cfg.generator()
-    ds = sample(problems, cfg, gen, shard_dir=Path(cfg.out) / "shards", job_shard=shard,
-                chunks=cut.chunks if cut else None)
+    ds = sample(problems, cfg, gen, shard_dir=Path(cfg.out) / "shards", chunks=cut.chunks if cut else None)
     save(ds, cfg.out)
     if cut:
         config = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}

@@ -22,7 +22,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..config import ConfigError
@@ -30,6 +29,7 @@ from ..diagnostics import columns as C, drift as D
 from ..diagnostics.columns import Models
 from ..diagnostics.reward import Judge, RewardModel
 from ..generation.roles import VLLMOptions, check_backend
+from ..resume import digest, generator_identity, unit
 
 log = logging.getLogger(__name__)
 REWARDS = ("judge", "classifier", "none")
@@ -107,6 +107,17 @@ class Scorers:
         return cls(reward, learner, embedder, cfg.min_verdict_mass, cfg.shard_size)
 
 
+    def settings(self) -> dict:
+        """What of these models changes a score: part of a shard's key (:mod:`toolkit.resume`)."""
+        reward = self.reward
+        return {"reward": {"kind": reward.kind, "model": reward.model_id,
+                           "template": getattr(getattr(reward, "template", None), "id", ""),
+                           **generator_identity(getattr(reward, "generator", None))} if reward else None,
+                "min_verdict_mass": self.min_verdict_mass, "learner": generator_identity(self.learner),
+                "embedder": getattr(self.embedder, "name", "") if self.embedder else "",
+                "columns": C.names()}
+
+
 def memo_key(row: dict) -> tuple:
     return row["prompt_id"], row["question"], row["completion"]
 
@@ -138,15 +149,15 @@ def _score_rows(rows: list[dict], s: Scorers, reference, counts: Counter) -> lis
 def score(ds, scorers: Scorers, reference=None, workdir: str | Path | None = None,
           counts: Counter | None = None, desc: str = "score"):
     """``ds`` with the score columns filled (see module doc); ``reference``: the ``self`` rows
-    for drift (None: drift columns stay null). Finished shards are kept in ``workdir/shards``."""
+    for drift (None: drift columns stay null). Finished shards are kept in ``workdir/shards``,
+    each reused only by the same models, reference and input rows (:mod:`toolkit.resume`)."""
     from datasets import Dataset, Features
 
     from ..io import empty
     counts = Counter() if counts is None else counts
     rows = ds.to_list()
     shard_dir = Path(workdir) / "shards" if workdir else None
-    if shard_dir:
-        shard_dir.mkdir(parents=True, exist_ok=True)
+    settings = {**scorers.settings(), "reference": digest(reference) if reference is not None else ""}
     size = 64 if not rows else max(1, min(len(rows), scorers.shard_size))
     scored: list[dict] = []
     bar = tqdm(total=len(rows), desc=desc, unit="row")
@@ -154,15 +165,8 @@ def score(ds, scorers: Scorers, reference=None, workdir: str | Path | None = Non
     for n, k in enumerate(range(0, len(rows), size)):
         chunk = rows[k:k + size]
         path = shard_dir / f"shard-{n:05d}.parquet" if shard_dir else None
-        if path and path.exists():
-            part = pq.read_table(path).to_pylist()
-        else:
-            part = _score_rows(chunk, scorers, reference, counts)
-            if path:
-                tmp = path.with_suffix(".tmp")
-                pq.write_table(Dataset.from_list(part).data.table, tmp)
-                tmp.replace(path)
-        scored.extend(part)
+        scored.extend(unit(path, settings, chunk, lambda: _score_rows(chunk, scorers, reference, counts),
+                           what=f"{desc} shard {n}"))
         tokens += sum(r["completion_tokens"] for r in chunk)
         bar.update(len(chunk))
         bar.set_postfix(tok_s=f"{tokens / max(time.perf_counter() - start, 1e-9):.0f}")

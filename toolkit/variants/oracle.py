@@ -11,11 +11,11 @@ import logging
 from pathlib import Path
 from typing import Callable, Iterable
 
-import pyarrow.parquet as pq
 from datasets import Dataset
 
 from ..generation import Request, SamplingParams
 from ..io import empty
+from ..resume import generator_identity, unit
 from ..schema import TRACE
 from . import BuildContext
 
@@ -83,29 +83,32 @@ def ask(oracle, prompts: list[str], params: list[SamplingParams]) -> list:
     return oracle.generate([Request(p, sp) for p, sp in zip(prompts, params)])
 
 
-def sharded(items: list, fn: Callable[[list], list[dict]], ctx: BuildContext, size: int = 64,
-            desc: str = "oracle") -> Dataset:
+def settings(cfg, *generators, prompts: Iterable = ()) -> dict:
+    """What decides an Oracle variant's shard besides its input rows: the variant's options, the
+    identity of each model it asks and its prompt templates (ids carry their text's hash)."""
+    from dataclasses import asdict
+    return {"options": asdict(cfg) if cfg is not None else None,
+            "models": [generator_identity(g) for g in generators],
+            "prompts": [p.id if hasattr(p, "id") else str(p) for p in prompts]}
+
+
+def sharded(items: list, fn: Callable[[list], list[dict]], ctx: BuildContext, key: dict | None = None,
+            size: int = 64, desc: str = "oracle") -> Dataset:
     """``fn`` over ``items`` in shards of ``size``; each finished shard is saved under
-    ``ctx.workdir`` so a killed build resumes where it stopped (the run removes the dir when the
-    step's inputs change). Returns the TRACE rows of all shards."""
+    ``ctx.workdir`` so a killed build resumes where it stopped, and reused only under the same
+    ``key`` (:func:`settings`) and input items: another Oracle, option or parent data redoes it
+    (:mod:`toolkit.resume`). Returns the TRACE rows of all shards."""
     rows: list[dict] = []
     workdir = Path(ctx.workdir) / "shards" if ctx.workdir else None
-    if workdir:
-        workdir.mkdir(parents=True, exist_ok=True)
     n = -(-len(items) // size)
     for s, start in enumerate(range(0, len(items), size)):
+        part = items[start:start + size]
         path = workdir / f"shard-{s:05d}.parquet" if workdir else None
-        if path and path.exists():
-            log.info("%s shard %d/%d: reusing", desc, s + 1, n)
-            rows.extend(pq.read_table(path).to_pylist())   # (datasets cannot read a 0-row file)
-            continue
-        log.info("%s shard %d/%d: %d items", desc, s + 1, n, len(items[start:start + size]))
-        done = fn(items[start:start + size])
-        if path:
-            tmp = path.with_suffix(".tmp")
-            _rows_ds(done).to_parquet(str(tmp))
-            tmp.replace(path)   # atomic: a killed build never leaves half a shard
-        rows.extend(done)
+
+        def make(part=part, s=s):
+            log.info("%s shard %d/%d: %d items", desc, s + 1, n, len(part))
+            return fn(part)
+        rows.extend(unit(path, {"desc": desc, **(key or {})}, part, make, TRACE, f"{desc} shard {s + 1}/{n}"))
     return _rows_ds(rows)
 
 

@@ -17,7 +17,7 @@ from ..prompts import load_prompt
 from ..stages.verify import verify
 from . import BuildContext, Variant, register
 from .oracle import (ask, count_empty, derive, edit_stats, model_oracle, oracle_identity, sampling,
-                     sharded, tokens)
+                     settings, sharded, tokens)
 from .rft import RftConfig, keep_correct
 
 
@@ -59,7 +59,8 @@ def build(parent: Dataset, cfg: OracleRefineConfig | None, ctx: BuildContext) ->
                                **oracle_identity(oracle)))
         return rows
 
-    rows = verify(sharded(parent.to_list(), refine, ctx, desc="oracle_refine"))
+    rows = verify(sharded(parent.to_list(), refine, ctx, settings(cfg, oracle, prompts=[template]),
+                          desc="oracle_refine"))
     ctx.counts["oracle_wrong"] += sum(not ok for ok in rows["correct"])
     return keep_correct(rows, RftConfig(cfg.max_per_problem, cfg.near_dup_threshold))
 

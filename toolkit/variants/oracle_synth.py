@@ -19,7 +19,7 @@ from ..prompts import load_prompt
 from ..stages.sample import trace_seed
 from ..stages.verify import verify
 from . import BuildContext, Variant, register
-from .oracle import ask, count_empty, derive, oracle_identity, problems_of, sampling, sharded
+from .oracle import ask, count_empty, derive, oracle_identity, problems_of, sampling, settings, sharded
 from .rft import RftConfig, keep_correct
 
 
@@ -66,7 +66,8 @@ def build(parent: Dataset, cfg: OracleSynthConfig | None, ctx: BuildContext) -> 
                        **oracle_identity(oracle))
                 for (p, i), sp, c in zip(jobs, params, outs) if c.text.strip()]
 
-    rows = verify(sharded(problems_of(parent), solve, ctx, desc="oracle_synth"))
+    rows = verify(sharded(problems_of(parent), solve, ctx, settings(cfg, oracle, prompts=[template]),
+                          desc="oracle_synth"))
     ctx.counts["oracle_wrong"] += sum(not ok for ok in rows["correct"])
     return keep_correct(rows, RftConfig(cfg.max_per_problem, cfg.near_dup_threshold))
 

@@ -32,10 +32,11 @@ from ..stages.sample import trace_seed
 from ..stages.verify import verify
 from . import BuildContext, Variant, register
 from .oracle import (ask, count_empty, derive, edit_stats, model_oracle, oracle_identity, sampling,
-                     sharded, tokens)
+                     settings, sharded, tokens)
 from .rft import RftConfig, keep_correct
 
 REPAIRABLE = ("wrong", "no_answer")
+PROMPTS = {"prefix": ("sar_locate", "sar_fix_step"), "minimal_edit": ("sar_minimal_edit",)}
 _NUM = r"(-?\d+(?:\.\d+)?)"
 _ARITH = re.compile(_NUM + r"\s*([-+*/×x÷])\s*" + _NUM + r"\s*=\s*" + _NUM)
 
@@ -169,7 +170,9 @@ def build(parent: Dataset, cfg: StyleAlignedConfig | None, ctx: BuildContext) ->
         "edit_distance": 0.0, "oracle_token_share": 0.0}, features=TRACE)
     broken = parent.filter(lambda r: r["verify_status"] in REPAIRABLE).to_list()
     repair = _prefix_rows if cfg.mode == "prefix" else _minimal_edit_rows
-    fixed = verify(sharded(broken, lambda ts: repair(ts, cfg, ctx, oracle), ctx, desc=f"sar {cfg.mode}"))
+    models = (oracle, ctx.role("slm")) if cfg.mode == "prefix" and broken else (oracle,)
+    key = settings(cfg, *models, prompts=[load_prompt(p) for p in PROMPTS[cfg.mode]])
+    fixed = verify(sharded(broken, lambda ts: repair(ts, cfg, ctx, oracle), ctx, key, desc=f"sar {cfg.mode}"))
     ctx.counts["repair_wrong"] += sum(not ok for ok in fixed["correct"])
     return keep_correct(concatenate_datasets([keep, fixed]),
                         RftConfig(cfg.max_per_problem, cfg.near_dup_threshold))
