@@ -16,7 +16,7 @@ def test_mcnemar_exact_matches_the_binomial_tail():
 
 
 def test_spearman_with_ties_and_permutation_p():
-    assert spearman([1, 2, 3, 4], [1, 2, 3, 4]) == {"rho": 1.0, "p": pytest.approx(2 / 24), "n": 4}
+    assert spearman([1, 2, 3, 4], [1, 2, 3, 4]) == {"rho": 1.0, "p": pytest.approx(2 / 24), "p_exact": True, "n": 4}
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1])["rho"] == -1.0
     tied = spearman([1, 1, 2, 3], [1, 2, 3, 4])   # mean ranks 1.5, 1.5, 3, 4 against 1..4
     assert tied["rho"] == pytest.approx(0.9487, abs=1e-4)
@@ -65,3 +65,23 @@ def test_base_run_is_counted_once_in_mcnemar_but_pairs_every_seed_in_the_bootstr
     assert r["bootstrap"]["diff"] == pytest.approx(1 / 3 - 1 / 2)   # rft: the mean of its seeds
     both = _paired({0: rft[0], 1: rft[1]}, {0: rft[1], 1: rft[0]}, 200)
     assert both["pairs"] == 6 and (both["b"], both["c"]) == (1, 1)   # seeds pool as before
+
+
+def test_spearman_p_is_exact_up_to_ten_variants():
+    import itertools
+    import math
+    assert spearman(list(range(10)), list(range(10)))["p"] == pytest.approx(2 / math.factorial(10))
+    x, y = [3, 1, 4, 1, 5, 9, 2, 6], [2, 7, 1, 8, 2, 8, 1, 8]        # ties on both sides
+    got = spearman(x, y)
+
+    def rho(a, b):     # Pearson on mean ranks, by hand
+        ma, mb = sum(a) / len(a), sum(b) / len(b)
+        cov = sum((u - ma) * (v - mb) for u, v in zip(a, b))
+        return cov / math.sqrt(sum((u - ma) ** 2 for u in a) * sum((v - mb) ** 2 for v in b))
+    from toolkit.study.stats import _ranks
+    rx, ry = _ranks(x), _ranks(y)
+    perms = list(itertools.permutations(ry))
+    want = sum(abs(rho(rx, q)) >= abs(rho(rx, ry)) - 1e-12 for q in perms) / len(perms)
+    assert got["p"] == pytest.approx(want) and got["p_exact"] and got["rho"] == pytest.approx(rho(rx, ry), abs=1e-4)
+    big = spearman(list(range(12)), [0, 2, 1, 3, 5, 4, 6, 8, 7, 9, 11, 10])
+    assert big["p_exact"] is False and big["p"] < 0.001
