@@ -112,7 +112,8 @@ def run_lm_eval(server: Server, tokenizer: str, data_dir: str, limit: int, max_g
             model="local-completions", tasks=[TASK], task_manager=TaskManager(include_path=tmp),
             model_args={"base_url": f"{server.url}/v1/completions", "model": "tgi", "tokenizer": tokenizer,
                         "tokenizer_backend": "huggingface", "tokenized_requests": False,
-                        "num_concurrent": concurrent, "max_gen_toks": max_gen_toks, "max_retries": 3},
+                        "num_concurrent": concurrent, "max_gen_toks": max_gen_toks, "max_retries": 3,
+                        "timeout": 7200},       # a busy CPU: a retry would decode the same batch again
             limit=limit, log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
     docs: dict[int, dict] = {}
     for s in out["samples"][TASK]:

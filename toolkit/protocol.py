@@ -107,5 +107,13 @@ def notes(record: dict) -> str:
 
 
 def dataset_args(record: dict) -> dict:
-    """The protocol as flat strings for ``model-index`` ``dataset.args`` (one key per field)."""
-    return {k: _short(record[k]) for k in (*DECISIVE, *NOTED, "protocol_id") if record.get(k) not in (None, "")}
+    """The protocol as flat strings for ``model-index`` ``dataset.args`` (one key per field; local
+    paths are left out: the adapter is named by its weights digest).
+
+    >>> dataset_args({"shots": 0, "sampling": {"greedy": True}, "adapter": "/runs/x/adapters/rft",
+    ...               "adapter_revision": "sha256:ab12", "model": "/root/.cache/m"})
+    {'shots': '0', 'sampling': '{"greedy": true}', 'adapter_revision': 'sha256:ab12'}
+    """
+    local = lambda v: isinstance(v, str) and v.startswith(("/", ".", "~"))     # noqa: E731
+    return {k: _short(record[k]) for k in (*DECISIVE, *NOTED, "protocol_id")
+            if record.get(k) not in (None, "") and k != "adapter" and not local(record[k])}

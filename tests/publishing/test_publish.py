@@ -256,3 +256,48 @@ def test_cli_publish(hub, tmp_path, monkeypatch, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("qup: error: no Hub token") and "alice/cli-test" in err[-1]
+
+
+def test_adapter_scores_carry_their_protocol_in_model_index_and_eval_results(hub, api, tiny_model, shared_data,
+                                                                           tmp_path):
+    """A real evaluate's metrics (greedy and sampled) published: `model-index` `dataset.args` and
+    `.eval_results/*.yaml` `notes` (parsed by huggingface_hub) state each score's protocol."""
+    import yaml
+    from huggingface_hub import parse_eval_result_entries
+
+    from toolkit.sources import SourceConfig
+    from toolkit.stages.evaluate import EvaluateConfig, evaluate_command
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    adapter = tmp_path / "adapter"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model),
+                   LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(adapter)
+    (adapter / "qup_train.json").write_text(json.dumps({"base_model": "qup/tiny-random-llama"}))
+    common = dict(model=tiny_model, adapter=str(adapter), max_new_tokens=4)
+    greedy = evaluate_command(EvaluateConfig(**common, problems=SourceConfig(source="gsm8k", limit=2),
+                                             out=str(tmp_path / "g")))
+    sampled = evaluate_command(EvaluateConfig(**common, problems=SourceConfig(source="math500", limit=2),
+                                              temperature=0.6, n=2, k=[1, 2], out=str(tmp_path / "s")))
+    repo = "alice/tiny-protocol-lora"
+    publish_adapter(repo, adapter, token=ALICE, endpoint=hub.url, eval_results=[greedy, sampled])
+
+    card = ModelCard(readme(api, repo, "v1", repo_type="model"))
+    by_metric = {(r.dataset_name, r.metric_name): r for r in card.data.eval_results}
+    assert set(by_metric) == {("gsm8k", "pass@1 (greedy)"), ("math500", "pass@1 (n=2, T=0.6, top_p=1)"),
+                              ("math500", "pass@2 (n=2, T=0.6, top_p=1)"), ("math500", "maj@2 (n=2, T=0.6, top_p=1)")}
+    args = by_metric[("gsm8k", "pass@1 (greedy)")].dataset_args
+    assert args["prompt_id"] == load_prompt("math_cot").id and args["protocol_id"] == greedy["protocol_id"]
+    assert args["shots"] == "0" and args["sampling"] == '{"greedy": true}' and "adapter" not in args
+    assert by_metric[("gsm8k", "pass@1 (greedy)")].dataset_type == "openai/gsm8k"
+    assert "different protocols" in card.text and str(tmp_path) not in card.content   # no local paths
+
+    entries = {}
+    for name in ("gsm8k", "math500"):
+        text = open(api.hf_hub_download(repo, f".eval_results/{name}.yaml", revision="v1")).read()
+        entries[name] = parse_eval_result_entries(yaml.safe_load(text))
+    [g] = entries["gsm8k"]
+    assert (g.dataset_id, g.task_id, g.value) == ("openai/gsm8k", "gsm8k", greedy["accuracy"])
+    assert g.notes.startswith("pass@1 (greedy), test split; protocol " + greedy["protocol_id"])
+    assert "0-shot" in g.notes and "math-verify" in g.notes
+    assert [e.dataset_id for e in entries["math500"]] == ["HuggingFaceH4/MATH-500"] * 3
+    assert all("sampled n=2 T=0.6" in e.notes for e in entries["math500"])

@@ -18,7 +18,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+from huggingface_hub import (DatasetCard, DatasetCardData, EvalResult, EvalResultEntry, ModelCard, ModelCardData,
+                             eval_result_entries_to_yaml)
+
+from .. import protocol as P
 
 TEMPLATES = Path(__file__).parent / "templates"   # package data (a link to the top-level dataset_cards/)
 PUBLIC_HOSTS = ("huggingface.co", "hf.co", "api.openai.com", "github.com", "arxiv.org")
@@ -179,19 +182,83 @@ def qup_card_fields(train: dict, eval_results: list[dict]) -> dict:
     """
     out = {"variant": train.get("dataset_config") or None}
     out.update({k: train[k] for k in ("dataset_repo", "dataset_config", "dataset_revision") if train.get(k)})
-    out["eval"] = [{k: r[k] for k in ("dataset", "split", "accuracy", "correct", "total") if r.get(k) is not None}
-                   for r in eval_results]
+    out["eval"] = [{k: r[k] for k in ("dataset", "split", "accuracy", "correct", "total", "metric", "protocol_id")
+                    if r.get(k) is not None} for r in eval_results]
     return {k: v for k, v in out.items() if v not in (None, [])}
+
+
+# benchmarks by their Hub dataset ids (``.eval_results`` entries name the benchmark dataset)
+BENCHMARK_IDS = {"gsm8k": "openai/gsm8k", "math500": "HuggingFaceH4/MATH-500"}
+
+
+def _scores(r: dict) -> list[tuple[str, float]]:
+    """``(metric label, value)`` of an evaluation: its headline, then pass@k/maj@k beyond pass@1."""
+    protocol = r.get("protocol") or {}
+    out = [(r.get("metric") or "pass@1 (greedy)", float(r["accuracy"]))]
+    for name, v in sorted((r.get("scores") or {}).items()):
+        if name != "pass@1" and isinstance(v, dict) and isinstance(v.get("value"), (int, float)):
+            out.append((P.metric_label(protocol, name), float(v["value"])))
+    return out
+
+
+def model_index(eval_results: list[dict]) -> list[EvalResult]:
+    """``model-index`` results: one per score, the protocol in ``dataset.args``."""
+    return [EvalResult(
+        task_type="text-generation", task_name="Math word problems",
+        dataset_type=str(r.get("dataset_id") or BENCHMARK_IDS.get(r["dataset"], r["dataset"])),
+        dataset_name=str(r["dataset"]), dataset_split=r.get("split"), dataset_revision=r.get("revision"),
+        dataset_args=P.dataset_args(r["protocol"]) if r.get("protocol") else None,
+        metric_type="accuracy", metric_name=label, metric_value=value,
+    ) for r in eval_results for label, value in _scores(r)]
+
+
+def eval_results_files(eval_results: list[dict]) -> dict[str, bytes]:
+    """``.eval_results/<benchmark>.yaml`` (Hugging Face's evaluation-results format): one entry
+    per score, ``notes`` stating the metric and its protocol.
+
+    >>> files = eval_results_files([{"dataset": "gsm8k", "split": "test", "accuracy": 0.25}])
+    >>> print(files[".eval_results/gsm8k.yaml"].decode().strip())
+    - dataset:
+        id: openai/gsm8k
+        task_id: gsm8k
+      notes: pass@1 (greedy), test split; protocol not recorded
+      value: 0.25
+    """
+    import yaml
+    by: dict[str, list[EvalResultEntry]] = {}
+    for r in eval_results:
+        bench = _slug_name(str(r["dataset"]))
+        protocol = r.get("protocol")
+        where = f"{r['split']} split; " if r.get("split") else ""
+        for label, value in _scores(r):
+            note = f"{label}, {where}" + (f"protocol {protocol.get('protocol_id')}: {P.notes(protocol)}"
+                                          if protocol else "protocol not recorded")
+            by.setdefault(bench, []).append(EvalResultEntry(
+                dataset_id=str(r.get("dataset_id") or BENCHMARK_IDS.get(r["dataset"], r["dataset"])),
+                task_id=bench, value=value, dataset_revision=r.get("revision"), notes=note))
+    return {f".eval_results/{b}.yaml": yaml.safe_dump(eval_result_entries_to_yaml(e), sort_keys=True).encode()
+            for b, e in by.items()}
+
+
+def _slug_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(name.rstrip("/")).name).strip("-") or "benchmark"
+
+
+def protocol_rows(eval_results: list[dict]) -> tuple[list[str], str]:
+    """One protocol line per evaluation, and a warning when their decisive fields differ."""
+    recs = [r.get("protocol") for r in eval_results]
+    lines = [f"{r['dataset']}: " + (f"`{p['protocol_id']}` {P.notes(p)}" if p else "not recorded")
+             for r, p in zip(eval_results, recs)]
+    known = [p for p in recs if p]
+    diffs = sorted({d for p in known[1:] for d in P.differences(known[0], p)})
+    warn = ("**These scores were obtained with different protocols and are not one column**: "
+            + "; ".join(diffs)) if diffs else ""
+    return lines, warn
 
 
 def render_model_card(repo_id: str, tag: str, train: dict, eval_results: list[dict]) -> str:
     """README.md text of a LoRA adapter repo; ``train`` is the scrubbed ``qup_train.json``."""
-    results = [EvalResult(
-        task_type="text-generation", task_name="Math word problems",
-        dataset_type=str(r.get("dataset_id") or r["dataset"]), dataset_name=str(r["dataset"]),
-        dataset_split=r.get("split"), dataset_revision=r.get("revision"),
-        metric_type="accuracy", metric_name="pass@1 (greedy)", metric_value=float(r["accuracy"]),
-    ) for r in eval_results]
+    results = model_index(eval_results)
     dataset_repo = train.get("dataset_repo")
     card_data = ModelCardData(
         base_model=train["base_model"], base_model_relation="adapter", library_name="peft",
@@ -205,6 +272,7 @@ def render_model_card(repo_id: str, tag: str, train: dict, eval_results: list[di
     card = ModelCard.from_template(
         card_data, template_path=str(TEMPLATES / "model_card.md.j2"),
         repo_id=repo_id, tag=tag, train=train, eval_results_list=eval_results,
+        protocol_lines=protocol_rows(eval_results)[0], protocol_warning=protocol_rows(eval_results)[1],
         config_json=json.dumps(train.get("config", {}), indent=2, sort_keys=True),
         metrics={k: v for k, v in train.get("metrics", {}).items() if not isinstance(v, (list, dict))},
         peft_version=package_version("peft"),

@@ -345,7 +345,8 @@ def read_train_info(adapter_dir: Path) -> dict:
 
 def _check_eval(results: list[dict]) -> list[dict]:
     """Validate eval dicts; an ``evaluate`` metrics.json (``source`` path) is named by its folder."""
-    keep = ("dataset", "dataset_id", "split", "revision", "accuracy", "correct", "total")
+    keep = ("dataset", "dataset_id", "split", "revision", "accuracy", "correct", "total", "metric", "scores",
+            "protocol", "protocol_id")
     out = []
     for i, r in enumerate(results):
         if isinstance(r, dict) and "dataset" not in r and r.get("source"):
@@ -384,7 +385,8 @@ def publish_adapter(repo_id: str, adapter_dir, *, token: str | None = None,
 
     def build(tag_name: str, old: dict):
         readme = cards.render_model_card(repo_id, tag_name, info, results)
-        upload = {**files, "README.md": cards.scrub_text(readme, (hub.token,)).encode()}
+        upload = {**files, **cards.eval_results_files(results),
+                  "README.md": cards.scrub_text(readme, (hub.token,)).encode()}
         manifest = {"format": 1, "kind": "qup-adapter",
                     "files": {p: sha256(b) for p, b in sorted(upload.items())}}
         return upload, manifest
