@@ -89,8 +89,12 @@ _RESULTS_BASE = Features({
     "correct": Value("int32"),
     "total": Value("int32"),
     "accuracy": Value("float32"),
-    "ci_low": Value("float32"),            # Wilson 95% interval of accuracy
+    "ci_low": Value("float32"),            # 95% interval of accuracy (Wilson; bootstrap when sampled)
     "ci_high": Value("float32"),
+    "metric": Value("string"),             # what accuracy is: "pass@1 (greedy)", "pass@1 (n=4, T=0.6, top_p=0.95)"
+    "scores": Value("string"),             # JSON: every score of the evaluation (pass@k, maj@k) with its interval
+    "protocol_id": Value("string"),        # digest of the protocol's decisive fields: equal ids, comparable scores
+    "protocol": Value("string"),           # JSON: the protocol record (toolkit.protocol)
     "train_rows": Value("int32"),          # rows and completion tokens trained on
     "train_tokens": Value("int64"),
     # then the training data's mean of every shown diagnostic column (see results())
@@ -103,6 +107,15 @@ _RESULTS_BASE = Features({
     "dataset_revision": Value("string"),
     "adapter_repo": Value("string"),       # exact adapter: repo and revision ("" for base)
     "adapter_revision": Value("string"),
+})
+
+
+# the results dataset's ``details`` config: every evaluated sample of every row above (the Space's
+# details tab puts two models' outputs on the same problems side by side)
+DETAILS = Features({
+    "experiment": Value("string"), "variant": Value("string"), "seed": Value("int32"),
+    "benchmark": Value("string"), "split": Value("string"), "protocol_id": Value("string"),
+    **{k: v for k, v in EVAL.items() if k not in ("model_id", "adapter")},
 })
 
 
