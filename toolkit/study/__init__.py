@@ -181,7 +181,8 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
         results.save_rows(rows, out / "results")
         summary = report.write(p, study, cells, rows, out)
         if hub:
-            summary["results_published"] = results.publish(hub, p, rows, summary, data_pub)
+            summary["results_published"] = results.publish(hub, p, rows, summary, data_pub,
+                                                             results.details(cells, p.cfg.name))
     (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
 

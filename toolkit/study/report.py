@@ -247,7 +247,8 @@ def write(p, study, cells: list[dict], rows: list[dict], out: Path) -> dict:
         lines += markdown(analyses[n], study, n) + [""]
     if png:
         lines += ["![paradox](paradox.png)", ""]
-    lines += [compute(rows), ""]
+    from .results import protocol_section
+    lines += [compute(rows), "", protocol_section(rows)]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     log.info("study report: %s", path)
