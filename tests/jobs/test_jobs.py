@@ -80,7 +80,7 @@ def test_recipe_job_publishes_and_resumes_from_the_hub(hub, shared_data, tiny_mo
     # and its run dir lives in the private run-state repo
     assert api.repo_info("alice/qup-run-smoke", repo_type="dataset").private
     state = set(api.list_repo_files("alice/qup-run-smoke", repo_type="dataset"))
-    assert {"run/run.json", "run/adapters/self/qup_stage.json", "code/jobs/qup_job.py"} <= state
+    assert {"run/run.json", "run/adapters/self/qup_stage.json", "code/toolkit/jobs/qup_job.py"} <= state
     summary = json.loads(Path(api.hf_hub_download("alice/qup-run-smoke", "run/run.json",
                                                   repo_type="dataset")).read_text())
     assert summary["evaluations"]["base"]["total"] == 4 and summary["data"]["self"]["rows"] == 8
@@ -172,7 +172,7 @@ def test_network_group_and_job_env_in_recipe_overrides(monkeypatch):
 
 
 def test_job_script_dependencies_are_the_projects():
-    """The PEP 723 block of jobs/qup_job.py lists exactly setup.cfg's install_requires."""
+    """The PEP 723 block of toolkit/jobs/qup_job.py lists exactly setup.cfg's install_requires."""
     text = SCRIPT.read_text()
     block = text.split("# /// script\n", 1)[1].split("# ///", 1)[0]
     meta = tomllib.loads("\n".join(line[2:] for line in block.splitlines()))

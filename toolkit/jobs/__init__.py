@@ -2,7 +2,7 @@
 
 - :mod:`toolkit.jobs.spec`: the job spec (``qup jobs submit``: flavor, timeout, image, secrets by
   name, env), submission through ``huggingface_hub``'s jobs API, status/logs/cancel.
-- :mod:`toolkit.jobs.sync`: what runs inside the job (``jobs/qup_job.py``): pull the run-state
+- :mod:`toolkit.jobs.sync`: what runs inside the job (``toolkit/jobs/qup_job.py``): pull the run-state
   repo into the run dir, run the recipe or stage, push every finished step back.
 
 Job disks are ephemeral, so a job's state lives in a private dataset repo (the *run-state repo*,

@@ -36,7 +36,7 @@ def code_files(target: str, args: list[str]) -> dict[str, Path]:
     import toolkit
     pkg = Path(toolkit.__file__).resolve().parent
     if not SCRIPT.is_file():
-        raise JobError(f"job script {SCRIPT} not found: submit from a source checkout of the toolkit")
+        raise JobError(f"job script {SCRIPT} not found: the toolkit install is incomplete; reinstall it")
     out = {}
     for dirpath, dirs, names in os.walk(pkg, followlinks=True):    # templates/ is a symlink
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
@@ -44,7 +44,6 @@ def code_files(target: str, args: list[str]) -> dict[str, Path]:
             p = Path(dirpath) / name
             if not name.endswith(".pyc"):
                 out[f"toolkit/{p.relative_to(pkg).as_posix()}"] = p
-    out["jobs/qup_job.py"] = SCRIPT
     out.update(files_to_upload(target, args))
     return out
 

@@ -2,7 +2,8 @@
 
 The job is a plain ``huggingface_hub`` job (``HfApi.run_job``) on the ``uv`` image: it downloads
 ``code/`` of the run-state repo with ``hf download`` and runs the PEP 723 script
-``jobs/qup_job.py`` with ``uv run`` (which installs the script's pinned dependencies). Secrets
+``toolkit/jobs/qup_job.py`` (package data: a wheel install submits jobs too) with ``uv run``
+(which installs the script's pinned dependencies). Secrets
 are named (``--secret HF_TOKEN``): their values are read from this machine's environment (or the
 saved login for ``HF_TOKEN``) at submission, sent only in the API request, and shown as ``***``
 in ``--dry-run`` and everywhere else.
@@ -25,9 +26,9 @@ from ..config import ConfigError
 
 DEFAULT_IMAGE = "ghcr.io/astral-sh/uv:python3.12-bookworm"   # huggingface_hub's DEFAULT_UV_IMAGE
 HUB_PIN = "huggingface_hub>=1.0"                              # as setup.cfg
-SCRIPT = Path(__file__).resolve().parents[2] / "jobs" / "qup_job.py"
-STAGES = ("sample", "verify", "score", "select", "train", "evaluate", "oracle_synth", "oracle_refine",
-          "style_aligned", "rft")
+SCRIPT = Path(__file__).resolve().with_name("qup_job.py")        # shipped in the package
+SCRIPT_IN_CODE = "toolkit/jobs/qup_job.py"                       # its path under the job's code/
+STAGE_COMMANDS = ("sample", "verify", "score", "select", "train", "evaluate")
 WORKDIR = "qup-job"                      # in the job's working directory: code/ and run/
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TIMEOUT = re.compile(r"(\d+(?:\.\d+)?)([smhd]?)")
@@ -54,9 +55,9 @@ class JobConfig:
         "help": "join this HF Jobs network group (reach TGI/vLLM jobs of the group by alias)"})
 
     def __post_init__(self):
-        from ..hub.routes_jobs import FLAVORS
-        if self.flavor not in FLAVORS:
-            raise JobError(f"--flavor {self.flavor!r} is not an HF Jobs flavor; one of {', '.join(FLAVORS)}")
+        flavors = hub_flavors()
+        if self.flavor not in flavors:
+            raise JobError(f"--flavor {self.flavor!r} is not an HF Jobs flavor; one of {', '.join(flavors)}")
         timeout_seconds(self.timeout)
         for s in self.secrets:
             if not _ENV_NAME.fullmatch(s):
@@ -81,9 +82,23 @@ def timeout_seconds(timeout: str | int) -> int:
     return int(seconds)
 
 
+def hub_flavors() -> list[str]:
+    """The Hub's Jobs hardware flavors, as ``huggingface_hub`` knows them (``JobHardware``,
+    kept in sync with the Hub's API by huggingface_hub)."""
+    from huggingface_hub import JobHardware
+    return [h.value for h in JobHardware]
+
+
+def stages() -> tuple[str, ...]:
+    """The stage commands a job runs (``qup STAGE ...``): the stages and one command per
+    registered variant built from another (``qup rft``, ``qup oracle_refine``, ...)."""
+    from .. import variants as V
+    return (*STAGE_COMMANDS, *(v.name for v in V.REGISTRY.values() if v.name != "self" and not v.scored))
+
+
 def target_kind(target: str) -> str:
     """``stage`` for a qup stage command, else ``recipe`` (a packaged name or a YAML path)."""
-    return "stage" if target in STAGES else "recipe"
+    return "stage" if target in stages() else "recipe"
 
 
 def files_to_upload(target: str, args: list[str]) -> dict[str, Path]:
@@ -98,7 +113,7 @@ def files_to_upload(target: str, args: list[str]) -> dict[str, Path]:
 
 
 def job_args(target: str, cfg: JobConfig, sets: list[str], args: list[str], namespace: str) -> list[str]:
-    """The arguments of ``jobs/qup_job.py`` (local files become ``code:files/NAME``)."""
+    """The arguments of the job script (local files become ``code:files/NAME``)."""
     local = {str(p): f"code:{k}" for k, p in files_to_upload(target, args).items()}
     out = ["--state-repo", state_repo(target, cfg, namespace), "--workdir", WORKDIR]
     if target_kind(target) == "stage":
@@ -138,7 +153,7 @@ def build_spec(target: str, cfg: JobConfig, sets: list[str] | None = None, args:
         secrets[name] = value
     fetch = shlex.join(["uvx", "--from", HUB_PIN, "hf", "download", repo, "--repo-type", "dataset",
                         "--include", "code/*", "--local-dir", WORKDIR])
-    run = shlex.join(["uv", "run", f"{WORKDIR}/code/jobs/qup_job.py",
+    run = shlex.join(["uv", "run", f"{WORKDIR}/code/{SCRIPT_IN_CODE}",
                       *job_args(target, cfg, sets or [], args or [], namespace)])
     env = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
            **dict(item.split("=", 1) for item in cfg.env)}
@@ -152,10 +167,10 @@ def build_spec(target: str, cfg: JobConfig, sets: list[str] | None = None, args:
 
 
 def hf_commands(spec: dict, repo: str, extra: dict[str, Path]) -> list[str]:
-    """The same submission with the ``hf`` CLI, from a checkout's root: upload ``code/``, then
+    """The same submission with the ``hf`` CLI: upload the installed ``toolkit/`` to ``code/``, then
     ``hf jobs run`` (secrets by name: ``--secrets HF_TOKEN`` reads the value from the env)."""
-    upload = ["hf", "upload", repo, ".", "code", "--repo-type", "dataset", "--private",
-              "--include", "toolkit/**", "--include", "jobs/qup_job.py", "--exclude", "**/__pycache__/**"]
+    upload = ["hf", "upload", repo, str(SCRIPT.parents[2]), "code", "--repo-type", "dataset", "--private",
+              "--include", "toolkit/**", "--exclude", "**/__pycache__/**"]
     out = [shlex.join(upload)]
     out += [shlex.join(["hf", "upload", repo, str(p), f"code/{k}", "--repo-type", "dataset"])
             for k, p in extra.items()]

@@ -1,6 +1,6 @@
 """Inside a job: pull the run-state repo, run a recipe or one stage, push each finished step.
 
-``jobs/qup_job.py`` calls :func:`main`. With ``--state-repo`` (a private dataset repo, created
+``toolkit/jobs/qup_job.py`` calls :func:`main`. With ``--state-repo`` (a private dataset repo, created
 if missing) the job first downloads the repo's ``run/`` into ``<workdir>/run``, so a re-submitted
 job finds every finished step there (the step cache skips it) and an interrupted step's shards
 (it resumes). Each step that finishes is uploaded at once (a :data:`toolkit.steps.ON_DONE` hook,
@@ -15,8 +15,8 @@ huggingface.co), never to an embedded Hub on the job's disk. A stage job runs
 
 Example (locally, same as in a job)::
 
-    HF_TOKEN=... python jobs/qup_job.py --state-repo me/qup-run-smoke recipe smoke
-    python jobs/qup_job.py --workdir /tmp/w stage sample --config code:files/sample.yaml
+    HF_TOKEN=... python toolkit/jobs/qup_job.py --state-repo me/qup-run-smoke recipe smoke
+    python toolkit/jobs/qup_job.py --workdir /tmp/w stage sample --config code:files/sample.yaml
 """
 from __future__ import annotations
 
