@@ -60,7 +60,7 @@ def test_recipe_stage_sections_are_validated(tmp_path):
 
 
 @pytest.mark.parametrize("key, who", [
-    ("sample.model", "top-level `model`"), ("sample.out", "the run dir"),
+    ("sample.slm", "top-level `slm` role"), ("sample.out", "the run dir"),
     ("sample.source", None), ("evaluate.prompt", "evaluation uses the sampling prompt"),
     ("train.data", "the variant's dir"), ("train.dataset_revision", "publishing")])
 def test_keys_the_run_owns_are_rejected_not_ignored(key, who):
@@ -74,13 +74,14 @@ def test_keys_the_run_owns_are_rejected_not_ignored(key, who):
 
 
 def test_recipe_keys_are_honoured(tmp_path):
-    cfg = load_recipe("smoke", {"prompt": "p.txt", "model": "m", "dtype": "float32",
+    cfg = load_recipe("smoke", {"prompt": "p.txt", "slm": {"model": "m", "dtype": "float32"},
                                 "train_problems": {"columns": {"question": "q"}, "config_name": "c"},
                                 "evaluate": {"max_new_tokens": 7}})
     stages = stage_configs(cfg, tmp_path)
     assert stages["sample"].prompt == stages["evaluate:self"].prompt == "p.txt"
-    assert stages["sample"].model == stages["train:self"].model == stages["evaluate:base"].model == "m"
-    assert {stages[s].dtype for s in ("sample", "train:self", "evaluate:self")} == {"float32"}
+    assert stages["sample"].slm.model == stages["train:self"].model == stages["evaluate:base"].model.model == "m"
+    assert stages["score:self"].learner is cfg.slm and stages["score:self"].judge is cfg.judge  # held once
+    assert {stages["sample"].slm.dtype, stages["train:self"].dtype, stages["evaluate:self"].model.dtype} == {"float32"}
     assert stages["sample"].problems.columns == {"question": "q"}
     assert stages["sample"].problems.config_name == "c"
     assert stages["evaluate:base"].max_new_tokens == 7

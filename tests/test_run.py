@@ -169,8 +169,8 @@ def test_hub_url_without_token_fails_before_any_work(tmp_path):
 
 def test_dead_endpoint_is_one_line(tmp_path, free_port):
     proc = subprocess.run(QUP + ["sample", "--model", "tiny-random", "--source", "svamp", "--limit", "1",
-                                 "--k", "1", "--backend", "endpoint", "--endpoints",
-                                 f"http://127.0.0.1:{free_port}", "--retries", "0",
+                                 "--k", "1", "--backend", "endpoint", "--endpoint-urls",
+                                 f"http://127.0.0.1:{free_port}", "--endpoint-retries", "0",
                                  "--out", str(tmp_path / "s")],
                           env=_env(), capture_output=True, text=True, timeout=120)
     assert "endpoint request failed" in _one_line_error(proc)

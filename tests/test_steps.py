@@ -1,7 +1,10 @@
 """steps: cached steps whose keys chain through their inputs; results record their timing."""
 import json
+from dataclasses import dataclass, field
 
-from toolkit.steps import MARKER, Step, run_step, skipped
+from toolkit.config import keyed, volatile
+from toolkit.generation.roles import EndpointOptions, RoleConfig, TransformersOptions
+from toolkit.steps import MARKER, Step, run_step, skipped, step_key
 
 
 def _chain(tmp_path, calls, a_config):
@@ -23,12 +26,57 @@ def test_a_finished_step_is_skipped_and_a_changed_input_reruns_everything_downst
     assert not (tmp_path / "b" / "leftover.txt").exists()              # the stale dir was removed
 
 
-def test_a_volatile_field_does_not_change_the_key(tmp_path):
+@dataclass
+class Stage:
+    k: int = 1
+    batch_size: int = volatile(8, "how, not what: left out of the key")
+    role: RoleConfig = field(default_factory=lambda: RoleConfig("tiny-random", backend="transformers"))
+
+
+def _key(tmp_path, cfg, engine="") -> str:
     keys = {}
-    run_step(Step("a", tmp_path / "a", {"k": 1, "batch_size": 8}, [], lambda: {}, volatile=("batch_size",)), keys)
-    first = keys["a"]
-    run_step(Step("a", tmp_path / "a", {"k": 1, "batch_size": 64}, [], lambda: {}, volatile=("batch_size",)), keys)
-    assert keys["a"] == first
+    run_step(Step("a", tmp_path / "a", cfg, [], lambda: {}, engine=engine), keys)
+    return keys["a"]
+
+
+def test_a_field_marked_volatile_stays_out_of_the_key_and_any_other_enters_it(tmp_path):
+    first = _key(tmp_path, Stage())
+    assert _key(tmp_path, Stage(batch_size=64)) == first
+    assert _key(tmp_path, {"nested": [Stage(batch_size=2)]}) == _key(tmp_path, {"nested": [Stage()]})
+    same_role = RoleConfig("tiny-random", backend="transformers", transformers=TransformersOptions(batch_size=2))
+    assert _key(tmp_path, Stage(role=same_role)) == first                # a role's batch size: how
+    assert _key(tmp_path, Stage(k=2)) != first                           # a result-changing field
+    assert _key(tmp_path, Stage(role=RoleConfig("tiny-random", backend="transformers", dtype="float32"))) != first
+    assert _key(tmp_path, Stage(), engine="vllm 0.32.0") != first       # the engine is keyed too
+    served = [RoleConfig("m", backend="endpoint", endpoint=EndpointOptions(urls=[u], retries=r))
+              for u, r in (("http://a:1", 8), ("http://b:2", 0))]       # where it ran: not keyed
+    assert keyed(served[0]) == keyed(served[1]) == {"model": "m", "dtype": "auto", "endpoint": {"api": "tgi"}}
+
+
+def test_the_key_names_the_engine_that_ran_when_auto_falls_back(tmp_path, monkeypatch):
+    """Under ``auto`` with vLLM chosen but failing to start, the builder falls back to transformers:
+    the step's result is keyed by transformers, not by the vLLM it was keyed by before it ran."""
+    import toolkit.generation as G
+    from toolkit.generation.vllm_engine import VLLMError
+    monkeypatch.delenv("QUP_BACKEND", raising=False)
+    monkeypatch.setattr(G, "_FELL_BACK", [])
+    monkeypatch.setattr(G, "vllm_usable", lambda: "")                  # vLLM looks usable here
+    role = RoleConfig("tiny-random")
+    assert role.engine().startswith("vllm ")
+    ran = []
+
+    def work():       # what RoleConfig.generator does when vLLM does not start under auto
+        assert G.fall_back(VLLMError("backend vllm cannot load model: no KV cache room"))
+        ran.append(1)
+        return {}
+    keys = {}
+    run_step(Step("s", tmp_path / "s", {"role": role}, [], work, engine=role.engine), keys)
+    marker = json.loads((tmp_path / "s" / MARKER).read_text())
+    assert role.engine().startswith("transformers ") and marker["engine"] == role.engine()
+    assert marker["key"] == keys["s"] == step_key(Step("s", tmp_path, {"role": role}, [], work,
+                                                       engine=role.engine()), {})
+    run_step(Step("s", tmp_path / "s", {"role": role}, [], work, engine=role.engine), keys)
+    assert ran == [1]                  # the next run on this machine finds it under what ran
 
 
 def test_a_step_killed_midway_runs_again_with_its_key_and_records_its_timing(tmp_path):

@@ -99,6 +99,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value
+        if isinstance(value, str) and hasattr(tp, "from_str"):   # `judge: qwen` = `judge: {model: qwen}`
+            return tp.from_str(value)
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")
         return from_dict(tp, value, where)
@@ -141,10 +143,20 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - names)
+    moved = getattr(cls, "__moved__", {})     # {old key: its new place}, e.g. a role's flat keys
+    for key in (k for k in unknown if k in moved):
+        raise ConfigError(f"{where}.{key} is now {where}.{moved[key]}"
+                          if "." not in moved[key] or moved[key].split(".")[0] in names
+                          else f"{where}.{key} is now `{moved[key]}`")
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}"
         )
+    for f in dataclasses.fields(cls):     # a nested config given in part keeps its other defaults
+        if isinstance(data.get(f.name), dict) and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+            if dataclasses.is_dataclass(default):
+                data = {**data, f.name: merge(dataclasses.asdict(default), data[f.name])}
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)
@@ -179,6 +191,7 @@ def section(cls: type, owned: dict[str, str], name: str | None = None) -> type:
         specs.append((f.name, hints[f.name], dataclasses.field(metadata=f.metadata, **default)))
     out = dataclasses.make_dataclass(name or f"{cls.__name__}Section", specs)
     out.__owned__ = dict(owned)
+    out.__moved__ = getattr(cls, "__moved__", {})
     return out
 
 
@@ -207,9 +220,10 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def load_config(cls: type[T], source: str | Path | dict | None = None,
-                overrides: dict | None = None) -> T:
-    """Defaults ← YAML file or dict ← overrides; validated into ``cls``."""
-    where = str(source) if isinstance(source, (str, Path)) else "config"
+                overrides: dict | None = None, where: str = "") -> T:
+    """Defaults ← YAML file or dict ← overrides; validated into ``cls`` (errors name ``where``,
+    default: the file)."""
+    where = where or (str(source) if isinstance(source, (str, Path)) else "config")
     data = read_yaml(source) if isinstance(source, (str, Path)) else dict(source or {})
     data = merge(data, overrides or {})
     return from_dict(cls, data, where)
@@ -219,31 +233,88 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# ---------------------------------------------------------------- what changes a result
+def volatile(default: Any = dataclasses.MISSING, help: str = "", **metadata) -> Any:
+    """A config field that changes how a result is made, not what it is (batch size, URLs,
+    retries, output dirs): declared once here, left out of step keys, shard keys and provenance
+    by :func:`keyed` (distilabel's ``RuntimeParameter`` idea). ``default`` may be a factory
+    (``list``, ``dict``).
+
+    >>> @dataclasses.dataclass
+    ... class C:
+    ...     k: int = 4
+    ...     batch_size: int = volatile(16, "sequences per forward pass")
+    >>> keyed(C(batch_size=64))
+    {'k': 4}
+    """
+    meta = {"help": help, "volatile": True, **metadata}
+    if default in (list, dict):
+        return dataclasses.field(default_factory=default, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def is_volatile(f: dataclasses.Field) -> bool:
+    return bool(f.metadata.get("volatile"))
+
+
+def keyed(cfg: Any) -> Any:
+    """The result-changing part of ``cfg`` as JSON-able data: a dataclass without its
+    :func:`volatile` fields (recursively; a dataclass may narrow it further with a
+    ``keyed_fields()`` method, e.g. a model role keeps only its backend's options); mappings and
+    lists element-wise; anything else as ``str`` unless JSON-native."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        names = getattr(cfg, "keyed_fields", lambda: None)()
+        return {f.name: keyed(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                if not is_volatile(f) and (names is None or f.name in names)}
+    if isinstance(cfg, dict):
+        return {str(k): keyed(v) for k, v in cfg.items()}
+    if isinstance(cfg, (list, tuple)):
+        return [keyed(v) for v in cfg]
+    return cfg if cfg is None or isinstance(cfg, (bool, int, float, str)) else str(cfg)
+
+
 # ---------------------------------------------------------------- CLI flags from dataclass fields
-def _flags(cls: type, prefix: str = ""):
-    """``(dest, field)`` of every init field; a nested dataclass field contributes its own fields
-    (``problems: SourceConfig`` gives ``--source``, ``--split``, ...; dest ``problems__source``)."""
+def _flags(cls: type, prefix: str = "", flag: str = ""):
+    """``(dest, flag, field, type)`` of every init field; a nested dataclass field contributes its
+    own fields (``problems: SourceConfig`` gives ``--source``, ``--split``, ...; dest
+    ``problems__source``); with ``metadata={"prefix": True}`` its flags carry its name
+    (``judge: RoleConfig`` gives ``--judge-model``, ``--judge-vllm-max-model-len``)."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if not f.init:
             continue
         if dataclasses.is_dataclass(hints[f.name]):
-            yield from _flags(hints[f.name], f"{prefix}{f.name}__")
+            inner = flag + (f.name.replace("_", "-") + "-" if f.metadata.get("prefix") else "")
+            yield from _flags(hints[f.name], f"{prefix}{f.name}__", inner)
         else:
-            yield prefix + f.name, f, hints[f.name]
+            yield prefix + f.name, flag + f.name.replace("_", "-"), f, hints[f.name]
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add ``--field-name VALUE`` for every field of ``cls`` (values parsed as YAML scalars).
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str = "cfg",
+                       positional: tuple[str, ...] = ()) -> None:
+    """Add ``--field-name VALUE`` for every field of ``cls`` (HfArgumentParser's way). A value is
+    read as YAML (``8`` -> int, ``[a, b]`` -> list) unless the field is a string; a list field's
+    flag repeats; a bool flag alone means true; a field without a default is required; the fields
+    named in ``positional`` are positional arguments. ``prefix`` tells apart several dataclasses
+    on one parser (see :func:`overrides_from_args`).
 
     Fields with ``metadata={"hidden": True}`` are accepted but not listed in ``--help``.
     """
-    for dest, f, tp in _flags(cls):
+    for dest, flag, f, tp in _flags(cls):
         help_ = f.metadata.get("help", "")
         many = typing.get_origin(tp) is list   # repeat the flag: --endpoints URL1 --endpoints URL2
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        text = tp is str or typing.get_origin(tp) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(tp))
+        kind = dict(type=_item if many else str if text else _scalar, default=argparse.SUPPRESS)
+        if f.name in positional:
+            parser.add_argument(f"{prefix}__{dest}", metavar=f.name, help=help_, **kind,
+                                nargs=("+" if required else "*") if many else None if required else "?")
+            continue
+        if tp is bool:
+            kind.update(nargs="?", const=True)
         parser.add_argument(
-            "--" + f.name.replace("_", "-"), dest=f"cfg__{dest}", default=argparse.SUPPRESS,
-            metavar=f.name.upper(), action="append" if many else "store",
+            "--" + flag, dest=f"{prefix}__{dest}", metavar=f.name.upper(), required=required, **kind,
+            action="append" if many else "store",
             help=argparse.SUPPRESS if f.metadata.get("hidden") else help_ + (" (repeatable)" if many else ""),
         )
 
@@ -264,17 +335,20 @@ def _scalar(raw):
     return value
 
 
-def overrides_from_args(args: argparse.Namespace) -> dict:
-    """The ``--field`` values the user typed, parsed as YAML (``8`` → int, ``[a, b]`` → list),
-    nested as the config is (``cfg__problems__source`` → ``{"problems": {"source": ...}}``)."""
+def _item(raw: str):
+    """One value of a repeated flag: a string, or a whole YAML list (``"[a, b]"``)."""
+    return _scalar(raw) if raw.lstrip().startswith("[") else raw
+
+
+def overrides_from_args(args: argparse.Namespace, prefix: str = "cfg") -> dict:
+    """The ``--field`` values the user typed (see :func:`add_dataclass_args`), nested as the
+    config is (``cfg__problems__source`` → ``{"problems": {"source": ...}}``)."""
     out: dict = {}
-    for key, raw in vars(args).items():
-        if key.startswith("cfg__"):
-            value = _scalar(raw)
-            if isinstance(raw, list):  # a repeated flag; one "[a, b]" value is a whole list
-                value = [_scalar(r) for r in raw]
-                value = value[0] if len(value) == 1 and isinstance(value[0], list) else value
-            *parents, leaf = key[5:].split("__")
+    for key, value in vars(args).items():
+        if key.startswith(prefix + "__"):
+            if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
+                value = value[0]      # a repeated flag given one "[a, b]": the whole list
+            *parents, leaf = key[len(prefix) + 2:].split("__")
             node = out
             for part in parents:
                 node = node.setdefault(part, {})

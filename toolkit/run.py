@@ -6,7 +6,9 @@ publish the adapter → report. Every step is cached by a key that chains throug
 (:mod:`toolkit.steps`): a change anywhere re-runs that step and everything downstream of it, a
 killed run resumes, and nothing stale is reported as done.
 
-A recipe names the SLM (``model``), the ``oracle`` role (for the Oracle variants), the ``prompt`` template, the ``dtype``, the training and
+A recipe names the model roles (:class:`~toolkit.generation.roles.RoleConfig`: ``slm``, the learner,
+which samples, is scored and trained and evaluated; ``sampler``, the SLM served apart for sampling
+only; ``oracle`` for the Oracle variants; ``judge``, default the Oracle), the ``prompt`` template, the training and
 held-out problem slices (``train_problems``/``eval_problems``, source configs), the ``variants`` to
 train, one section per stage (``sample``, ``train``, ``evaluate``: the stage configs minus what
 the run sets), one section per variant with options (e.g. ``rft: {max_per_problem: 2}``) and
@@ -18,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -29,15 +32,14 @@ from typing import Any
 
 from . import variants as V
 from .config import ConfigError, from_dict, merge, read_yaml, section
-from .generation import engine_id, resolve_backend
-from .generation.roles import VOLATILE, RoleConfig, VLLMOptions, check_backend
+from .generation.roles import RoleConfig
 from .io import load, save
 from .publishing import experiment as publishing
 from .report import write_report
 from .sources import SourceConfig, load_problems
 from .stages.evaluate import EvaluateConfig, evaluate_command
 from .stages.sample import SampleConfig, sample_command
-from .stages.score import ScoreConfig, Scorers, score_command
+from .stages.score import ScoreConfig, Scorers, roles_engine, score_command
 from .stages.train import RUN_FILE, TrainConfig, train_command
 from .stats import trace_stats
 from .steps import Step, run_step
@@ -47,25 +49,22 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")   # a recipe name: one pa
 
 _TOP = "the recipe's top-level `{}`"
 SampleSection = section(SampleConfig, {
-    "model": _TOP.format("model"), "problems": _TOP.format("train_problems"),
-    "prompt": _TOP.format("prompt"), "dtype": _TOP.format("dtype"), "out": "the run dir",
-    "vllm": _TOP.format("vllm")})
+    "slm": _TOP.format("slm") + " role (sampling served apart: `sampler`)",
+    "problems": _TOP.format("train_problems"), "prompt": _TOP.format("prompt"), "out": "the run dir"})
 TrainSection = section(TrainConfig, {
-    "model": _TOP.format("model"), "dtype": _TOP.format("dtype"), "data": "the variant's dir",
+    "model": _TOP.format("slm.model"), "dtype": _TOP.format("slm.dtype"), "data": "the variant's dir",
     "out": "the run dir", "dataset_repo": "publishing", "dataset_revision": "publishing",
     "dataset_config": "publishing"})
 ScoreSection = section(ScoreConfig, {
     "data": "the variant's dir", "out": "the run dir", "reference": "the run (its `self` traces)",
-    "learner": _TOP.format("model"), "learner_endpoints": "the recipe's `sample` section",
-    "judge": "the recipe's top-level `judge` role (default: the Oracle)",
-    "judge_endpoints": "the recipe's top-level `judge` role", "dtype": _TOP.format("dtype"),
-    "backend": _TOP.format("backend"), "vllm": _TOP.format("vllm")})
+    "learner": _TOP.format("slm") + " role", "judge": _TOP.format("judge") + " role (default: the Oracle)",
+    "dtype": _TOP.format("slm.dtype")})
 EvaluateSection = section(EvaluateConfig, {
-    "model": _TOP.format("model"), "adapter": "the trained variant",
-    "problems": _TOP.format("eval_problems"), "dtype": _TOP.format("dtype"),
-    "backend": _TOP.format("backend"), "vllm": _TOP.format("vllm"),
+    "model": _TOP.format("slm") + " role", "adapter": "the trained variant",
+    "problems": _TOP.format("eval_problems"),
     "prompt": _TOP.format("prompt") + ": evaluation uses the sampling prompt",
     "out": "the run dir", "cache_dir": "the run dir"})
+EvaluateSection.__moved__ = {k: "slm." + k for k in EvaluateConfig.__moved__}
 
 
 @dataclass
@@ -82,13 +81,11 @@ class RunConfig:
     name: str
     train_problems: SourceConfig
     eval_problems: SourceConfig
-    model: str = "tiny-random"                      # the SLM (the learner)
+    slm: RoleConfig = field(default_factory=lambda: RoleConfig("tiny-random"))  # the SLM (the learner)
+    sampler: RoleConfig = field(default_factory=RoleConfig)  # the SLM served for sampling (default: slm)
     oracle: RoleConfig = field(default_factory=RoleConfig)  # the Oracle role ('' = none)
     judge: RoleConfig = field(default_factory=RoleConfig)   # the reward judge ('' = the Oracle)
     prompt: str = "math_cot"
-    dtype: str = "auto"
-    backend: str = "auto"                           # the SLM's engine: auto | vllm | transformers
-    vllm: VLLMOptions = field(default_factory=VLLMOptions)  # the SLM's vLLM engine options
     variants: list[str] = field(default_factory=lambda: ["rft"])  # which data variants to train on
     sample: SampleSection = field(default_factory=SampleSection)
     score: ScoreSection = field(default_factory=ScoreSection)
@@ -97,14 +94,17 @@ class RunConfig:
     hub: HubSection = field(default_factory=HubSection)
     variant_options: dict[str, Any] = field(default_factory=dict)  # from top-level <variant>: keys
 
+    # the SLM's flat keys before it was one role
+    __moved__ = {"model": "slm.model", "dtype": "slm.dtype", "backend": "slm.backend", "vllm": "slm.vllm"}
+
     def __post_init__(self):
         if not _NAME.fullmatch(self.name) or ".." in self.name:   # the run dir is runs/<name>
             raise ConfigError(f"name: {self.name[:100]!r} must be a plain name (letters, digits, '.', '_', "
                               "'-'; no '/' or '..'; at most 100 characters)")
-        self.backend = check_backend(self.backend, self.vllm, f"recipe {self.name}: backend")
-        if self.backend == "endpoint":
-            raise ConfigError(f"recipe {self.name}: backend is the SLM's in-process engine (auto | "
-                              "vllm | transformers); sample from endpoints with sample.backend: endpoint")
+        for role in ("slm", "sampler"):
+            if getattr(self, role).backend == "reference" or role == "slm" and not self.slm.enabled:
+                raise ConfigError(f"recipe {self.name}.{role}.model: the SLM must be a model, got "
+                                  f"{getattr(self, role).model!r}")
         if not self.variants:
             raise ConfigError("variants: list at least one variant to train on")
         for name in self.variants:
@@ -120,6 +120,22 @@ class RunConfig:
     def lineage(self) -> list[V.Variant]:
         """Every variant the run builds: those it trains, their parents and selection pools."""
         return V.lineage(*self.variants, options=self.variant_options)
+
+    @property
+    def model(self) -> str:
+        """The SLM's model (what trains and names the published repos)."""
+        return self.slm.model
+
+    @property
+    def dtype(self) -> str:
+        return self.slm.dtype
+
+    @property
+    def sample_role(self) -> RoleConfig:
+        """The SLM as it samples: the ``sampler`` role (its model defaults to the SLM's), else ``slm``."""
+        if self.sampler == RoleConfig():
+            return self.slm
+        return dataclasses.replace(self.sampler, model=self.sampler.model or self.slm.model)
 
     @property
     def judge_role(self) -> RoleConfig | None:
@@ -152,22 +168,14 @@ def load_recipe(recipe: str, overrides: dict | None = None) -> RunConfig:
     return from_dict(RunConfig, cfg, f"recipe {path.stem}")
 
 
-# how an evaluation ran, not what it gives (a cache only reuses identical chunks)
-EVAL_VOLATILE = ("batch_size", "cache_dir")
-
-
 def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Every stage's typed config, validated up front so a bad value fails before any work."""
     where = f"recipe {cfg.name}"
-    engine = {"backend": resolve_backend(cfg.backend), "vllm": cfg.vllm}
-    run = {"model": cfg.model, "dtype": cfg.dtype}
-    sampling = {**asdict(cfg.sample), **engine}
-    if cfg.sample.backend != "auto":   # the SLM's sampling served apart (e.g. endpoints)
-        sampling["backend"] = resolve_backend(cfg.sample.backend)
-    out = {"sample": from_dict(SampleConfig, {**sampling, **run, "prompt": cfg.prompt,
+    run = {"model": cfg.slm.model, "dtype": cfg.slm.dtype}
+    out = {"sample": from_dict(SampleConfig, {**asdict(cfg.sample), "slm": cfg.sample_role, "prompt": cfg.prompt,
                                               "problems": cfg.train_problems,
                                               "out": str(run_dir / "samples")}, f"{where}: sample")}
-    evaluate = {**asdict(cfg.evaluate), **run, **engine, "prompt": cfg.prompt, "problems": cfg.eval_problems,
+    evaluate = {**asdict(cfg.evaluate), "model": cfg.slm, "prompt": cfg.prompt, "problems": cfg.eval_problems,
                 "cache_dir": str(run_dir / "cache" / "eval")}
     out["evaluate:base"] = from_dict(EvaluateConfig, {**evaluate, "out": str(run_dir / "eval" / "base")},
                                      f"{where}: evaluate")
@@ -180,7 +188,7 @@ def stage_configs(cfg: RunConfig, run_dir: Path) -> dict[str, Any]:
         out[f"score:{v.name}"] = from_dict(ScoreConfig, {
             **asdict(cfg.score), "reward": reward, "data": variant_dir(run_dir, v.name),
             "out": str(run_dir / "scores" / v.name), "reference": variant_dir(run_dir, "self"),
-            "learner": cfg.model, "judge": judge.model if judge else "", "dtype": cfg.dtype, **engine},
+            "learner": cfg.slm, "judge": judge or RoleConfig(), "dtype": cfg.slm.dtype},
             f"{where}: score")
     for v in cfg.variants:
         adapter = str(run_dir / "adapters" / v)
@@ -196,22 +204,20 @@ def variant_dir(run_dir: Path, name: str) -> str:
     return str(Path(run_dir) / "variants" / name)
 
 
-def _role_keys(cfg: RunConfig, v: V.Variant) -> dict:
-    """What of the model roles a variant needs goes into its cache key."""
-    roles = {"slm": {"model": cfg.model, "dtype": cfg.dtype},
-             "oracle": {k: x for k, x in asdict(cfg.oracle).items() if k not in VOLATILE}}
-    return {r: roles[r] for r in v.needs}
+def _engines(roles: dict[str, RoleConfig]) -> str:
+    """The engines (with versions) serving ``roles``: part of a step's key (asked again after it ran)."""
+    return ", ".join(f"{name}: {role.engine()}" for name, role in roles.items() if role.enabled)
 
 
 def _context(cfg: RunConfig, sample: SampleConfig, out: str) -> V.BuildContext:
     @functools.lru_cache(maxsize=1)
     def tokenizer():
         from .models import load_tokenizer
-        return load_tokenizer(cfg.model)
+        return load_tokenizer(cfg.slm.model)
 
     def tokenize(text: str) -> list[int]:
         return tokenizer()(text, add_special_tokens=False)["input_ids"]
-    roles = {"slm": sample.generator}
+    roles = {"slm": sample.slm.generator}
     if cfg.oracle.enabled:
         roles["oracle"] = cfg.oracle.generator
     return V.BuildContext(roles=roles, workdir=Path(out), tokenize=tokenize)
@@ -237,8 +243,9 @@ def _data_steps(cfg: RunConfig, run: Path, stages: dict, keys: dict) -> tuple[di
     sample = stages["sample"]
     built, scored, data = {}, {}, {}
     memo: dict = {}
-    scorers = functools.lru_cache(maxsize=1)(lambda: _scorers(cfg, sample, stages, memo))
+    scorers = functools.lru_cache(maxsize=1)(lambda: Scorers.from_config(stages["score:self"], memo))
     for v in cfg.lineage():
+        roles = {r: {"slm": sample.slm, "oracle": cfg.oracle}[r] for r in v.needs}
         out, opts = variant_dir(run, v.name), cfg.variant_options[v.name]
         if v.scored:
             inputs = [f"score:{p}" for p in opts.pool]
@@ -249,54 +256,25 @@ def _data_steps(cfg: RunConfig, run: Path, stages: dict, keys: dict) -> tuple[di
             inputs = ["sample" if v.parent == V.SAMPLES else f"variant:{v.parent}"]
             make = lambda v=v, parent=parent, opts=opts, out=out: _build_variant(  # noqa: E731
                 v, load(parent), opts, _context(cfg, sample, out), out)
-        data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), {"options": opts, "roles": _role_keys(cfg, v)},
-                                     inputs, make, engine=_engines(cfg, sample, v.needs)), keys)
+        data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), {"options": opts, "roles": roles},
+                                     inputs, make, engine=lambda roles=roles: _engines(roles)), keys)
         built[v.name] = scored[v.name] = out
         if v.scored:    # its rows carry the scores of the pool they came from
             continue
         sc = stages[f"score:{v.name}"]
         data[v.name]["scores"] = run_step(Step(
-            f"score:{v.name}", Path(sc.out), {"score": sc, "roles": _score_roles(cfg), "columns": _columns()},
+            f"score:{v.name}", Path(sc.out), {"score": sc, "columns": _columns()},
             [f"variant:{v.name}", "variant:self"], lambda sc=sc: score_command(sc, scorers()),
-            volatile=("batch_size", "shard_size"), engine=_engines(cfg, sample, ("slm", "judge"))), keys)
+            engine=lambda sc=sc: roles_engine(sc)), keys)
         scored[v.name] = sc.out
         _remember(memo, sc.out)
     return scored, data
-
-
-def _engines(cfg: RunConfig, sample: SampleConfig, roles) -> str:
-    """The engines (with versions) of the model roles a step runs: part of its cache key."""
-    judge = cfg.judge_role
-    served = {"slm": sample.backend, "oracle": cfg.oracle.backend if cfg.oracle.enabled and
-              cfg.oracle.model != "reference" else None, "judge": judge.backend if judge else None}
-    return ", ".join(f"{r}: {engine_id(served[r])}" for r in roles if served.get(r))
 
 
 def _columns() -> list[str]:
     """The registered diagnostic columns: a newly registered one re-scores (part of score's key)."""
     from .diagnostics.columns import names
     return names()
-
-
-def _score_roles(cfg: RunConfig) -> dict:
-    judge = cfg.judge_role
-    return {"slm": {"model": cfg.model, "dtype": cfg.dtype},
-            "judge": {k: x for k, x in asdict(judge).items() if k not in VOLATILE} if judge else None}
-
-
-def _scorers(cfg: RunConfig, sample: SampleConfig, stages: dict, memo: dict) -> Scorers:
-    """The run's scoring models, made once: the judge role (or reward model), the SLM as
-    learner, the embedder; ``memo`` shares scores of identical rows across variants."""
-    from .diagnostics.drift import Embedder
-    from .diagnostics.reward import Judge, RewardModel
-    sc = stages["score:self"]
-    reward = None
-    if sc.reward == "judge":
-        reward = Judge(cfg.judge_role.generator(), sc.judge_template)
-    elif sc.reward == "classifier":
-        reward = RewardModel(sc.reward_model, sc.batch_size, cfg.dtype)
-    return Scorers(reward, sample.generator(), Embedder(sc.embedder) if sc.embedder else None,
-                   sc.min_verdict_mass, sc.shard_size, memo)
 
 
 def _remember(memo: dict, scored_dir: str) -> None:
@@ -349,12 +327,11 @@ def prepare(recipe: str, overrides: dict | None = None, run_dir: str | None = No
     keys: dict[str, str] = {}
     sample = stages["sample"]
     run_step(Step("sample", Path(sample.out), sample, [], lambda: sample_command(sample),
-                  volatile=("batch_size", "concurrency", "cache_dir", "endpoints", "retries"),
-                  engine=engine_id(sample.backend)), keys)
+                  engine=sample.slm.engine), keys)
     built, data = _data_steps(cfg, run, stages, keys)
     base = stages["evaluate:base"]
     metrics = run_step(Step("evaluate:base", Path(base.out), base, [], lambda: evaluate_command(base),
-                            volatile=EVAL_VOLATILE, engine=engine_id(base.backend)), keys)
+                            engine=base.model.engine), keys)
     return Prepared(cfg, run, stages, keys, built, data, metrics)
 
 
@@ -375,13 +352,12 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
                             "(sample.k), or check its counts in run.json", v, data[v].get("counts", {}))
                 continue
             tc, ec = stages[f"train:{v}"], stages[f"evaluate:{v}"]
-            run_step(Step(f"train:{v}", Path(tc.out), tc, [f"variant:{v}"], lambda tc=tc: train_command(tc),
-                          volatile=("logging_steps", "save_steps")), keys)
+            run_step(Step(f"train:{v}", Path(tc.out), tc, [f"variant:{v}"], lambda tc=tc: train_command(tc)),
+                     keys)
             if hub and published:  # the adapter's card names the exact dataset repo, config and revision
                 _stamp_dataset(tc.out, published[0]["repo"], v, published[0]["revision"])
             evaluations[v] = run_step(Step(f"evaluate:{v}", Path(ec.out), ec, [f"train:{v}"],
-                                           lambda ec=ec: evaluate_command(ec), volatile=EVAL_VOLATILE,
-                                           engine=engine_id(ec.backend)), keys)
+                                           lambda ec=ec: evaluate_command(ec), engine=ec.model.engine), keys)
             if hub:
                 published.append(publishing.publish_trained(hub, cfg, v, tc.out, evaluations[v]))
     from .diagnostics.tables import plot, variant_table
@@ -389,7 +365,7 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
     table = variant_table(scored)
     plot(scored, table, run / "diagnostics.png")
     summary = {"name": cfg.name, "model": cfg.model, "run_dir": str(run),
-               "engine": engine_id(sample.backend),
+               "engine": sample.slm.engine(),
                "eval_source": f"{cfg.eval_problems.source}/{cfg.eval_problems.split}",
                "data": data, "diagnostics": table, "evaluations": evaluations,
                "published": published, "keys": keys}

@@ -1,8 +1,9 @@
 """Cached steps whose keys chain through their inputs, so a change flows downstream.
 
 A :class:`Step` is a unit of work with an output dir, a config and the names of the steps it
-reads. Its cache key hashes its config (minus fields that only change how it runs, not what it
-makes) and the keys of its inputs. A step is skipped only when its dir holds a finished marker
+reads. Its cache key hashes its config (minus the fields declared :func:`~toolkit.config.volatile`:
+they change how it runs, not what it makes), the engine that serves its models and the keys of
+its inputs. A step is skipped only when its dir holds a finished marker
 with the same key; a dir with another key is stale and removed before the step runs again, so
 nothing downstream of a change is ever served from an old result (as distilabel invalidates a
 changed step and its successors). A step killed midway keeps its key and resumes (sample shards,
@@ -29,9 +30,11 @@ import logging
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+from .config import keyed
 
 log = logging.getLogger(__name__)
 MARKER = "qup_stage.json"
@@ -47,8 +50,13 @@ class Step:
     config: Any                                 # a config dataclass or a JSON-able mapping
     inputs: list[str]                           # names of the steps it reads
     fn: Callable[[], dict]                      # does the work, returns a JSON-able result
-    volatile: tuple[str, ...] = field(default=())  # config fields that do not change the result
-    engine: str = ""                            # what serves its models ("vllm 0.32.0", ...): keyed
+    # What serves its models ("slm: vllm 0.32.0"), keyed: results of two engines are never served
+    # from one cache. A callable is asked again after the step ran: when the answer changed (auto
+    # fell back from vLLM to transformers), the result is recorded under the engine that ran.
+    engine: str | Callable[[], str] = ""
+
+    def engine_now(self) -> str:
+        return self.engine() if callable(self.engine) else self.engine
 
 
 def _jsonable(config: Any) -> Any:
@@ -56,15 +64,17 @@ def _jsonable(config: Any) -> Any:
     return json.loads(json.dumps(data, default=str, sort_keys=True))
 
 
-def step_key(step: Step, keys: dict[str, str]) -> str:
-    """sha256 of the step's name, config (minus volatile fields) and its inputs' keys."""
-    config = {k: v for k, v in _jsonable(step.config).items() if k not in step.volatile}
+def step_key(step: Step, keys: dict[str, str], engine: str | None = None) -> str:
+    """sha256 of the step's name, config (its :func:`~toolkit.config.keyed` part), engine and its
+    inputs' keys."""
+    config = keyed(step.config)
+    engine = step.engine_now() if engine is None else engine
     missing = [i for i in step.inputs if i not in keys]
     if missing:
         raise RuntimeError(f"step {step.name}: inputs {missing} have not run yet")
     payload = {"step": step.name, "config": config, "inputs": {i: keys[i] for i in step.inputs}}
-    if step.engine:     # results of two engines are never served from one cache
-        payload["engine"] = step.engine
+    if engine:     # results of two engines are never served from one cache
+        payload["engine"] = engine
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -89,7 +99,8 @@ def _write_marker(out: Path, data: dict) -> None:
 
 def run_step(step: Step, keys: dict[str, str]) -> dict:
     """Run ``step`` unless its result is cached under the same key; record its key in ``keys``."""
-    key = step_key(step, keys)
+    engine = step.engine_now()
+    key = step_key(step, keys, engine)
     keys[step.name] = key
     out = Path(step.out)
     m = _marker(out)
@@ -102,7 +113,7 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     record = {"step": step.name, "key": key, "done": False, "config": _jsonable(step.config),
-              **({"engine": step.engine} if step.engine else {}),
+              **({"engine": engine} if engine else {}),
               "inputs": {i: keys[i] for i in step.inputs}}
     _write_marker(out, record)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -110,6 +121,11 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
     wall = round(time.perf_counter() - t0, 2)
     result = {**result, "timing": {"wall_s": wall, "cpu_s": round(time.process_time() - c0, 2),
                                    "gpu_s": wall if _cuda() else 0.0}}
+    ran = step.engine_now()
+    if ran != engine:     # e.g. vLLM did not start under auto: key the result by what ran
+        log.info("%s: ran on %s, not %s: keyed by what ran", step.name, ran, engine)
+        key = keys[step.name] = step_key(step, keys, ran)
+        record = {**record, "key": key, "engine": ran}
     _write_marker(out, {**record, "done": True, "result": result})
     for hook in list(ON_DONE):
         hook(step, result)

@@ -17,7 +17,7 @@ N = 3
 # 8 problems x k=2 in 4 chunks of 2 (decoded together, in mixed batches): chunk c goes to shard
 # c mod 3, so shard 0 holds chunks 0 and 3
 SAMPLE = ["sample", "--source", "svamp", "--offset", "21", "--limit", "8", "--k", "2",
-          "--max-new-tokens", "10", "--temperature", "1.0", "--batch-size", "16", "--shard-size", "2",
+          "--max-new-tokens", "10", "--temperature", "1.0", "--transformers-batch-size", "16", "--shard-size", "2",
           "--dtype", "bfloat16"]
 
 
@@ -111,7 +111,7 @@ def test_merge_publishes_the_union_in_one_commit(sampled, hub, api, tmp_path, mo
 def test_sharded_score_merged_equals_unsharded(sampled, tiny_model, tmp_path, capsys):
     # learner NLL and drift against the SLM's other samples: both read only the row's own problem
     argv = ["score", "--data", str(sampled / "whole"), "--reference", str(sampled / "whole"),
-            "--learner", tiny_model, "--reward", "none", "--embedder", "", "--dtype", "float32"]
+            "--learner-model", tiny_model, "--reward", "none", "--embedder", "", "--learner-dtype", "float32"]
     run(argv + ["--out", str(tmp_path / "whole")], capsys)
     for i in range(2):
         out = run(argv + ["--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/2"], capsys)

@@ -10,6 +10,7 @@ import pytest
 
 from toolkit.config import ConfigError
 from toolkit.generation.engine import LocalEngine
+from toolkit.generation.roles import RoleConfig
 from toolkit.schema import TRACE
 from toolkit.sources import SourceConfig, load_problems
 from toolkit.io import load
@@ -22,7 +23,8 @@ def engine(tiny_model):
 
 
 def test_rows_carry_provenance_and_reproduce(engine, shared_data, tmp_path):
-    cfg = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=3), k=2, max_new_tokens=8)
+    cfg = SampleConfig(slm=RoleConfig("tiny-random"), problems=SourceConfig(source="svamp", limit=3), k=2,
+                       max_new_tokens=8)
     problems = load_problems(cfg.problems)
     ds = sample(problems, cfg, engine)
     assert ds.features == TRACE and len(ds) == 6
@@ -41,7 +43,7 @@ def test_shards_resume_after_sigkill(engine, tiny_model, shared_data, tmp_path):
     out = tmp_path / "samples"
     cmd = [sys.executable, "-m", "toolkit.cli", "sample", "--model", tiny_model, "--source", "svamp",
            "--limit", "6", "--k", "2", "--max-new-tokens", "24", "--shard-size", "1",
-           "--batch-size", "2", "--out", str(out)]
+           "--transformers-batch-size", "2", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shards = out / "shards"
     deadline = time.time() + 120
@@ -58,8 +60,8 @@ def test_shards_resume_after_sigkill(engine, tiny_model, shared_data, tmp_path):
     assert len(ds) == 12 and len(set(ds["trace_id"])) == 12
     # And the resumed data equals an uninterrupted run's with the same batching (padding changes
     # float rounding, which can flip a near-tie draw of a random model).
-    cfg = SampleConfig(model=tiny_model, problems=SourceConfig(source="svamp", limit=6), k=2, max_new_tokens=24,
-                       shard_size=1, batch_size=2)
+    cfg = SampleConfig(slm=RoleConfig(tiny_model), problems=SourceConfig(source="svamp", limit=6), k=2,
+                       max_new_tokens=24, shard_size=1)
     engine.batch_size = 2
     try:
         fresh = sample(load_problems(cfg.problems), cfg, engine, shard_dir=tmp_path / "fresh")
@@ -69,17 +71,17 @@ def test_shards_resume_after_sigkill(engine, tiny_model, shared_data, tmp_path):
 
 
 def test_changed_settings_or_problems_redo_the_chunks(engine, shared_data, tmp_path, caplog):
-    cfg = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=2), k=1,
+    cfg = SampleConfig(slm=RoleConfig("tiny-random"), problems=SourceConfig(source="svamp", limit=2), k=1,
                        max_new_tokens=4)
     first = sample(load_problems(cfg.problems), cfg, engine, shard_dir=tmp_path)
-    cfg2 = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=2), k=1,
+    cfg2 = SampleConfig(slm=RoleConfig("tiny-random"), problems=SourceConfig(source="svamp", limit=2), k=1,
                         max_new_tokens=5)
     with caplog.at_level("WARNING", logger="toolkit.resume"):
         again = sample(load_problems(cfg2.problems), cfg2, engine, shard_dir=tmp_path)
     assert "other settings ['max_new_tokens']; removed, redoing" in caplog.text
     assert set(json.loads(p)["max_new_tokens"] for p in again["params"]) == {5} != {4} == \
         set(json.loads(p)["max_new_tokens"] for p in first["params"])
-    other = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=2, offset=2),
+    other = SampleConfig(slm=RoleConfig("tiny-random"), problems=SourceConfig(source="svamp", limit=2, offset=2),
                          k=1, max_new_tokens=5)              # the same chunk index, other problems
     caplog.clear()
     with caplog.at_level("WARNING", logger="toolkit.resume"):

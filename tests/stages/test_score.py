@@ -32,7 +32,7 @@ def test_qup_score_with_a_reward_model_and_learner(tmp_path, tiny_model):
     save(traces(), tmp_path / "self")
     out = tmp_path / "scored"
     proc = subprocess.run(QUP + ["score", "--data", str(tmp_path / "self"), "--reference", str(tmp_path / "self"),
-                                 "--learner", "tiny-random", "--reward", "classifier", "--reward-model",
+                                 "--learner-model", "tiny-random", "--reward", "classifier", "--reward-model",
                                  "tiny-random-rm", "--embedder", "", "--shard-size", "3", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

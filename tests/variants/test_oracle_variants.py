@@ -181,12 +181,27 @@ def test_variant_command_with_the_reference_oracle(parent, tmp_path, capsys):
     save(parent, tmp_path / "self")
     out = tmp_path / "synth"
     assert main(["oracle_synth", "--traces", str(tmp_path / "self"), "--out", str(out),
-                 "--oracle", "reference"]) == 0
+                 "--oracle-model", "reference", "--learner", "tiny-random"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["variant"], summary["rows"], summary["problems_solved"]) == ("oracle_synth", 1, 1)
     assert load(out)["completion"] == ["3 + 4 = 7. #### 7"]
-    assert main(["oracle_refine", "--traces", str(tmp_path / "self"), "--out", str(tmp_path / "r")]) == 2
+    assert main(["oracle_refine", "--traces", str(tmp_path / "self"), "--out", str(tmp_path / "r"),
+                 "--learner", "tiny-random"]) == 2
     assert "needs the model role 'oracle'" in capsys.readouterr().err
+
+
+def test_variant_command_counts_the_learners_tokens_as_qup_run_does(parent, tmp_path, capsys):
+    """`qup <variant>` counts completion tokens with the SLM's tokenizer (default: the one that
+    wrote the parent traces), not whitespace words."""
+    from toolkit.cli import main
+    from toolkit.io import load, save
+    from toolkit.models import load_tokenizer
+    save(parent.map(lambda r: {"model_id": "qup/tiny-random-llama"}), tmp_path / "self")
+    assert main(["oracle_synth", "--traces", str(tmp_path / "self"), "--out", str(tmp_path / "synth"),
+                 "--oracle-model", "reference"]) == 0
+    text = "3 + 4 = 7. #### 7"
+    tokens = len(load_tokenizer("tiny-random")(text, add_special_tokens=False)["input_ids"])
+    assert load(tmp_path / "synth")["completion_tokens"] == [tokens] != [len(text.split())]
 
 
 def test_a_rebuild_with_another_oracle_redoes_every_shard(parent, tmp_path, caplog):

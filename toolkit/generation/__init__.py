@@ -1,13 +1,16 @@
 """Generation: one :class:`Generator` interface; in-process engines (vLLM, transformers); endpoints.
 
-A backend is one entry of :data:`BACKENDS` (a function building the Generator); ``auto`` picks
-vLLM where it is installed and starts on this machine, else transformers, and says so once.
+A backend is one entry of :data:`~toolkit.generation.roles.BACKENDS`; a model role
+(:class:`~toolkit.generation.roles.RoleConfig`) builds its Generator. ``auto`` is resolved once
+per process (:func:`resolve_backend`): vLLM where it is installed and can start on this machine,
+else transformers, said once; if vLLM then fails to start, ``auto`` falls back to transformers for
+the rest of the process (:func:`fall_back`), so :func:`engine` always names what was built.
 ``QUP_BACKEND`` (``transformers`` | ``vllm``) overrides what ``auto`` picks (the test suite keeps
 tiny transformers models and a focused vLLM suite).
 
 Example:
     >>> gen = make_generator("tiny-random", backend="transformers", dtype="float32")  # doctest: +SKIP
-    >>> gen.dtype, engine_label(gen)                                                 # doctest: +SKIP
+    >>> gen.dtype, engine(gen)                                                      # doctest: +SKIP
     ('float32', 'transformers 5.19.0')
 """
 from __future__ import annotations
@@ -18,34 +21,11 @@ import os
 import platform
 
 from .base import Completion, Generator, Request, SamplingParams, ScoreError
-from .roles import VLLMOptions, check_backend
+from .roles import BACKENDS, EndpointOptions, RoleConfig, TransformersOptions, VLLMOptions, check_backend
 
 __all__ = ["Completion", "Generator", "Request", "SamplingParams", "ScoreError", "make_generator",
-           "resolve_backend", "engine_id", "engine_label", "BACKENDS"]
+           "resolve_backend", "engine", "engine_label", "BACKENDS", "RoleConfig"]
 log = logging.getLogger(__name__)
-
-
-def _transformers(model, adapter, batch_size, dtype, vllm, **_):
-    from .engine import LocalEngine
-    adapters = {"default": adapter} if adapter else None
-    return LocalEngine(model, adapters=adapters, default_adapter="default" if adapter else None,
-                       batch_size=batch_size, dtype=dtype)
-
-
-def _vllm(model, adapter, batch_size, dtype, vllm, **_):
-    from .vllm_engine import VLLMEngine
-    adapters = {"default": adapter} if adapter else None
-    return VLLMEngine(model, adapters=adapters, default_adapter="default" if adapter else None,
-                      dtype=dtype, options=vllm)
-
-
-def _endpoint(model, adapter, batch_size, dtype, vllm, **options):
-    # endpoints=[urls], api="tgi"|"openai", concurrency, cache_dir, token, timeout
-    from .endpoint import EndpointGenerator
-    return EndpointGenerator(model, adapter=adapter, **options)
-
-
-BACKENDS = {"transformers": _transformers, "vllm": _vllm, "endpoint": _endpoint}
 
 
 @functools.lru_cache(maxsize=1)
@@ -68,17 +48,32 @@ def vllm_usable() -> str:
     return ""
 
 
+_FELL_BACK: list[str] = []   # why vLLM did not start in this process (auto uses transformers then)
+
+
 def resolve_backend(backend: str = "auto") -> str:
     """``auto`` -> ``vllm`` or ``transformers`` (logged once); other names are checked and kept."""
-    backend = check_backend(backend, VLLMOptions())
+    backend = check_backend(backend)
     if backend != "auto":
         return backend
     forced = os.environ.get("QUP_BACKEND", "")
     if forced:
-        return check_backend(forced, VLLMOptions(), "QUP_BACKEND")
-    why = vllm_usable()
+        return check_backend(forced, where="QUP_BACKEND")
+    why = _FELL_BACK[0] if _FELL_BACK else vllm_usable()
     _say_once("backend auto: vllm" if not why else f"backend auto: transformers ({why})")
     return "transformers" if why else "vllm"
+
+
+def fall_back(error: Exception) -> bool:
+    """After vLLM failed to start under ``auto``: whether to use transformers instead (a
+    :class:`~toolkit.generation.vllm_engine.VLLMError`); if so, ``auto`` means transformers for
+    the rest of this process, so step keys name the engine that runs (see :mod:`toolkit.steps`)."""
+    from .vllm_engine import VLLMError
+    if not isinstance(error, VLLMError):
+        return False
+    log.warning("backend auto: vLLM did not start (%s); using transformers", error)
+    _FELL_BACK[:] = [f"vLLM did not start: {error}"]
+    return True
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,40 +81,28 @@ def _say_once(line: str) -> None:
     log.info(line)
 
 
-def engine_label(gen) -> str:
-    """What served a Generator, with its version: ``vllm 0.32.0``, ``transformers 5.19.0``,
-    ``tgi endpoint``; recorded in provenance, cards, ``run.json`` and step keys."""
-    return getattr(gen, "label", "") or type(gen).__name__
+def engine(what) -> str:
+    """The engine (name + version) serving ``what``, as provenance, cards, ``run.json`` and step
+    keys record it: a built Generator (``vllm 0.32.0``, ``transformers 5.19.0``, ``tgi
+    endpoint``), a :class:`RoleConfig` (the engine its builder builds, ``auto`` resolved) or a
+    backend name."""
+    if isinstance(what, str):
+        return BACKENDS[resolve_backend(what)].engine(RoleConfig())
+    if isinstance(what, RoleConfig):
+        return what.engine()
+    return getattr(what, "label", "") or type(what).__name__
 
 
-def engine_id(backend: str) -> str:
-    """The engine a backend name stands for, with its version, before any model is loaded (step
-    keys): ``vllm 0.32.0``, ``transformers 5.19.0``, ``endpoint`` (the server decides)."""
-    backend = resolve_backend(backend)
-    if backend == "vllm":
-        from .vllm_engine import version
-        return f"vllm {version()}"
-    if backend == "transformers":
-        import transformers
-        return f"transformers {transformers.__version__}"
-    return backend
+engine_label = engine_id = engine     # the names used before: one function
 
 
 def make_generator(model: str, backend: str = "auto", adapter: str | None = None,
                    batch_size: int = 16, dtype="auto", vllm: VLLMOptions | None = None,
-                   **endpoint_options) -> Generator:
-    """The generator a stage should use (see :data:`BACKENDS`; ``auto``: :func:`resolve_backend`).
-
-    ``dtype`` (in-process backends: an endpoint's server picks its own): auto | float32 | bfloat16.
-    """
-    vllm = vllm or VLLMOptions()
-    backend = check_backend(backend, vllm, f"model {model}")
-    chosen = resolve_backend(backend)
-    try:
-        return BACKENDS[chosen](model, adapter, batch_size, dtype, vllm, **endpoint_options)
-    except Exception as e:
-        from .vllm_engine import VLLMError
-        if backend != "auto" or chosen != "vllm" or not isinstance(e, VLLMError):
-            raise
-        log.warning("backend auto: vLLM did not start (%s); using transformers", e)
-        return BACKENDS["transformers"](model, adapter, batch_size, dtype, vllm)
+                   endpoints: list[str] | None = None, api: str = "tgi", concurrency: int = 16,
+                   cache_dir: str | None = None, max_retries: int = 8) -> Generator:
+    """``RoleConfig(...).generator(adapter)`` from keyword arguments (scripts, benchmarks)."""
+    role = RoleConfig(model=model, backend=backend, dtype=dtype,
+                      transformers=TransformersOptions(batch_size=batch_size), vllm=vllm or VLLMOptions(),
+                      endpoint=EndpointOptions(urls=list(endpoints or []), api=api, concurrency=concurrency,
+                                               retries=max_retries, cache_dir=cache_dir or ""))
+    return role.generator(adapter)

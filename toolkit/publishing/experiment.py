@@ -72,13 +72,12 @@ def dataset_repo(hub: Hub, cfg) -> str:
 def publish_variants(hub: Hub, cfg, sample, built: dict[str, str], options: dict) -> dict:
     """Publish the ``built`` variants ({name: dir}) as configs of the run's dataset repo (one
     commit, tagged); ``sample`` is the run's SampleConfig, ``options`` each variant's options."""
-    from ..generation import engine_id
     from .publish import publish_dataset
 
     info = model_info(cfg.model)
     provenance = {
-        "slm": {"model": info.hub_id, "revision": info.revision, "dtype": sample.dtype},
-        "engine": engine_id(sample.backend) if sample.backend != "endpoint" else f"{sample.api} endpoint",
+        "slm": {"model": info.hub_id, "revision": info.revision, "dtype": sample.slm.dtype},
+        "engine": sample.slm.engine(),
         "prompt_template": sample.prompt,
         "sampling": {k: getattr(sample, k) for k in ("k", "temperature", "top_p", "top_k",
                                                       "max_new_tokens", "stop", "seed")},
@@ -105,14 +104,9 @@ def role_identity(role) -> dict:
         return {"model": "reference (the dataset's own worked solutions)"}
     try:
         info = model_info(role.model)
-        return {"model": info.hub_id, "revision": info.revision, "engine": _engine(role)}
+        return {"model": info.hub_id, "revision": info.revision, "engine": role.engine()}
     except ModelError:
-        return {"model": role.model, "engine": _engine(role)}
-
-
-def _engine(role) -> str:
-    from ..generation import engine_id
-    return engine_id(role.backend) if role.backend != "endpoint" else f"{role.api} endpoint"
+        return {"model": role.model, "engine": role.engine()}
 
 
 def publish_trained(hub: Hub, cfg, variant: str, adapter_dir: str, metrics: dict | list[dict]) -> dict:

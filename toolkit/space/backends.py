@@ -1,6 +1,8 @@
 """Generation backends of the Space: text streamed token by token for (model key, prompt).
 
 A model key is ``"base"`` or a variant name; each backend maps it to the base model or a LoRA.
+What serves the experiment's base model is a model role (:func:`role`): ``transformers`` in-process
+or an ``endpoint`` (TGI), built by the role's one builder.
 
 - :class:`LocalBackend`: transformers + PEFT in-process, as a CPU Space runs it: the base model
   loaded once, every adapter loaded next to it (multi-adapter ``PeftModel``), one generation at a
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..generation.base import Request, SamplingParams
+from ..generation.roles import EndpointOptions, RoleConfig, TransformersOptions
 from ..models import PRESETS, local_spec
 from .discovery import Experiment
 from .leaderboard import BASE
@@ -53,10 +56,8 @@ class LocalBackend:
     kind = "local"
 
     def __init__(self, api, exp: Experiment, dtype: str = "auto"):
-        from ..generation.engine import LocalEngine
         adapters = {a.variant: _download(api, a.repo_id, a.revision) for a in exp.adapters}
-        self.engine = LocalEngine(base_model_path(api, exp.base_model), adapters=adapters,
-                                  batch_size=1, dtype=dtype)
+        self.engine = role(base_model_path(api, exp.base_model), dtype=dtype).generator(adapters)
         self.keys = [BASE, *adapters]
         self._lock = threading.Lock()
 
@@ -128,8 +129,17 @@ def _tokenizer_dir(api, exp: Experiment) -> str:
     return resolve_model(spec) if spec in PRESETS else spec
 
 
+def role(model: str, url: str = "", dtype: str = "auto") -> RoleConfig:
+    """The Space's base-model role: one sequence at a time in-process (streamed token by token,
+    adapters switched per request), or the TGI endpoint at ``url``."""
+    if url:
+        return RoleConfig(model, backend="endpoint", endpoint=EndpointOptions(urls=[url], api="tgi"))
+    return RoleConfig(model, backend="transformers", dtype=dtype, transformers=TransformersOptions(batch_size=1))
+
+
 def make_backend(api, exp: Experiment, settings):
-    """The backend ``settings.backend`` names."""
+    """The backend ``settings.backend`` names (its URL checked as a role's endpoint)."""
     if settings.backend == "tgi":
-        return TGIBackend(api, exp, settings.tgi_url, settings.tgi_token)
+        url = role(exp.base_model, settings.tgi_url).endpoint.urls[0]
+        return TGIBackend(api, exp, url, settings.tgi_token)
     return LocalBackend(api, exp)

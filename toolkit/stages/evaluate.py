@@ -27,10 +27,10 @@ from tqdm.auto import tqdm
 from ..answers import grade
 from ..passk import check_k, scores
 from .. import protocol as P
-from ..config import ConfigError
+from ..config import ConfigError, volatile
 from ..errors import QupError
-from ..generation import Generator, Request, SamplingParams, engine_label, make_generator
-from ..generation.roles import VLLMOptions, check_backend
+from ..generation import Generator, Request, SamplingParams, engine_label
+from ..generation.roles import RoleConfig
 from ..prompts import load_prompt
 from ..schema import EVAL
 from ..sources import SourceConfig, load_problems
@@ -41,7 +41,8 @@ from ..io import empty, save
 
 @dataclass
 class EvaluateConfig:
-    model: str = field(default="tiny-random", metadata={"help": "preset, model dir or Hub id"})
+    model: RoleConfig = field(default_factory=lambda: RoleConfig("tiny-random"), metadata={
+        "help": "the model evaluated (flags --model, --backend, --dtype, --vllm-*, ...)"})
     adapter: str = field(default="", metadata={"help": "PEFT adapter dir or Hub id ('' = base)"})
     problems: SourceConfig = field(default_factory=SourceConfig,
                                    metadata={"help": "held-out problems"})
@@ -60,15 +61,19 @@ class EvaluateConfig:
     k: list[int] = field(default_factory=lambda: [1], metadata={
         "help": "pass@k (and maj@k for k > 1) from the n samples"})
     seed: int = field(default=0, metadata={"help": "base seed of the samples"})
-    batch_size: int = 16
-    dtype: str = field(default="auto", metadata={"help": "auto (bf16 where native) | float32 | bfloat16"})
-    backend: str = field(default="auto", metadata={"help": "auto (vLLM where it runs) | vllm | transformers"})
-    vllm: VLLMOptions = field(default_factory=VLLMOptions, metadata={"help": "vLLM engine options"})
-    out: str = field(default="", metadata={"help": "output dir (per-problem dataset + metrics.json)"})
-    cache_dir: str = field(default="", metadata={"help": "keep finished chunks here, reused by any "
-                                                 "evaluation with the same model, adapter and settings"})
+    batch_size: int = volatile(16, "problems per chunk (one batch; in the chunk cache's fingerprint)")
+    out: str = volatile("", "output dir (per-problem dataset + metrics.json)")
+    cache_dir: str = volatile("", "keep finished chunks here, reused by any evaluation with the same "
+                                  "model, adapter and settings")
+
+    # the model's flat keys before it was one role
+    __moved__ = {"dtype": "model.dtype", "backend": "model.backend", "vllm": "model.vllm"}
 
     def __post_init__(self):
+        if isinstance(self.model, str):
+            self.model = RoleConfig(self.model)
+        if not self.model.enabled or self.model.backend == "reference":
+            raise ConfigError(f"evaluate: model must be a model, got {self.model.model!r}")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("evaluate: batch_size and max_new_tokens must be >= 1")
         if self.shots < 0 or not 0 < self.top_p <= 1 or not self.temperature >= 0:
@@ -80,9 +85,6 @@ class EvaluateConfig:
         for k in self.k or [1]:
             check_k(self.n, k)
         self.k = sorted(set(self.k or [1]))
-        self.backend = check_backend(self.backend, self.vllm, "evaluate")
-        if self.backend == "endpoint":
-            raise ConfigError("evaluate: backend must be auto, vllm or transformers (in-process)")
 
 
 def _fingerprint(cfg: EvaluateConfig, generator: Generator, prompt_id: str) -> str:
@@ -236,8 +238,7 @@ def evaluate_command(cfg: EvaluateConfig) -> dict:
     if not cfg.problems.source or not cfg.out:
         raise ConfigError("evaluate: 'source' and 'out' are required")
     problems = load_problems(cfg.problems)
-    gen = make_generator(cfg.model, backend=cfg.backend, adapter=cfg.adapter or None,
-                         batch_size=cfg.batch_size, dtype=cfg.dtype, vllm=cfg.vllm)
+    gen = cfg.model.generator(cfg.adapter or None)
     ds, metrics = evaluate(problems, cfg, gen)
     save(ds, cfg.out)
     Path(cfg.out, "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")

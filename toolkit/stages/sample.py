@@ -6,22 +6,22 @@ chunks of ``shard_size`` problems, each decoded together and written once finish
 run resumes without redoing finished problems; ``--shard i/N`` splits the work by chunk.
 
 Example:
-    >>> cfg = SampleConfig(model="tiny-random", problems=SourceConfig(source="svamp", limit=4), k=2,
-    ...                    out="runs/x/samples")
+    >>> cfg = SampleConfig(slm=RoleConfig("tiny-random"), problems=SourceConfig(source="svamp", limit=4),
+    ...                    k=2, out="runs/x/samples")
     >>> sample_command(cfg)                                                  # doctest: +SKIP
 """
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
-from ..config import ConfigError
-from ..generation import Generator, Request, SamplingParams, engine_label
-from ..generation.roles import VLLMOptions
+from ..config import ConfigError, keyed, volatile
+from ..generation import Generator, Request, SamplingParams, engine
+from ..generation.roles import RoleConfig
 from ..prompts import load_prompt
 from ..resume import generator_identity, unit
 from ..schema import TRACE, empty_trace
@@ -38,7 +38,8 @@ def _h(text: str) -> dict:
 
 @dataclass
 class SampleConfig:
-    model: str = field(default="tiny-random", metadata=_h("preset, model dir or Hub id of the SLM"))
+    slm: RoleConfig = field(default_factory=lambda: RoleConfig("tiny-random"), metadata=_h(
+        "the SLM that samples (flags --model, --backend, --dtype, --transformers-*, --vllm-*, --endpoint-*)"))
     problems: SourceConfig = field(default_factory=SourceConfig, metadata=_h("problems to sample"))
     k: int = field(default=4, metadata=_h("traces per problem"))
     temperature: float = 0.8
@@ -48,24 +49,22 @@ class SampleConfig:
     stop: list[str] = field(default_factory=list)
     seed: int = field(default=0, metadata=_h("base seed; each trace's seed derives from it"))
     prompt: str = field(default="math_cot", metadata=_h("prompt template name or .txt path"))
-    batch_size: int = field(default=16, metadata=_h("sequences per forward pass (local backend)"))
-    dtype: str = field(default="auto", metadata=_h("auto (bf16 where native) | float32 | bfloat16"))
     shard_size: int = field(default=32, metadata=_h(
         "problems per chunk (decoded together, resumable; --shard splits by chunk)"))
-    backend: str = field(default="auto", metadata=_h("auto (vLLM where it runs) | vllm | transformers | endpoint"))
-    vllm: VLLMOptions = field(default_factory=VLLMOptions, metadata=_h("vLLM engine options"))
-    endpoints: list[str] = field(default_factory=list, metadata=_h("endpoint URLs (backend=endpoint)"))
-    api: str = field(default="tgi", metadata=_h("tgi | openai (backend=endpoint)"))
-    concurrency: int = 16
-    retries: int = field(default=8, metadata=_h("retries per request (backend=endpoint)"))
-    cache_dir: str = field(default="", metadata=_h("request cache dir (backend=endpoint)"))
-    out: str = field(default="", metadata=_h("output dataset dir (save_to_disk)"))
+    out: str = volatile("", "output dataset dir (save_to_disk)")
+
+    # the SLM's flat keys before it was one role
+    __moved__ = {"model": "slm.model", "dtype": "slm.dtype", "backend": "slm.backend",
+                 "vllm": "slm.vllm", "batch_size": "slm.transformers.batch_size",
+                 **{k: f"slm.{v}" for k, v in RoleConfig.__moved__.items() if k != "batch_size"}}
 
     def __post_init__(self):
+        if isinstance(self.slm, str):
+            self.slm = RoleConfig(self.slm)
+        if not self.slm.enabled or self.slm.backend == "reference":
+            raise ConfigError(f"sample: slm must be a model, got {self.slm.model!r}")
         if self.k < 1:
             raise ConfigError(f"k must be >= 1, got {self.k}")
-        if self.retries < 0:
-            raise ConfigError(f"retries must be >= 0, got {self.retries}")
         if self.shard_size < 1:
             raise ConfigError(f"shard_size must be >= 1, got {self.shard_size}")
         self.params(0)  # validates sampling params early
@@ -79,11 +78,8 @@ class SampleConfig:
             raise ConfigError(str(e)) from None
 
     def generator(self) -> Generator:
-        """The SLM's Generator (the same role spec as any other model role)."""
-        from ..generation.roles import RoleConfig
-        return RoleConfig(self.model, self.backend, list(self.endpoints), self.api, self.dtype,
-                          self.batch_size, self.concurrency, self.cache_dir, self.retries,
-                          self.vllm).generator()
+        """The SLM's Generator (its role's one builder)."""
+        return self.slm.generator()
 
 
 def trace_seed(base: int, problem_id: str, index: int) -> int:
@@ -125,7 +121,8 @@ def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
     members: dict[int, list[int]] = {}
     for i, pid in enumerate(ids):
         members.setdefault(chunk_of[pid], []).append(i)
-    settings = {**{k: getattr(cfg, k) for k in SETUP}, **generator_identity(generator)}
+    model = generator_identity(generator)
+    settings = {**setup(cfg, model["engine"]), **model}
     parts = []
     for n, (c, rows) in enumerate(sorted(members.items())):
         part = problems.select(rows)
@@ -139,13 +136,10 @@ def sample(problems: Dataset, cfg: SampleConfig, generator: Generator,
     return concatenate_datasets(parts) if parts else empty(TRACE)
 
 
-# what decides a chunk's traces besides its problems and the model (a chunk's key)
-SETUP = ("k", "temperature", "top_p", "top_k", "max_new_tokens", "stop", "seed", "prompt", "shard_size")
-
-
-# how a run was served, not what it made: left out of what the shards of one job must share
-VOLATILE = ("out", "model", "dtype", "batch_size", "concurrency", "cache_dir", "endpoints", "retries", "backend", "api",
-            "problems", "vllm")
+def setup(cfg: SampleConfig, engine: str) -> dict:
+    """What decides a chunk's traces besides its problems: the result-changing settings
+    (:func:`~toolkit.config.keyed`, minus the problem slice) and the engine."""
+    return {**{k: v for k, v in keyed(cfg).items() if k != "problems"}, "engine": engine}
 
 
 def sample_command(cfg: SampleConfig, shard: str | Shard | None = None) -> dict:
@@ -166,10 +160,9 @@ def sample_command(cfg: SampleConfig, shard: str | Shard | None = None) -> dict:
     ds = sample(problems, cfg, gen, shard_dir=Path(cfg.out) / "shards", chunks=cut.chunks if cut else None)
     save(ds, cfg.out)
     if cut:
-        config = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
-        cut.record(cfg.out, "sample", {**config, "model_id": gen.model_id, "model_revision":
+        cut.record(cfg.out, "sample", {**keyed(cfg), "engine": engine(gen), "model_id": gen.model_id, "model_revision":
                                        gen.model_revision, "dtype": getattr(gen, "dtype", "")}, len(ds))
     return {"out": cfg.out, "problems": len(problems), "traces": len(ds), "dtype": getattr(gen, "dtype", ""),
-            "engine": engine_label(gen),
+            "engine": engine(gen),
             "completion_tokens": int(sum(ds["completion_tokens"])),
             **({"shard": str(shard)} if shard else {})}

@@ -10,7 +10,8 @@ of ``style_aligned`` are the SLM's own traces.
 
 Example:
     >>> cfg = ScoreConfig(data="runs/x/variants/rft", reference="runs/x/variants/self",
-    ...                   learner="tiny-random", judge="tiny-random", out="runs/x/scores/rft")
+    ...                   learner=RoleConfig("tiny-random"), judge=RoleConfig("tiny-random"),
+    ...                   out="runs/x/scores/rft")
     >>> score_command(cfg)["diagnostics"]["nll"]                               # doctest: +SKIP
     2.31
 """
@@ -24,65 +25,60 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..config import ConfigError
+from ..config import ConfigError, volatile
 from ..diagnostics import columns as C, drift as D
 from ..diagnostics.columns import Models
 from ..diagnostics.reward import Judge, RewardModel
-from ..generation.roles import VLLMOptions, check_backend
+from ..generation.roles import RoleConfig
 from ..resume import digest, generator_identity, unit
 
 log = logging.getLogger(__name__)
 REWARDS = ("judge", "classifier", "none")
 
 
-def _h(text: str) -> dict:
-    return {"help": text}
+def _h(text: str, **more) -> dict:
+    return {"help": text, **more}
 
 
 @dataclass
 class ScoreConfig:
-    data: str = field(default="", metadata=_h("trace dataset dir to score"))
-    out: str = field(default="", metadata=_h("output dir: the rows with the score columns"))
-    reference: str = field(default="", metadata=_h("the SLM's own traces (a `self` dir) for drift; '' = no drift"))
-    learner: str = field(default="", metadata=_h("the SLM (preset, dir, Hub id) whose NLL is the adaptation cost; '' = none"))
-    learner_endpoints: list[str] = field(default_factory=list, metadata=_h("TGI URLs serving the learner"))
+    data: str = volatile("", "trace dataset dir to score")
+    out: str = volatile("", "output dir: the rows with the score columns")
+    reference: str = volatile("", "the SLM's own traces (a `self` dir) for drift; '' = no drift "
+                                  "(its rows' digest is keyed, not its path)")
+    learner: RoleConfig = field(default_factory=RoleConfig, metadata=_h(
+        "the SLM whose NLL is the adaptation cost (--learner-model, --learner-backend, ...); '' = none",
+        prefix=True))
     reward: str = field(default="judge", metadata=_h("judge | classifier | none"))
-    judge: str = field(default="", metadata=_h("judge model (reward=judge): preset, dir or Hub id"))
-    judge_endpoints: list[str] = field(default_factory=list, metadata=_h("TGI URLs serving the judge"))
+    judge: RoleConfig = field(default_factory=RoleConfig, metadata=_h(
+        "the judge (reward=judge): --judge-model, --judge-backend, ...", prefix=True))
     judge_template: str = field(default="judge_yes_no", metadata=_h("the judge's prompt template"))
     min_verdict_mass: float = field(default=0.5, metadata=_h(
         "rows where the judge puts less than this probability on Yes+No get no reward (counted)"))
     reward_model: str = field(default="", metadata=_h("sequence-classification RM (reward=classifier)"))
     embedder: str = field(default=D.EMBEDDER, metadata=_h("sentence embedder for embed_cosine; '' = skip"))
-    batch_size: int = field(default=8, metadata=_h("sequences per forward pass (local models)"))
-    dtype: str = field(default="auto", metadata=_h("auto | float32 | bfloat16 (local models)"))
-    backend: str = field(default="auto", metadata=_h("auto | vllm | transformers: the engine of local judge/learner"))
-    vllm: VLLMOptions = field(default_factory=VLLMOptions, metadata=_h("vLLM engine options"))
-    shard_size: int = field(default=64, metadata=_h("rows per resumable shard"))
+    batch_size: int = volatile(8, "sequences per forward pass (reward=classifier)")
+    dtype: str = field(default="auto", metadata=_h("auto | float32 | bfloat16 (reward=classifier)"))
+    shard_size: int = volatile(64, "rows per resumable shard")
+
+    # the flat keys before the judge and the learner were roles
+    __moved__ = {"judge_endpoints": "judge.endpoint.urls", "learner_endpoints": "learner.endpoint.urls",
+                 "backend": "judge.backend and learner.backend", "vllm": "judge.vllm and learner.vllm"}
 
     def __post_init__(self):
+        self.judge, self.learner = (RoleConfig(r) if isinstance(r, str) else r for r in (self.judge, self.learner))
         if self.reward not in REWARDS:
             raise ConfigError(f"score: reward must be one of {REWARDS}, got {self.reward!r}")
-        if self.reward == "judge" and not self.judge:
-            raise ConfigError("score: reward=judge needs --judge MODEL (or --reward none)")
+        if self.reward == "judge" and not self.judge.enabled:
+            raise ConfigError("score: reward=judge needs --judge-model MODEL (or --reward none)")
+        if "reference" in (self.judge.backend, self.learner.backend):
+            raise ConfigError("score: the judge and the learner must be models, not `reference`")
         if self.reward == "classifier" and not self.reward_model:
             raise ConfigError("score: reward=classifier needs --reward-model MODEL")
         if not 0 <= self.min_verdict_mass <= 1:
             raise ConfigError(f"score: min_verdict_mass must be in [0, 1], got {self.min_verdict_mass}")
-        self.backend = check_backend(self.backend, self.vllm, "score")
-        if self.backend == "endpoint":
-            raise ConfigError("score: backend is the engine of local models (auto | vllm | "
-                              "transformers); give endpoints with --judge-endpoints/--learner-endpoints")
         if self.batch_size < 1 or self.shard_size < 1:
             raise ConfigError("score: batch_size and shard_size must be >= 1")
-
-
-def _generator(model: str, endpoints: list[str], cfg: ScoreConfig):
-    from ..generation import make_generator
-    if endpoints:
-        return make_generator(model, backend="endpoint", endpoints=endpoints)
-    return make_generator(model, backend=cfg.backend, batch_size=cfg.batch_size, dtype=cfg.dtype,
-                          vllm=cfg.vllm)
 
 
 @dataclass
@@ -96,16 +92,17 @@ class Scorers:
     memo: dict = field(default_factory=dict)   # (prompt_id, question, completion) -> {column: value}
 
     @classmethod
-    def from_config(cls, cfg: ScoreConfig) -> "Scorers":
+    def from_config(cls, cfg: ScoreConfig, memo: dict | None = None) -> "Scorers":
+        """Each model of ``cfg`` built once by its role (``memo``: scores shared across datasets)."""
         reward = None
         if cfg.reward == "judge":
-            reward = Judge(_generator(cfg.judge, cfg.judge_endpoints, cfg), cfg.judge_template)
+            reward = Judge(cfg.judge.generator(), cfg.judge_template)
         elif cfg.reward == "classifier":
             reward = RewardModel(cfg.reward_model, cfg.batch_size, cfg.dtype)
-        learner = _generator(cfg.learner, cfg.learner_endpoints, cfg) if cfg.learner else None
+        learner = cfg.learner.generator() if cfg.learner.enabled else None
         embedder = D.Embedder(cfg.embedder) if cfg.embedder and cfg.reference else None
-        return cls(reward, learner, embedder, cfg.min_verdict_mass, cfg.shard_size)
-
+        return cls(reward, learner, embedder, cfg.min_verdict_mass, cfg.shard_size,
+                   {} if memo is None else memo)
 
     def settings(self) -> dict:
         """What of these models changes a score: part of a shard's key (:mod:`toolkit.resume`)."""
@@ -116,6 +113,12 @@ class Scorers:
                 "min_verdict_mass": self.min_verdict_mass, "learner": generator_identity(self.learner),
                 "embedder": getattr(self.embedder, "name", "") if self.embedder else "",
                 "columns": C.names()}
+
+
+def roles_engine(cfg: ScoreConfig) -> str:
+    """What serves the judge and the learner (``judge: vllm 0.32.0, learner: ...``): keyed."""
+    return ", ".join(f"{n}: {r.engine()}" for n, r in (("judge", cfg.judge), ("learner", cfg.learner))
+                     if r.enabled and (n != "judge" or cfg.reward == "judge"))
 
 
 def memo_key(row: dict) -> tuple:
@@ -177,18 +180,13 @@ def score(ds, scorers: Scorers, reference=None, workdir: str | Path | None = Non
     return Dataset.from_list(out, features=Features(features)) if out else empty(Features(features))
 
 
-# how a run was served or where its files are, not what it computed (left out of a shard's config)
-VOLATILE = ("data", "out", "reference", "learner_endpoints", "judge_endpoints", "batch_size", "shard_size")
-
-
 def score_command(cfg: ScoreConfig, scorers: Scorers | None = None, shard=None) -> dict:
     """``qup score``: load ``cfg.data`` (and ``cfg.reference``), score, save to ``cfg.out``;
     return the statistics (means of every diagnostic) and what was counted.
 
     ``shard`` (``"i/N"``): score only the rows of the problems in shard i of N, recorded in
     ``cfg.out/qup_shard.json`` for ``qup merge`` (see :mod:`toolkit.sharding`)."""
-    from dataclasses import asdict
-
+    from ..config import keyed
     from ..io import load, save
     from ..sharding import Shard, check_out, digest, take
     from ..stats import trace_stats
@@ -212,8 +210,8 @@ def score_command(cfg: ScoreConfig, scorers: Scorers | None = None, shard=None) 
                    desc=f"score {Path(cfg.data).name}")
     save(scored, cfg.out)
     if cut:
-        config = {k: v for k, v in asdict(cfg).items() if k not in VOLATILE}
-        cut.record(cfg.out, "score", {**config, "reference": ref_digest}, len(scored))
+        cut.record(cfg.out, "score", {**keyed(cfg), "engine": roles_engine(cfg), "reference": ref_digest},
+                   len(scored))
     stats = trace_stats(scored)
     return {"rows": stats["rows"], "problems": stats["problems"], "diagnostics": stats["diagnostics"],
             "reward_kind": cfg.reward, "counts": dict(counts)}

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from ..config import ConfigError
+from ..config import ConfigError, volatile
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ class TrainConfig:
     dtype: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA and CPUs with native "
                                                  "bf16, else float32) | float32 | bfloat16"})
     warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of steps of linear warmup"})
-    logging_steps: int = field(default=5, metadata={"help": "log the loss every N steps"})
-    save_steps: int = field(default=200, metadata={"help": "checkpoint every N steps (for resuming)"})
+    logging_steps: int = volatile(5, "log the loss every N steps")
+    save_steps: int = volatile(200, "checkpoint every N steps (for resuming)")
     dataset_repo: str = field(default="", metadata={"help": "Hub repo of the data (provenance)"})
     dataset_revision: str = field(default="", metadata={"help": "revision of the data (provenance)"})
     dataset_config: str = field(default="", metadata={"help": "config name of the data (provenance)"})

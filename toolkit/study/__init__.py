@@ -146,8 +146,7 @@ def run_study(recipe: str, overrides: dict | None = None, run_dir: str | None = 
 def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -> dict:
     from ..io import load
     from ..publishing import experiment as publishing
-    from ..generation import engine_id
-    from ..run import EVAL_VOLATILE, _stamp_dataset, prepare
+    from ..run import _stamp_dataset, prepare
     from ..stages.evaluate import evaluate_command
     from ..stages.train import train_command
     from . import report, results
@@ -165,12 +164,12 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
             if tc is not None:
                 cell["train_result"] = run_step(Step(
                     f"train:{v}{cell['tag']}", Path(tc.out), tc, [f"variant:{v}"],
-                    lambda tc=tc: train_command(tc), volatile=("logging_steps", "save_steps")), p.keys)
+                    lambda tc=tc: train_command(tc)), p.keys)
                 if data_pub:
                     _stamp_dataset(tc.out, data_pub["repo"], v, data_pub["revision"])
             inputs = [f"train:{v}{cell['tag']}"] if tc is not None else []
             cell["metrics"] = [run_step(Step(name, Path(ec.out), ec, inputs, lambda ec=ec: evaluate_command(ec),
-                                             volatile=EVAL_VOLATILE, engine=engine_id(ec.backend)), p.keys)
+                                             engine=ec.model.engine), p.keys)
                                for name, ec in cell["evals"]]
             cell["outcomes"] = [_outcomes(load(ec.out)) for _, ec in cell["evals"]]
             if hub and tc is not None:

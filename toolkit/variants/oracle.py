@@ -31,8 +31,13 @@ def problems_of(parent: Dataset) -> list[dict]:
 
 
 def tokens(ctx: BuildContext, text: str) -> list:
-    """``text`` as the learner's tokens (the SLM tokenizer), or words when none is given."""
-    return ctx.tokenize(text) if ctx.tokenize else text.split()
+    """``text`` as the learner's tokens (the SLM tokenizer): counts and edits are in the unit
+    ``qup run`` and ``qup <variant>`` share."""
+    if ctx.tokenize is None:
+        from ..config import ConfigError
+        raise ConfigError("an Oracle variant counts the learner's tokens: give BuildContext.tokenize "
+                          "(the SLM's tokenizer)")
+    return ctx.tokenize(text)
 
 
 def edit_stats(tokenize: Callable[[str], list], parent: str, new: str) -> tuple[float, float]:
