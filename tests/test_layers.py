@@ -5,13 +5,21 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "toolkit"
-# package -> toolkit packages/modules it must never import
+# what strings stages together, and the user-facing surfaces: nothing below imports them
+TOP = {"cli", "commands", "run", "study", "jobs", "space", "report", "steps"}
+# package -> toolkit packages/modules it must never import (every subpackage has an entry)
 FORBIDDEN = {
-    "hub": {"stages", "variants", "publishing", "run", "steps", "report", "generation", "serve"},
-    "generation": {"stages", "variants", "publishing", "run", "hub"},
-    "stages": {"variants", "publishing", "run", "steps", "report", "hub"},
-    "variants": {"publishing", "run", "steps", "report", "hub"},
-    "publishing": {"stages", "run", "steps"},
+    "prompts": TOP | {"generation", "diagnostics", "stages", "variants", "publishing", "hub", "serve"},
+    "hub": TOP | {"stages", "variants", "publishing", "generation", "serve", "diagnostics"},
+    "generation": TOP | {"stages", "variants", "publishing", "hub", "diagnostics", "serve"},
+    "diagnostics": TOP | {"stages", "variants", "publishing", "hub", "serve"},
+    "serve": TOP | {"stages", "variants", "publishing", "hub", "diagnostics"},
+    "stages": TOP | {"variants", "publishing", "hub", "serve"},
+    "variants": TOP | {"publishing", "hub", "serve"},
+    "publishing": TOP | {"stages", "serve"},
+    "study": {"cli", "commands", "jobs", "space", "serve"},
+    "jobs": {"space", "serve", "study"},
+    "space": {"cli", "commands", "run", "study", "jobs", "steps", "stages", "variants"},
 }
 
 
@@ -42,3 +50,8 @@ def test_no_upward_imports(package):
 def test_the_checker_sees_relative_imports(tmp_path):
     assert toolkit_imports(PKG / "variants" / "rft.py") >= {"config", "stages", "variants"}
     assert "errors" in toolkit_imports(PKG / "generation" / "roles.py")
+
+
+def test_every_subpackage_has_layer_rules():
+    packages = {p.name for p in PKG.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(FORBIDDEN), f"add layer rules for {sorted(packages - set(FORBIDDEN))}"

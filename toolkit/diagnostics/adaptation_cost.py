@@ -2,7 +2,7 @@
 the prompt SFT will use.
 
 The texts are built as TRL's ``SFTTrainer`` tokenises a conversational prompt-completion example
-(:func:`toolkit.stages.train.to_chat`): the prompt is the chat template of the user turn with the
+(:func:`toolkit.sft.to_chat`, as ``train`` does): the prompt is the chat template of the user turn with the
 generation prompt, the completion is the rest of the rendered conversation, so the scored tokens
 are exactly the loss tokens, the closing ``<|im_end|>`` included.
 
@@ -26,7 +26,7 @@ class AdaptationCostError(QupError, ValueError):
 
 def sft_texts(ds, tokenizer) -> tuple[list[str], list[str]]:
     """Per row, ``(prompt text, completion text)`` as the SFT loss sees them (see module doc)."""
-    from ..stages.train import TrainDataError, to_chat
+    from ..sft import TrainDataError, to_chat
     try:
         chat = to_chat(ds)
     except TrainDataError as e:

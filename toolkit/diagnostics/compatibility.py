@@ -31,15 +31,10 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from ..generation.base import token_ranks  # noqa: F401 (the engine computes ranks in its scoring pass)
+
 RANK_CLIP = 100        # Yang et al.'s rank_clip_r
 COLUMNS = ("rsr", "ifd", "grape")
-
-
-def token_ranks(logits, targets):
-    """1-based rank of each target under its row of ``logits`` (a torch ``(T, V)`` and ``(T,)``):
-    1 + how many logits are strictly larger than the target's (ties share the better rank)."""
-    picked = logits.gather(-1, targets[:, None])
-    return 1 + (logits > picked).sum(-1)
 
 
 def rsr(ranks: Sequence[int], nlls: Sequence[float], clip: int = RANK_CLIP) -> float | None:

@@ -110,3 +110,11 @@ class Generator(Protocol):
 
     def render_chat(self, messages: list[dict]) -> str:
         """The prompt text for ``messages`` with the model's chat template and generation prompt."""
+
+
+def token_ranks(logits, targets):
+    """1-based rank of each target under its row of ``logits`` (a torch ``(T, V)`` and ``(T,)``):
+    1 + how many logits are strictly larger than the target's (ties share the better rank); the
+    RSR diagnostic reads them (:mod:`toolkit.diagnostics.compatibility`)."""
+    picked = logits.gather(-1, targets[:, None])
+    return 1 + (logits > picked).sum(-1)

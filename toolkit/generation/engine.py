@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from ..diagnostics.compatibility import token_ranks
+from .base import token_ranks
 from ..models import dtype_name, load_model, model_info
 from .base import Completion, Request, SamplingParams, split_for_scoring
 from .running import RunningBatch, _Row, run_to_end
@@ -205,7 +205,7 @@ class LocalEngine:
     def score_ranked(self, prompts: Sequence[str], completions: Sequence[str], adapter: str | None = None,
                      progress: bool = False) -> list[tuple[list[float], list[int]]]:
         """:meth:`score` with each token's 1-based rank under the model, from the same forward
-        pass (:func:`toolkit.diagnostics.compatibility.token_ranks`)."""
+        pass (:func:`toolkit.generation.base.token_ranks`)."""
         pairs = split_for_scoring(self.encode, prompts, completions)
         return self.score_ids([ids for ids, _ in pairs], [n for _, n in pairs], adapter, progress,
                               ranks=True)

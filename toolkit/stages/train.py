@@ -29,22 +29,17 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 from ..config import ConfigError, volatile
+
+from ..sft import TrainDataError, to_chat  # noqa: F401 (TrainDataError: part of train's API)
 
 log = logging.getLogger(__name__)
 
 RUN_FILE = "qup_train.json"
 SEEN_LOG = "QUP_TRAIN_SEEN_LOG"   # env: a dir where each rank logs the examples it trains on
 LINEAR_PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-REQUIRED_COLUMNS = ("question", "completion", "prompt_id", "trace_id")
-
-
-class TrainDataError(ConfigError):
-    """The training data is missing, empty or has a row that cannot be turned into an example
-    (a ``ConfigError``, so ``qup`` prints it as one line)."""
 
 
 @dataclass
@@ -92,42 +87,6 @@ class TrainConfig:
 
 
 # ------------------------------------------------------------------------------------ data
-@lru_cache(maxsize=None)
-def _template(prompt_id: str):
-    from ..prompts import load_prompt
-    name = prompt_id.split("@", 1)[0]
-    template = load_prompt(name)
-    if "@" in prompt_id and template.id != prompt_id:
-        raise TrainDataError(f"prompt_id {prompt_id!r}: template {name!r} is now {template.id} (its text "
-                             "changed since sampling), so the training prompt would differ from the sampled one")
-    return template
-
-
-def to_chat(ds):
-    """TRACE rows → ``{"prompt": [user msg], "completion": [assistant msg]}`` rows (TRL format)."""
-    from datasets import Dataset
-
-    missing = [c for c in REQUIRED_COLUMNS if c not in ds.column_names]
-    if missing:
-        raise TrainDataError(f"training data lacks column(s) {missing}; has {ds.column_names}")
-    prompts, completions = [], []
-    for row in ds.select_columns(list(REQUIRED_COLUMNS)):
-        where = f"row {row['trace_id'] or len(prompts)}"
-        if not row["prompt_id"]:
-            raise TrainDataError(f"{where}: empty prompt_id")
-        if not (row["completion"] or "").strip():
-            raise TrainDataError(f"{where}: empty completion")
-        try:
-            template = _template(row["prompt_id"])
-        except TrainDataError as e:
-            raise TrainDataError(f"{where}: {e}") from None
-        except ValueError as e:
-            raise TrainDataError(f"{where}: prompt_id {row['prompt_id']!r}: {e}") from None
-        prompts.append(template.messages(row["question"]))
-        completions.append([{"role": "assistant", "content": row["completion"]}])
-    return Dataset.from_dict({"prompt": prompts, "completion": completions})
-
-
 def load_traces(path: str):
     """The trace dataset at ``path``: a stage output dir (``path/data``), a ``save_to_disk`` dir,
     or a .parquet/.jsonl file."""
