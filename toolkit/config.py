@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import logging
 import math
 import types
 import typing
@@ -133,6 +135,34 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def _moved(cls: type, data: dict, names: set[str], where: str) -> dict:
+    """``data`` with the keys that moved (``cls.__moved__``: {old key: new dotted place}, e.g. a
+    role's flat keys) put in their new place (the old key wins), said once; a key whose new place
+    is outside ``cls`` (or is two places) is an error naming the new place."""
+    moved = getattr(cls, "__moved__", {})
+    for key in sorted(k for k in set(data) - names if k in moved):
+        new = moved[key]
+        if " " in new or new.split(".")[0] not in names:
+            raise ConfigError(f"{where}.{key} is now `{new}`")
+        _say_moved(f"{where}.{key} is now {where}.{new}")
+        data = _put({k: v for k, v in data.items() if k != key}, new.split("."), data[key], where)
+    return data
+
+
+def _put(data: dict, path: list[str], value: Any, where: str) -> dict:
+    if len(path) == 1:
+        return {**data, path[0]: value}
+    inner = data.get(path[0], {})
+    if not isinstance(inner, dict):
+        raise ConfigError(f"{where}.{path[0]}: expected a mapping, got {inner!r:.80}")
+    return {**data, path[0]: _put(inner, path[1:], value, where)}
+
+
+@functools.lru_cache(maxsize=None)
+def _say_moved(line: str) -> None:
+    logging.getLogger(__name__).warning("%s (the old key still works)", line)
+
+
 def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
     """Build dataclass ``cls`` from a mapping, naming any unknown or ill-typed key."""
     if not isinstance(data, dict):
@@ -142,12 +172,8 @@ def from_dict(cls: type[T], data: dict, where: str = "config") -> T:
         raise ConfigError(f"{where}.{key} is set by the run ({owned[key]}); remove it from here")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls) if f.init}
+    data = _moved(cls, data, names, where)
     unknown = sorted(set(data) - names)
-    moved = getattr(cls, "__moved__", {})     # {old key: its new place}, e.g. a role's flat keys
-    for key in (k for k in unknown if k in moved):
-        raise ConfigError(f"{where}.{key} is now {where}.{moved[key]}"
-                          if "." not in moved[key] or moved[key].split(".")[0] in names
-                          else f"{where}.{key} is now `{moved[key]}`")
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid keys: {sorted(names)}"
