@@ -109,9 +109,9 @@ class RunConfig:
             raise ConfigError("variants: list at least one variant to train on")
         for name in self.variants:
             V.get(name)
-        unknown = sorted(set(self.variant_options) - set(V.REGISTRY))
+        unknown = sorted(set(self.variant_options) - set(V.registry()))
         if unknown:
-            raise ConfigError(f"unknown variant section(s) {unknown}; registered: {sorted(V.REGISTRY)}")
+            raise ConfigError(f"unknown variant section(s) {unknown}; registered: {sorted(V.registry())}")
         given = {n: V.get(n).options(self.variant_options.get(n), n)
                  for n in {*self.variants, *self.variant_options}}
         self.variant_options = {v.name: given[v.name] if v.name in given else v.options(None, v.name)
@@ -163,7 +163,7 @@ def load_recipe(recipe: str, overrides: dict | None = None) -> RunConfig:
     path = recipe_path(recipe)
     cfg = merge(read_yaml(path), overrides or {})
     cfg.pop("study", None)          # `qup study`'s section (seeds, λs, benchmarks): see toolkit.study
-    opts = {k: cfg.pop(k) for k in list(cfg) if k in V.REGISTRY}
+    opts = {k: cfg.pop(k) for k in list(cfg) if k in V.registry()}
     cfg["variant_options"] = {**cfg.get("variant_options", {}), **opts}
     return from_dict(RunConfig, cfg, f"recipe {path.stem}")
 

@@ -104,3 +104,19 @@ def test_study_config_errors_are_one_line(tmp_path):
                                  "--set", "study.lambdas=[-1]"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "lambdas must be >= 0" in proc.stderr.strip().splitlines()[-1]
     assert not (tmp_path / "r").exists()
+
+
+def test_the_study_keeps_its_selected_variants_in_a_registry_it_owns():
+    from toolkit import variants as V
+    from toolkit.run import load_recipe
+    from toolkit.study import load_study, variants
+    before = dict(V.REGISTRY)
+    study, run_over = load_study("cpu-paradox", {"study": {"lambdas": [0.0, 0.5]}})
+    own = variants(study.lambdas)
+    assert {"selected_lam0", "selected_lam0p5"} <= set(own) and V.REGISTRY == before
+    with V.using(own):                               # what run_study does around the run
+        cfg = load_recipe("cpu-paradox", run_over)
+        assert V.get("selected_lam0p5").scored and cfg.variant_options["selected_lam0p5"].lam == 0.5
+    with pytest.raises(ConfigError, match="unknown variant 'selected_lam0p5'"):
+        V.get("selected_lam0p5")                     # nowhere else in the process
+    assert V.REGISTRY == before

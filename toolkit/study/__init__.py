@@ -21,7 +21,6 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
@@ -64,20 +63,15 @@ def selected_name(lam: float) -> str:
     return "selected_lam" + f"{lam:g}".replace(".", "p").replace("-", "m")
 
 
-@contextlib.contextmanager
-def _selected_variants(lambdas: list[float]):
-    """Register ``selected_lam<λ>`` for each λ while the study runs (not beyond: the registry is
-    shared by everything in the process)."""
-    added = [selected_name(lam) for lam in lambdas if selected_name(lam) not in V.REGISTRY]
+def variants(lambdas: list[float]) -> dict[str, V.Variant]:
+    """The study's own registry: the variants in force plus ``selected_lam<λ>`` for each λ (the
+    process-wide :data:`toolkit.variants.REGISTRY` is never changed)."""
+    own = dict(V.registry())
     for lam in lambdas:
-        if selected_name(lam) in added:
+        if selected_name(lam) not in own:
             V.register(dataclasses.replace(V.get("selected"), name=selected_name(lam),
-                                           doc=f"compatibility-aware selection at λ = {lam:g}"))
-    try:
-        yield
-    finally:
-        for name in added:
-            V.REGISTRY.pop(name, None)
+                                           doc=f"compatibility-aware selection at λ = {lam:g}"), into=own)
+    return own
 
 
 def load_study(recipe: str, overrides: dict | None = None) -> tuple[StudyConfig, dict]:
@@ -89,7 +83,7 @@ def load_study(recipe: str, overrides: dict | None = None) -> tuple[StudyConfig,
     cfg = load_recipe(recipe, overrides)
     trained = [v for v in cfg.variants if not V.get(v).scored]
     pool = study.pool or trained
-    bad = [p for p in pool if p not in V.REGISTRY or V.get(p).scored]
+    bad = [p for p in pool if p not in V.registry() or V.get(p).scored]
     if study.lambdas and (bad or not pool):
         raise ConfigError(f"study: pool {pool} must name built, unscored variants (bad: {bad})")
     extra = {selected_name(lam): {"pool": list(pool), "lam": lam, "max_per_problem": 1}
@@ -139,7 +133,7 @@ def run_study(recipe: str, overrides: dict | None = None, run_dir: str | None = 
     study, run_over = load_study(recipe, overrides)
     for src in study.benchmarks:
         load_problems(src)         # fail fast on a bad benchmark source
-    with _selected_variants(study.lambdas):
+    with V.using(variants(study.lambdas)):
         return _run(recipe, study, run_over, run_dir)
 
 

@@ -96,7 +96,7 @@ def details(cells: list[dict], experiment: str) -> list[dict]:
 
 def _selected(name: str) -> bool:
     from .. import variants as V
-    return name in V.REGISTRY and V.get(name).scored
+    return name in V.registry() and V.get(name).scored
 
 
 def to_dataset(result_rows: list[dict]):

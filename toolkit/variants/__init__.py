@@ -6,7 +6,9 @@ instance of the variant's options dataclass (its recipe section, e.g. ``rft: {ma
 and ``ctx`` a :class:`BuildContext`: the model roles it ``needs`` (``oracle``, ``slm``) as
 Generators, made on first use, and a work dir for resumable shards. ``qup run``, the
 published dataset configs, the cards, the report and the ``qup <variant>`` commands all iterate
-:data:`REGISTRY`, so a new variant is one module plus one :func:`register` call.
+:func:`registry`, so a new variant is one module plus one :func:`register` call. A caller with
+variants of its own (``qup study``'s ``selected_lam<λ>``) puts them in a registry it owns, in
+force for a ``with using(...)`` block, and never changes :data:`REGISTRY`.
 
 Example:
     >>> [v.name for v in lineage("rft")]
@@ -17,6 +19,8 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -65,23 +69,50 @@ class BuildContext:
         return self._made[name]
 
 
-REGISTRY: dict[str, Variant] = {}
+REGISTRY: dict[str, Variant] = {}     # the built-in variants (and a plug-in's)
+_ACTIVE: ContextVar[dict | None] = ContextVar("qup_variants", default=None)
 
 
-def register(variant: Variant) -> Variant:
-    """Add ``variant`` to the registry (its parent must be registered first)."""
-    if variant.parent != SAMPLES and variant.parent not in REGISTRY:
+def registry() -> dict[str, Variant]:
+    """The variants in force: :data:`REGISTRY`, or the registry of the enclosing :func:`using`."""
+    return _ACTIVE.get() or REGISTRY
+
+
+@contextmanager
+def using(variants: dict[str, Variant]):
+    """Put ``variants`` (e.g. ``{**REGISTRY, ...}`` plus one's own) in force in this block.
+
+    >>> own = dict(REGISTRY)
+    >>> _ = register(Variant("rft_copy", "self", "a copy", get("rft").build), into=own)
+    >>> with using(own):
+    ...     get("rft_copy").parent
+    'self'
+    >>> "rft_copy" in registry()
+    False
+    """
+    token = _ACTIVE.set(variants)
+    try:
+        yield variants
+    finally:
+        _ACTIVE.reset(token)
+
+
+def register(variant: Variant, into: dict[str, Variant] | None = None) -> Variant:
+    """Add ``variant`` to ``into`` (default :data:`REGISTRY`); its parent must be there first."""
+    reg = REGISTRY if into is None else into
+    if variant.parent != SAMPLES and variant.parent not in reg:
         raise ConfigError(f"variant {variant.name!r}: parent {variant.parent!r} is not registered")
     if variant.name in (SAMPLES, "default") or not variant.name.isidentifier():
         raise ConfigError(f"invalid variant name {variant.name!r}")
-    REGISTRY[variant.name] = variant
+    reg[variant.name] = variant
     return variant
 
 
 def get(name: str) -> Variant:
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown variant {name!r}; registered: {sorted(REGISTRY)}")
-    return REGISTRY[name]
+    reg = registry()
+    if name not in reg:
+        raise ConfigError(f"unknown variant {name!r}; registered: {sorted(reg)}")
+    return reg[name]
 
 
 def lineage(*names: str, options: dict | None = None) -> list[Variant]:
@@ -98,11 +129,11 @@ def lineage(*names: str, options: dict | None = None) -> list[Variant]:
                 opts = (options or {}).get(name) or v.options()
                 todo.extend(opts.pool)
             name = v.parent
-    return [v for n, v in REGISTRY.items() if n in want]
+    return [v for n, v in registry().items() if n in want]
 
 
 def docs() -> dict[str, str]:
-    return {n: v.doc for n, v in REGISTRY.items()}
+    return {n: v.doc for n, v in registry().items()}
 
 
 # The built-in variants, parents first; each module registers itself.
