@@ -206,3 +206,21 @@ def test_on_done_hook_runs_after_the_marker_only_for_work_done(tmp_path):
     finally:
         steps.ON_DONE.remove(hook)
     assert seen == [("a", 1, True)]             # once, with the finished marker already written
+
+
+def test_job_stages_and_flavors_come_from_the_registries():
+    import dataclasses
+
+    from huggingface_hub import JobHardware
+
+    from toolkit import variants as V
+    from toolkit.jobs.spec import hub_flavors, target_kind
+    assert hub_flavors() == [h.value for h in JobHardware]           # the Hub's list, not the embedded one's
+    assert JobConfig(flavor="rtx-pro-6000x2").flavor == "rtx-pro-6000x2"
+    assert [target_kind(t) for t in ("sample", "oracle_refine", "style_aligned", "smoke")] == \
+        ["stage", "stage", "stage", "recipe"]
+    V.register(dataclasses.replace(V.get("rft"), name="rft_toy"))    # a new variant is a job stage at once
+    try:
+        assert target_kind("rft_toy") == "stage"
+    finally:
+        del V.REGISTRY["rft_toy"]
