@@ -85,3 +85,23 @@ def test_a_retrained_adapter_in_the_same_dir_does_not_reuse_chunks(tiny_model, r
     model.save_pretrained(adapter)
     evaluate_command(EvaluateConfig(**cfg, out=str(tmp_path / "second")))
     assert len(list(cache.iterdir())) == 2                     # a second fingerprint, decoded afresh
+
+
+def test_a_chunk_of_the_same_ids_with_other_problem_rows_is_redone(tiny_model, tmp_path, caplog):
+    """The cache is keyed by the problems' rows, not only their ids: a corrected gold answer is
+    graded again, never served from the chunk graded against the old one."""
+    path = tmp_path / "probs.jsonl"
+
+    def run(gold, out):
+        rows = [{"id": f"q{i}", "question": f"What is {i} + 1?", "answer": f"#### {g}"} for i, g in enumerate(gold)]
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        evaluate_command(EvaluateConfig(model=tiny_model, problems=SourceConfig(source=str(path), split="test"),
+                                        max_new_tokens=4, batch_size=2, cache_dir=str(tmp_path / "cache"),
+                                        out=str(tmp_path / out)))
+        return load(tmp_path / out)[:]
+    first = run(["1", "2", "3"], "a")
+    with caplog.at_level("WARNING", logger="toolkit.resume"):
+        again = run(["1", "2", "4"], "b")
+    assert again["gold_answer"] == ["1", "2", "4"] != first["gold_answer"]
+    assert again["completion"] == first["completion"]                     # the same greedy texts
+    assert caplog.text.count("other input rows; removed, redoing") == 1   # only the chunk holding q2

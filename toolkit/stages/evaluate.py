@@ -32,6 +32,7 @@ from ..errors import QupError
 from ..generation import Generator, Request, SamplingParams, engine_label
 from ..generation.roles import RoleConfig
 from ..prompts import load_prompt
+from ..resume import unit
 from ..schema import EVAL
 from ..sources import SourceConfig, load_problems
 from ..stats import wilson
@@ -183,21 +184,17 @@ def evaluate(problems: Dataset, cfg: EvaluateConfig, generator: Generator) -> tu
     and metrics (scores with intervals and the protocol)."""
     template = load_prompt(cfg.prompt)
     shots = load_shots(cfg)
-    cache = Path(cfg.cache_dir) / _fingerprint(cfg, generator, template.id) if cfg.cache_dir else None
+    fingerprint = _fingerprint(cfg, generator, template.id)
+    cache = Path(cfg.cache_dir) / fingerprint if cfg.cache_dir else None
     parts, correct = [], 0
     bar = tqdm(total=len(problems), desc="evaluate", unit="problem")
     for start in range(0, len(problems), cfg.batch_size):
         chunk = problems.select(range(start, min(start + cfg.batch_size, len(problems))))
         ids = hashlib.sha256(json.dumps(list(chunk["id"])).encode()).hexdigest()[:16]
         path = cache / f"chunk-{start // cfg.batch_size:05d}-{ids}.parquet" if cache else None
-        if path and path.exists():
-            parts.append(Dataset.from_parquet(str(path), features=EVAL))
-        else:
-            parts.append(Dataset.from_list(_decode(chunk, cfg, generator, template, shots), features=EVAL))
-            if path:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                parts[-1].to_parquet(str(path.with_suffix(".tmp")))
-                path.with_suffix(".tmp").replace(path)   # atomic: a killed run never leaves half a chunk
+        rows = unit(path, {"fingerprint": fingerprint}, chunk,   # keyed by its problems' rows too
+                    lambda: _decode(chunk, cfg, generator, template, shots), EVAL, "evaluate chunk")
+        parts.append(Dataset.from_list(rows, features=EVAL))
         correct += sum(parts[-1]["correct"])
         bar.update(len(chunk))
         bar.set_postfix(correct=correct)
