@@ -142,8 +142,8 @@ def render_dataset_card(repo_id: str, tag: str, variants: dict[str, dict], prove
     rows = [[f"`{n}`", _fmt(s["rows"]), _fmt(s["problems"]), _fmt(s["correct_rate"]),
              _fmt(s["mean_completion_tokens"])] + [_fmt(s["diagnostics"].get(c)) for c in diag_cols]
             for n, s in ((n, variants[n]) for n in names)]
-    table = "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *rows])
-    from ..diagnostics.tables import table_markdown
+    from ..diagnostics.tables import markdown_table, table_markdown
+    table = "\n".join(markdown_table(header, rows))
     scored = {n: variants[n]["diagnostics_ci"] for n in names if variants[n].get("diagnostics_ci")}
     diagnostics = "\n".join(table_markdown(scored)) if scored else ""
     reward_source = ", ".join(sorted({f"`{r}`" for s in variants.values() for r in s.get("reward_models", [])}))
