@@ -44,8 +44,9 @@ def test_leaderboard_from_cards(experiment, space_api):
     assert rft.nll == pytest.approx(0.6, abs=1e-3) and oracle.reward == pytest.approx(0.9, abs=1e-3)
     assert rft.adapter == f"{experiment.adapters['rft']}@v1" and rft.dataset == f"{DATASET}@v1 (rft)"
     cells = table(rows)
-    assert cells[2][2:5] == ["15.0%", "3/20", f"{100 * wilson(3, 20)[0]:.1f}%–{100 * wilson(3, 20)[1]:.1f}%"]
-    assert cells[0][2] == "—"
+    assert cells[2][3:6] == ["15.0%", "3/20", f"{100 * wilson(3, 20)[0]:.1f}%–{100 * wilson(3, 20)[1]:.1f}%"]
+    assert cells[0][3] == "—"
+    assert cells[2][2] == "—" and cells[2][6] == "—"    # an old card: metric and protocol not recorded
 
 
 PUSH = """

@@ -1,4 +1,4 @@
-"""The Gradio Blocks of the Space: Compare, Leaderboard, The paradox.
+"""The Gradio Blocks of the Space: Compare, Leaderboard, Configs, Details, The paradox.
 
 Everything the page shows comes from :mod:`~toolkit.space.discovery` (the Hub), the backend's
 streams and the published cards/results. Limits (:mod:`~toolkit.space.settings`) are checked on
@@ -17,9 +17,10 @@ import gradio as gr
 from ..hub.client import safe_endpoint
 from .compare import compare, load_benchmark
 from .discovery import Experiment, discover, is_repo_id, owner, pick
-from .leaderboard import BASE, COLUMNS, from_cards, leaderboard, table
+from .leaderboard import BASE, from_cards, leaderboard
 from .plots import paradox_plot
 from .settings import MAX_MODELS, LimitError, SpaceSettings, check_models, check_question, clamp_new_tokens
+from .tabs import configs_tab, details_tab, leaderboard_tab, published
 
 log = logging.getLogger(__name__)
 TITLE = "QUP arena: small math models trained on different data"
@@ -98,6 +99,7 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
         log.warning("results of %s unreadable (%s): leaderboard from the cards", exp.dataset_repo, e)
         rows, note = from_cards(exp), "From the adapters' model cards (the results dataset is unreadable)."
     fig, plot_note = paradox_plot(rows)
+    raw, detail_rows = published(api, exp.results_repo)
     source, split, refused = _benchmark(exp, settings, api, author)
     problems, problems_note = load_benchmark(source, split)
     problems_note = refused or problems_note
@@ -145,8 +147,11 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
             picker.change(pick_problem, picker, question, queue=False)
             go.click(run, [choice, picker, question, max_new], outs, concurrency_limit="default")
         with gr.Tab("Leaderboard"):
-            gr.Markdown(note)
-            gr.Dataframe(value=table(rows), headers=COLUMNS, interactive=False, wrap=True, elem_id="leaderboard")
+            leaderboard_tab(rows, note)
+        with gr.Tab("Configs"):
+            configs_tab(raw)
+        with gr.Tab("Details"):
+            details_tab(raw, detail_rows)
         with gr.Tab("The paradox"):
             if fig is not None:
                 gr.Plot(fig, elem_id="paradox")

@@ -43,6 +43,8 @@ class Row:
     dataset: str = ""          # repo@revision (config)
     adapter: str = ""          # repo@revision, "" for the base model
     source: str = ""           # "results" | "card"
+    metric: str = ""           # "pass@1 (greedy)", "pass@1 (n=4, T=0.6, top_p=0.95)"
+    protocol_id: str = ""      # equal ids: comparable scores (toolkit.protocol)
 
 
 def _mean(values) -> float | None:
@@ -51,12 +53,14 @@ def _mean(values) -> float | None:
 
 
 def aggregate(rows: list[dict]) -> list[Row]:
-    """Rows of a RESULTS table grouped by (variant, benchmark) over seeds."""
-    groups: dict[tuple[str, str], list[dict]] = {}
+    """Rows of a RESULTS table grouped by (variant, benchmark, protocol) over seeds: scores of two
+    protocols are never averaged together."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
     for r in rows:
-        groups.setdefault((str(r.get("variant") or BASE), str(r.get("benchmark") or "")), []).append(r)
+        key = (str(r.get("variant") or BASE), str(r.get("benchmark") or ""), str(r.get("protocol_id") or ""))
+        groups.setdefault(key, []).append(r)
     out = []
-    for (variant, bench), rs in groups.items():
+    for (variant, bench, pid), rs in groups.items():
         correct = sum(int(r.get("correct") or 0) for r in rs)
         total = sum(int(r.get("total") or 0) for r in rs)
         acc = _mean(r.get("accuracy") for r in rs)
@@ -68,7 +72,7 @@ def aggregate(rows: list[dict]) -> list[Row]:
                        len({r.get("seed") for r in rs}), _mean(r.get("reward") for r in rs), None,
                        _mean(r.get("nll") for r in rs), None,
                        joined("dataset_repo", "dataset_revision"), joined("adapter_repo", "adapter_revision"),
-                       "results"))
+                       "results", str(rs[0].get("metric") or "pass@1 (greedy)"), pid))
     return sorted(out, key=_order)
 
 
@@ -83,7 +87,7 @@ def load_results(api, repo_id: str) -> list[dict]:
     from .discovery import _revision
     revision = _revision(api, repo_id, "dataset")
     files = [f for f in api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
-             if f.endswith(".parquet")]
+             if f.startswith("data/") and f.endswith(".parquet")]      # not the `details` config
     if not files:
         return []
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +115,8 @@ def from_cards(exp: Experiment) -> list[Row]:
             bench = "/".join(str(e[k]) for k in ("dataset", "split") if e.get(k))
             out.append(Row(a.variant, bench, e.get("accuracy"), correct, total, lo, hi, 1 if e else 0,
                            reward.get("mean"), _ci(reward), nll.get("mean"), _ci(nll), dataset,
-                           f"{a.repo_id}@{a.revision}", "card"))
+                           f"{a.repo_id}@{a.revision}", "card", str(e.get("metric") or ""),
+                           str(e.get("protocol_id") or "")))
     return sorted(out, key=_order)
 
 
@@ -121,9 +126,33 @@ def leaderboard(api, exp: Experiment) -> tuple[list[Row], str]:
         rows = aggregate(load_results(api, exp.results_repo))
         if rows:
             return rows, f"From the results dataset `{exp.results_repo}` (seeds aggregated; 95% Wilson " \
-                         "intervals of the mean accuracy over the held-out problems)."
+                         "intervals of the mean accuracy over the held-out problems)." + protocol_note(rows)
     return from_cards(exp), ("From the adapters' model cards and the training dataset's manifest (no results "
                              "dataset published yet: run `qup study` for seeds and the base model).")
+
+
+def protocol_note(rows: list[Row]) -> str:
+    """A warning per benchmark whose rows were scored under more than one protocol.
+
+    >>> protocol_note([Row("base", "gsm8k", protocol_id="a"), Row("rft", "gsm8k", protocol_id="b")])
+    ' ⚠ `gsm8k`: 2 evaluation protocols (a, b): compare only rows with the same protocol (Configs tab).'
+    """
+    by: dict[str, set[str]] = {}
+    for r in rows:
+        by.setdefault(r.benchmark, set()).add(r.protocol_id or "not recorded")
+    return "".join(f" ⚠ `{b}`: {len(p)} evaluation protocols ({', '.join(sorted(p))}): compare only rows "
+                   "with the same protocol (Configs tab)." for b, p in sorted(by.items()) if len(p) > 1)
+
+
+def filter_rows(rows: list[Row], benchmark: str = "", text: str = "") -> list[Row]:
+    """Rows of one benchmark ('' = all) whose variant, metric or protocol contains ``text``.
+
+    >>> [r.variant for r in filter_rows([Row("rft", "gsm8k"), Row("base", "mawps")], "gsm8k")]
+    ['rft']
+    """
+    text = (text or "").strip().lower()
+    return [r for r in rows if (not benchmark or r.benchmark == benchmark)
+            and (not text or any(text in str(x).lower() for x in (r.variant, r.metric, r.protocol_id)))]
 
 
 def _pct(x: float | None) -> str:
@@ -143,10 +172,10 @@ def table(rows: list[Row]) -> list[list[str]]:
         counts = f"{r.correct}/{r.total}" if r.total else "—"
         interval = f"{_pct(r.ci_low)}–{_pct(r.ci_high)}" if r.ci_low is not None else "—"
         out.append([r.variant if r.variant != BASE else "base (no LoRA)", r.benchmark or "—",
-                    _pct(r.accuracy), counts, interval, str(r.seeds or "—"), _num(r.reward, r.reward_ci),
+                    r.metric or "—", _pct(r.accuracy), counts, interval, r.protocol_id or "—", str(r.seeds or "—"), _num(r.reward, r.reward_ci),
                     _num(r.nll, r.nll_ci), r.dataset or "—", r.adapter or "—"])
     return out
 
 
-COLUMNS = ["variant", "benchmark", "held-out accuracy", "correct/total", "95% CI", "seeds",
+COLUMNS = ["variant", "benchmark", "metric", "held-out score", "correct/total", "95% CI", "protocol", "seeds",
            "train reward (95% CI)", "train NLL (95% CI)", "training data", "adapter"]
