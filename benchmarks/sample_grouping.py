@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from toolkit.generation.roles import RoleConfig, TransformersOptions
 from toolkit.stages.sample import SampleConfig, sample
 from toolkit.sources import SourceConfig, load_problems
 
@@ -30,8 +31,9 @@ def main():
     gen = None
     rates = {}
     for chunk in (args.problems, 1):
-        cfg = SampleConfig(model=args.model, problems=src, k=args.k, max_new_tokens=args.max_new_tokens,
-                           temperature=0.7, top_p=0.95, batch_size=args.batch_size, shard_size=chunk)
+        slm = RoleConfig(args.model, transformers=TransformersOptions(batch_size=args.batch_size))
+        cfg = SampleConfig(slm=slm, problems=src, k=args.k, max_new_tokens=args.max_new_tokens,
+                           temperature=0.7, top_p=0.95, shard_size=chunk)
         gen = gen or cfg.generator()
         t0 = time.perf_counter()
         ds = sample(problems, cfg, gen)

@@ -87,8 +87,7 @@ def _variant_commands() -> list[Command]:
     return out
 
 
-def _commands() -> list[Command]:
-    from .jobs.spec import JobConfig
+def _stage_commands() -> list[Command]:
     from .sources import SourceConfig, check
     from .stages.evaluate import EvaluateConfig, evaluate_command
     from .stages.sample import SampleConfig, sample_command
@@ -124,6 +123,14 @@ def _commands() -> list[Command]:
         Command("evaluate", evaluate_command, (EvaluateConfig,), "pass@1 of a model (+ adapter) on held-out "
                 "problems", "qup evaluate --model tiny-random --adapter runs/x/adapter --source svamp --limit 20 "
                 "--out runs/x/eval", (), True),
+    ]
+
+
+def _commands() -> list[Command]:
+    """Every command: the stages, then runs, servers, publishing, jobs and the Space."""
+    from .jobs.spec import JobConfig
+    return [
+        *_stage_commands(),
         Command("run", K.run, (K.RecipeArgs,), "Run a whole recipe (sample → variants → publish → train → "
                 "evaluate → report)", "qup run smoke --run-dir runs/smoke --set sample.k=2", ("recipe",),
                 show=_print_run),

@@ -45,13 +45,6 @@ def digest(rows: Iterable) -> str:
     return f"{n}:{h.hexdigest()[:32]}"
 
 
-def settings_of(config, volatile: Iterable[str] = ()) -> dict:
-    """A config dataclass's fields minus ``volatile`` ones (how a run was served, not what it made)."""
-    from dataclasses import asdict
-    skip = set(volatile)
-    return {k: v for k, v in asdict(config).items() if k not in skip}
-
-
 def generator_identity(gen) -> dict:
     """What of a Generator changes its outputs: model, revision, dtype, engine, merged adapter."""
     if gen is None:

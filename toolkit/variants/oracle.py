@@ -91,8 +91,8 @@ def ask(oracle, prompts: list[str], params: list[SamplingParams]) -> list:
 def settings(cfg, *generators, prompts: Iterable = ()) -> dict:
     """What decides an Oracle variant's shard besides its input rows: the variant's options, the
     identity of each model it asks and its prompt templates (ids carry their text's hash)."""
-    from dataclasses import asdict
-    return {"options": asdict(cfg) if cfg is not None else None,
+    from ..config import keyed
+    return {"options": keyed(cfg) if cfg is not None else None,
             "models": [generator_identity(g) for g in generators],
             "prompts": [p.id if hasattr(p, "id") else str(p) for p in prompts]}
 
