@@ -60,3 +60,31 @@ def test_the_real_svamp_asdiv_overlap_is_found(shared_data):
     assert 0.2 < report["dropped"] / report["checked"] < 0.9    # SVAMP was built from ASDiv-A
     gsm = load_problems(SourceConfig(source="gsm8k", split="test", limit=200))
     assert check(svamp, {"gsm8k": gsm})["dropped"] == 0
+
+
+def test_a_recipe_whose_training_problems_are_all_held_out_fails_before_any_model(tmp_path, shared_data):
+    from toolkit.run import run_recipe
+    with pytest.raises(ContaminationError, match="recipe smoke: train_problems overlap the evaluation problems "
+                                                 "completely: all 8 share a word 8-gram with svamp/test"):
+        run_recipe("smoke", {"eval_problems": {"offset": 0, "limit": 8}}, run_dir=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()          # nothing sampled, no model loaded
+
+
+def test_overlapping_training_problems_are_left_out_and_reported(tmp_path, shared_data, tiny_model):
+    """Held-out problems 0-2 of the 8 training problems: 3 dropped before sampling, counted in
+    run.json and the report."""
+    import json
+
+    from toolkit.io import load
+    from toolkit.run import run_recipe
+    run_dir = tmp_path / "run"
+    out = run_recipe("smoke", {"eval_problems": {"offset": 0, "limit": 3}, "hub": {"publish": False}},
+                     run_dir=str(run_dir))
+    held = load_problems(SourceConfig(source="svamp", limit=3))["id"]
+    decon = json.loads((run_dir / "run.json").read_text())["decontamination"]
+    assert decon["dropped"] == 3 and decon["checked"] == 8 and sorted(decon["exclude"]) == sorted(held)
+    assert decon["by_benchmark"] == {"svamp/test": 3} and out["decontamination"]["dropped"] == 3
+    samples = load(run_dir / "samples")
+    assert len(set(samples["problem_id"])) == 5 and not set(samples["problem_id"]) & set(held)
+    assert "Decontamination: 3 of 8 training problems overlapped held-out problems (3 with svamp/test)" \
+        in (run_dir / "report.md").read_text()

@@ -71,3 +71,13 @@ def check(train, evals: dict, where: str = "recipe") -> dict:
     ids = train["id"]
     return {"method": METHOD, "checked": train.num_rows, "dropped": len(found), "by_benchmark": by,
             "exclude": [ids[i] for i in sorted(found)]}
+
+
+def sentence(report: dict) -> str:
+    """The decontamination in one line for reports and cards ('' when none was checked)."""
+    if not report or not report.get("checked"):
+        return ""
+    by = ", ".join(f"{n} with {name}" for name, n in sorted(report["by_benchmark"].items()))
+    return (f"Decontamination: {report['dropped']} of {report['checked']} training problems overlapped "
+            f"held-out problems{f' ({by})' if by else ''} and were left out before sampling; method: "
+            f"{report['method']}.")

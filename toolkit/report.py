@@ -16,6 +16,7 @@ def _num(x) -> str:
 
 
 def write_report(run_dir: str | Path, summary: dict) -> Path:
+    from .decontaminate import sentence
     """Write ``report.md`` and ``report.png`` into ``run_dir`` from a run summary; return the .md."""
     run_dir = Path(run_dir)
     evals = summary["evaluations"]  # name -> metrics (base first)
@@ -23,6 +24,7 @@ def write_report(run_dir: str | Path, summary: dict) -> Path:
     lines = [f"# QUP run `{summary['name']}`", "",
              f"Model: `{summary['model']}`. Held-out problems: `{summary['eval_source']}` "
              f"({next(iter(evals.values()))['total']} problems, greedy pass@1).", "",
+             *([sentence(summary["decontamination"]), ""] if summary.get("decontamination") else []),
              "## Accuracy on the same held-out problems", "",
              "| model | trained on | train rows | accuracy | 95% interval | correct / total | stopped "
              "| mean tokens |", "|---|---|---:|---:|---:|---:|---:|---:|"]

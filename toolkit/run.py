@@ -307,11 +307,14 @@ class Prepared:
     built: dict[str, str]           # variant -> dir of its scored rows
     data: dict[str, dict]           # variant -> stats (rows, problems, counts, scores)
     base: dict                      # the base SLM's held-out metrics
+    decontamination: dict = field(default_factory=dict)   # see toolkit.decontaminate.check
 
 
-def prepare(recipe: str, overrides: dict | None = None, run_dir: str | None = None) -> Prepared:
+def prepare(recipe: str, overrides: dict | None = None, run_dir: str | None = None,
+            benchmarks: tuple[SourceConfig, ...] = ()) -> Prepared:
     """Validate the recipe, then sample, build and score every variant and evaluate the base
-    model (each a cached step): what ``qup run`` and ``qup study`` share."""
+    model (each a cached step): what ``qup run`` and ``qup study`` share. Training problems that
+    overlap ``eval_problems`` or ``benchmarks`` are left out of sampling (:mod:`toolkit.decontaminate`)."""
     cfg = load_recipe(recipe, overrides)
     run = Path(run_dir or Path("runs") / cfg.name)
     stages = stage_configs(cfg, run)
@@ -320,19 +323,31 @@ def prepare(recipe: str, overrides: dict | None = None, run_dir: str | None = No
         if "oracle" in v.needs and not cfg.oracle.enabled:
             raise ConfigError(f"variant {v.name!r} needs an Oracle: set `oracle: {{model: ...}}` in "
                               "the recipe (a preset, dir, Hub id or `reference`)")
-    for s in (cfg.train_problems, cfg.eval_problems):  # fail fast on bad sources, before any model
-        load_problems(s)
+    decon = _decontaminate(cfg, benchmarks)   # loads every source: fails fast, before any model
     run.mkdir(parents=True, exist_ok=True)
 
     keys: dict[str, str] = {}
-    sample = stages["sample"]
+    sample = stages["sample"] = dataclasses.replace(stages["sample"], problems=dataclasses.replace(
+        stages["sample"].problems, exclude=decon["exclude"]))
     run_step(Step("sample", Path(sample.out), sample, [], lambda: sample_command(sample),
                   engine=sample.slm.engine), keys)
     built, data = _data_steps(cfg, run, stages, keys)
     base = stages["evaluate:base"]
     metrics = run_step(Step("evaluate:base", Path(base.out), base, [], lambda: evaluate_command(base),
                             engine=base.model.engine), keys)
-    return Prepared(cfg, run, stages, keys, built, data, metrics)
+    return Prepared(cfg, run, stages, keys, built, data, metrics, decon)
+
+
+def _decontaminate(cfg: RunConfig, benchmarks) -> dict:
+    """Which training problems overlap the held-out ones (one clear error when all do)."""
+    from .decontaminate import check
+    evals = {f"{Path(s.source.rstrip('/')).name}/{s.split}": load_problems(s)
+             for s in (cfg.eval_problems, *benchmarks)}
+    report = check(load_problems(cfg.train_problems), evals, f"recipe {cfg.name}")
+    if report["dropped"]:
+        log.warning("decontamination: %d of %d training problems overlap held-out problems %s: left out",
+                    report["dropped"], report["checked"], report["by_benchmark"])
+    return report
 
 
 def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None = None) -> dict:
@@ -368,7 +383,7 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
                "engine": sample.slm.engine(),
                "eval_source": f"{cfg.eval_problems.source}/{cfg.eval_problems.split}",
                "data": data, "diagnostics": table, "evaluations": evaluations,
-               "published": published, "keys": keys}
+               "published": published, "keys": keys, "decontamination": p.decontamination}
     summary["report"] = str(write_report(run, summary))
     (run / "run.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
