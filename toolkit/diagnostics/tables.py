@@ -105,7 +105,12 @@ def plot(datasets: dict, table: dict[str, dict], path: str | Path) -> Path | Non
     names = [n for n in table if any(table[n][c]["n"] for c in bars)]
     if not names:
         return None
-    fig, axes = plt.subplots(1, 1 + len(bars), figsize=(4.3 * (1 + len(bars)), 3.8))
+    cols = min(3, 1 + len(bars))                       # three panels a row
+    rows = -(-(1 + len(bars)) // cols)
+    fig, grid = plt.subplots(rows, cols, figsize=(4.3 * cols, 3.8 * rows), squeeze=False)
+    axes = list(grid.flat)
+    for ax in axes[1 + len(bars):]:
+        ax.set_visible(False)
     colors = plt.get_cmap("tab10")
     for i, name in enumerate(names):
         ds = datasets[name]
