@@ -88,3 +88,18 @@ def test_overlapping_training_problems_are_left_out_and_reported(tmp_path, share
     assert len(set(samples["problem_id"])) == 5 and not set(samples["problem_id"]) & set(held)
     assert "Decontamination: 3 of 8 training problems overlapped held-out problems (3 with svamp/test)" \
         in (run_dir / "report.md").read_text()
+
+
+def test_the_dataset_card_states_the_count_and_method():
+    from toolkit.publishing.cards import render_dataset_card
+    from toolkit.stats import trace_stats
+    from toolkit.schema import TRACE, empty_trace
+    rows = Dataset.from_list([{**empty_trace(), "problem_id": "p", "trace_id": "p#0"}], features=TRACE)
+    report = check(TRAIN, {"svamp/test": EVAL})
+    prov = {"decontamination": {k: report[k] for k in ("method", "checked", "dropped", "by_benchmark")}}
+    card = render_dataset_card("qup/x", "v1", {"self": trace_stats(rows)}, prov, {"dataset": "asdiv"},
+                               {"self": "self/*.parquet"})
+    assert ("**Decontamination**: 2 of 5 training problems overlapped held-out problems (2 with `svamp/test`) "
+            "and were left out before sampling. Method: word 8-gram overlap") in card
+    assert "Decontamination" not in render_dataset_card("qup/x", "v1", {"self": trace_stats(rows)}, {},
+                                                        {"dataset": "asdiv"}, {"self": "self/*.parquet"})

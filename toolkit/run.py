@@ -360,7 +360,8 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
         published = []
         nonempty = {v: d for v, d in built.items() if data[v]["rows"]}
         if hub and nonempty:
-            published.append(publishing.publish_variants(hub, cfg, sample, nonempty, cfg.variant_options))
+            published.append(publishing.publish_variants(hub, cfg, sample, nonempty, cfg.variant_options,
+                                                         p.decontamination))
         for v in cfg.variants:
             if data[v]["rows"] == 0:  # reported (report, run.json), not a crash of the other variants
                 log.warning("variant %s has no rows (%s): not trained; sample more problems or traces "

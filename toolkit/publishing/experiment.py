@@ -69,9 +69,11 @@ def dataset_repo(hub: Hub, cfg) -> str:
     return f"{hub.org}/qup-{_slug(Path(cfg.train_problems.source).name)}-{_slug(model)}"
 
 
-def publish_variants(hub: Hub, cfg, sample, built: dict[str, str], options: dict) -> dict:
+def publish_variants(hub: Hub, cfg, sample, built: dict[str, str], options: dict,
+                     decontamination: dict | None = None) -> dict:
     """Publish the ``built`` variants ({name: dir}) as configs of the run's dataset repo (one
-    commit, tagged); ``sample`` is the run's SampleConfig, ``options`` each variant's options."""
+    commit, tagged); ``sample`` is the run's SampleConfig, ``options`` each variant's options,
+    ``decontamination`` what :func:`toolkit.decontaminate.check` left out (its count and method)."""
     from .publish import publish_dataset
 
     info = model_info(cfg.model)
@@ -85,6 +87,8 @@ def publish_variants(hub: Hub, cfg, sample, built: dict[str, str], options: dict
         "filters": {name: asdict(opts) for name, opts in options.items() if opts is not None},
         **({"oracle": role_identity(cfg.oracle)} if cfg.oracle.enabled else {}),
         "toolkit_version": package_version("qup-toolkit"),
+        **({"decontamination": {k: decontamination[k] for k in ("method", "checked", "dropped", "by_benchmark")}}
+           if decontamination else {}),
     }
     tp = cfg.train_problems
     source_info = {"dataset": tp.source, "split": tp.split,
