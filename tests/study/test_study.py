@@ -120,3 +120,22 @@ def test_the_study_keeps_its_selected_variants_in_a_registry_it_owns():
     with pytest.raises(ConfigError, match="unknown variant 'selected_lam0p5'"):
         V.get("selected_lam0p5")                     # nowhere else in the process
     assert V.REGISTRY == before
+
+
+def test_selection_criteria_become_study_variants_named_after_them():
+    from toolkit import variants as V
+    from toolkit.run import load_recipe
+    from toolkit.study import load_study, variants
+    study, run_over = load_study("cpu-study")            # the power-sized recipe loads and validates
+    assert study.criteria == ["grape", "rsr", "ifd", "mix"] and study.lambdas == [1.0]
+    own = variants(study.lambdas, study.criteria)
+    with V.using(own):
+        cfg = load_recipe("cpu-study", run_over)
+        assert cfg.variant_options["selected_rsr"].criterion == "rsr"
+        assert cfg.variant_options["selected_lam1"].criterion == "reward_nll"
+        assert "RSR" in V.get("selected_rsr").doc or "Rank-Surprisal" in V.get("selected_rsr").doc
+    assert [v for v in run_over["variants"] if v.startswith("selected_")] == [
+        "selected_lam1", "selected_grape", "selected_rsr", "selected_ifd", "selected_mix"]
+    with pytest.raises(ConfigError, match=r"study: criteria \['perplexity'\] must be distinct registered "
+                                          r"selection criteria other than reward_nll"):
+        load_study("smoke", {"study": {"criteria": ["perplexity"]}})

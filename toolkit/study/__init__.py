@@ -3,7 +3,8 @@ held-out problems, with paired statistics and a pre-training prediction of utili
 
 The study is ``qup run`` widened. Its recipe's ``study:`` section (a :class:`StudyConfig`) adds:
 ``seeds`` (LoRA init, shuffling, dropout), ``lambdas`` (compatibility-aware ``selected`` at each
-λ, a variant ``selected_lam<λ>`` over ``pool``), extra held-out ``benchmarks`` and the ``baseline``
+λ, a variant ``selected_lam<λ>`` over ``pool``), ``criteria`` (``selected_<criterion>``: GRAPE,
+RSR, IFD, Mix Distillation; :mod:`toolkit.variants.selected`), extra held-out ``benchmarks`` and the ``baseline``
 of the paired comparisons (``rft``). Everything is a cached step of the run dir
 (:mod:`toolkit.steps`): the samples, Oracle outputs and scores of a ``qup run`` of the same recipe
 are reused, its adapters serve as the recipe's own seed, and a killed study re-runs only what is
@@ -46,6 +47,8 @@ class StudyConfig:
         "help": "variants `selected` picks from (default: the recipe's trained, unscored variants)"})
     benchmarks: list[SourceConfig] = field(default_factory=list, metadata={
         "help": "held-out sets besides the recipe's eval_problems"})
+    criteria: list[str] = field(default_factory=list, metadata={
+        "help": "selection criteria besides reward_nll at each λ (grape, rsr, ifd, mix): `selected_<name>`"})
     baseline: str = field(default="rft", metadata={"help": "variant every other is paired against"})
     bootstrap: int = field(default=2000, metadata={"help": "paired bootstrap resamples"})
 
@@ -56,6 +59,12 @@ class StudyConfig:
             raise ConfigError(f"study: lambdas must be >= 0, got {self.lambdas}")
         if self.bootstrap < 100:
             raise ConfigError(f"study: bootstrap must be >= 100, got {self.bootstrap}")
+        from ..variants.selected import CRITERIA
+        bad = [c for c in self.criteria if c not in CRITERIA or c == "reward_nll"]
+        if bad or len(set(self.criteria)) != len(self.criteria):
+            raise ConfigError(f"study: criteria {bad or self.criteria} must be distinct registered selection "
+                              f"criteria other than reward_nll (set its λ in lambdas): "
+                              f"{sorted(set(CRITERIA) - {'reward_nll'})}")
 
 
 def selected_name(lam: float) -> str:
@@ -63,14 +72,22 @@ def selected_name(lam: float) -> str:
     return "selected_lam" + f"{lam:g}".replace(".", "p").replace("-", "m")
 
 
-def variants(lambdas: list[float]) -> dict[str, V.Variant]:
-    """The study's own registry: the variants in force plus ``selected_lam<λ>`` for each λ (the
-    process-wide :data:`toolkit.variants.REGISTRY` is never changed)."""
+def criterion_name(criterion: str) -> str:
+    """``selected_grape``: the study's variant selecting by a registered criterion."""
+    return f"selected_{criterion}"
+
+
+def variants(lambdas: list[float], criteria: list[str] = ()) -> dict[str, V.Variant]:
+    """The study's own registry: the variants in force plus ``selected_lam<λ>`` for each λ and
+    ``selected_<criterion>`` for each criterion (the process-wide
+    :data:`toolkit.variants.REGISTRY` is never changed)."""
+    from ..variants.selected import CRITERIA
     own = dict(V.registry())
-    for lam in lambdas:
-        if selected_name(lam) not in own:
-            V.register(dataclasses.replace(V.get("selected"), name=selected_name(lam),
-                                           doc=f"compatibility-aware selection at λ = {lam:g}"), into=own)
+    docs = {selected_name(lam): f"compatibility-aware selection at λ = {lam:g}" for lam in lambdas}
+    docs.update({criterion_name(c): f"selection by {c}: {CRITERIA[c].doc}" for c in criteria})
+    for name, doc in docs.items():
+        if name not in own:
+            V.register(dataclasses.replace(V.get("selected"), name=name, doc=doc), into=own)
     return own
 
 
@@ -84,10 +101,12 @@ def load_study(recipe: str, overrides: dict | None = None) -> tuple[StudyConfig,
     trained = [v for v in cfg.variants if not V.get(v).scored]
     pool = study.pool or trained
     bad = [p for p in pool if p not in V.registry() or V.get(p).scored]
-    if study.lambdas and (bad or not pool):
+    if (study.lambdas or study.criteria) and (bad or not pool):
         raise ConfigError(f"study: pool {pool} must name built, unscored variants (bad: {bad})")
     extra = {selected_name(lam): {"pool": list(pool), "lam": lam, "max_per_problem": 1}
              for lam in study.lambdas}
+    extra.update({criterion_name(c): {"pool": list(pool), "criterion": c, "max_per_problem": 1}
+                  for c in study.criteria})
     run_over = merge(overrides or {}, {"variants": [*cfg.variants, *[n for n in extra if n not in cfg.variants]],
                                        **extra})
     if study.baseline not in run_over["variants"]:
@@ -133,7 +152,7 @@ def run_study(recipe: str, overrides: dict | None = None, run_dir: str | None = 
     study, run_over = load_study(recipe, overrides)
     for src in study.benchmarks:
         load_problems(src)         # fail fast on a bad benchmark source
-    with V.using(variants(study.lambdas)):
+    with V.using(variants(study.lambdas, study.criteria)):
         return _run(recipe, study, run_over, run_dir)
 
 
@@ -145,14 +164,14 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
     from ..stages.train import train_command
     from . import report, results
 
-    p = prepare(recipe, run_over, run_dir)
+    p = prepare(recipe, run_over, run_dir, benchmarks=tuple(study.benchmarks))
     cells = _cells(p, study)
     with publishing.hub_session(p.cfg.hub, p.run) as hub:
         data_pub = None
         nonempty = {v: d for v, d in p.built.items() if p.data[v]["rows"]}
         if hub and nonempty:
             data_pub = publishing.publish_variants(hub, p.cfg, p.stages["sample"], nonempty,
-                                                   p.cfg.variant_options)
+                                                   p.cfg.variant_options, p.decontamination)
         for cell in cells:
             v, tc = cell["variant"], cell["train"]
             if tc is not None:

@@ -97,13 +97,19 @@ def analyse(study, cells: list[dict], rows: list[dict], bench: int = 0) -> dict:
         best_one = max(single, key=lambda v: table[v]["accuracy"])
         selection = {"selected": best_sel, "single": best_one,
                      **_paired(outcomes[best_sel], outcomes[best_one], study.bootstrap)}
+    oracle = [v for v in trained if v.startswith("oracle")]
+    sar = None
+    if "style_aligned" in trained and oracle:      # does SAR restore what the Oracle rewrite lost?
+        best_oracle = max(oracle, key=lambda v: table[v]["accuracy"])
+        sar = {"oracle": best_oracle, **_paired(outcomes["style_aligned"], outcomes[best_oracle],
+                                                study.bootstrap)}
     disc = [table[v]["vs_baseline"]["discordant"] for v in trained
             if "vs_baseline" in table[v] and table[v]["vs_baseline"]["discordant"]]
     psi = sum(disc) / len(disc) if disc else None
     n = max((r["problems"] for r in table.values()), default=0)
     power = {"discordant": psi, "problems": n, "detectable": detectable(psi, n) if psi else None,
              "problems_for": {f"{d:.2f}": sample_size(psi, d) if psi else None for d in (0.05, 0.10)}}
-    return {"table": table, "prediction": prediction, "selection": selection, "power": power}
+    return {"table": table, "prediction": prediction, "selection": selection, "sar": sar, "power": power}
 
 
 def _fmt(x, spec=".3f") -> str:
@@ -160,30 +166,60 @@ def markdown(a: dict, study, bench_name: str) -> list[str]:
     return lines
 
 
+RSR_PUBLISHED = 0.86   # Yang et al. (arXiv 2601.14249): mean Spearman, 5 students x 11 teachers
+
+
+def _interval(b: dict) -> str:
+    return f"{100 * b['diff']:+.1f} pts (95% CI {100 * b['lo']:+.1f}…{100 * b['hi']:+.1f})"
+
+
+def _separates(b: dict) -> str:
+    return "above" if b["lo"] > 0 else "below" if b["hi"] < 0 else "not separated from"
+
+
 def findings(a: dict, study) -> str:
-    """What was found, in words (the report, the results card and the README say the same)."""
+    """What was found, in words, whichever way the numbers fall (the report, the results card and
+    the README say the same): the paradox, SAR, and which pre-training criterion predicts utility."""
     t = a["table"]
     b = t.get(study.baseline, {})
     sep = [v for v, r in t.items() if r.get("vs_baseline") and r["vs_baseline"]["p"] < 0.05]
     oracle = [v for v in t if v.startswith("oracle") and t[v]["reward"] is not None]
     higher = bool(oracle) and b.get("reward") is not None and all(t[v]["reward"] > b["reward"] for v in oracle)
     lower = bool(oracle) and b.get("accuracy") is not None and all(t[v]["accuracy"] < b["accuracy"] for v in oracle)
-    nll, reward = a["prediction"]["nll"], a["prediction"]["reward"]
     if higher and lower:
-        verdict = "reproduces" if any(v in sep for v in oracle) else \
+        verdict = "appears" if any(v in sep for v in oracle) else \
             "points the paper's way, but no Oracle variant differs from the baseline at p < 0.05"
     else:
-        verdict = "does not reproduce"
+        verdict = "does not appear"
     words = [
         (f"- Oracle variants ({', '.join(oracle)}): training-data reward "
          f"{'higher' if higher else 'not uniformly higher'} than `{study.baseline}`'s, held-out accuracy "
          f"{'lower' if lower else 'not uniformly lower'}.") if oracle else "- No scored Oracle variant.",
         f"- Accuracy differs from `{study.baseline}` at p < 0.05 (McNemar) for: {', '.join(sep) or 'no variant'}.",
-        f"- Ranking variants by training-data NLL (lower first) predicted accuracy with Spearman "
-        f"ρ = {_fmt(nll['rho'], '+.2f')} (n = {nll['n']}, p = {_fmt(nll['p'], '.3f')}); by reward, "
-        f"ρ = {_fmt(reward['rho'], '+.2f')} (p = {_fmt(reward['p'], '.3f')}).",
         f"- Verdict: the paradox {verdict} at this scale.",
     ]
+    sar = a.get("sar")
+    if sar and sar["bootstrap"]["diff"] is not None:
+        boot = sar["bootstrap"]
+        restores = "restores utility" if boot["lo"] > 0 else "does not restore utility measurably"
+        words.append(f"- SAR (`style_aligned`) {restores}: against the best Oracle variant "
+                     f"(`{sar['oracle']}`) it is {_separates(boot)} it, Δ {_interval(boot)}.")
+    every = "; ".join(f"{c} {_fmt(pr['rho'], '+.2f')} (n = {pr['n']}, p = {_fmt(pr['p'], '.3f')})"
+                      for c, pr in a["prediction"].items())
+    words.append(f"- Spearman ρ of each pre-training criterion with accuracy (sign: as the criterion "
+                 f"predicts; exact permutation p): {every or 'none measured'}.")
+    ranked = sorted(((c, pr) for c, pr in a["prediction"].items() if pr["rho"] is not None),
+                    key=lambda cp: -cp[1]["rho"])
+    rsr = a["prediction"].get("rsr") or {}
+    if ranked:
+        c, pr = ranked[0]
+        words.append(f"- Best predictor of accuracy before training: {c} (ρ = {pr['rho']:+.2f}, "
+                     f"p = {_fmt(pr['p'], '.3f')}); RSR here ρ = {_fmt(rsr.get('rho'), '+.2f')} against "
+                     f"the published {RSR_PUBLISHED} (Yang et al., 5 students × 11 teachers, long chains "
+                     "of thought).")
+    else:
+        words.append("- No criterion predicts: every ρ is undefined (accuracy or the criterion is constant "
+                     "across variants).")
     return "\n".join(words) + "\n"
 
 
@@ -233,6 +269,7 @@ def plot(a: dict, path: Path, title: str) -> Path | None:
 
 def write(p, study, cells: list[dict], rows: list[dict], out: Path) -> dict:
     """Write ``report.md`` and ``paradox.png`` into ``out``; return the study summary."""
+    from ..decontaminate import sentence
     out.mkdir(parents=True, exist_ok=True)
     benches = [p.cfg.eval_problems, *study.benchmarks]
     names = [Path(s.source.rstrip("/")).name for s in benches]
@@ -242,6 +279,7 @@ def write(p, study, cells: list[dict], rows: list[dict], out: Path) -> dict:
     lines = [f"# Study {p.cfg.name}", "",
              f"SLM `{p.cfg.model}`; variants {', '.join(p.cfg.variants)}; seeds {study.seeds}; "
              f"benchmarks {', '.join(names)}; paired baseline `{study.baseline}`.", "",
+             *([sentence(p.decontamination), ""] if getattr(p, "decontamination", None) else []),
              "## Findings", "", findings(first, study), "## Paradox table", ""]
     for n in names:
         lines += markdown(analyses[n], study, n) + [""]
@@ -254,4 +292,5 @@ def write(p, study, cells: list[dict], rows: list[dict], out: Path) -> dict:
     log.info("study report: %s", path)
     return {"name": p.cfg.name, "report": str(path), "plot": str(png) if png else None,
             "rows": len(rows), "analyses": analyses, "findings_md": findings(first, study),
-            "seeds": study.seeds, "variants": p.cfg.variants}
+            "seeds": study.seeds, "variants": p.cfg.variants,
+            "decontamination": getattr(p, "decontamination", None)}

@@ -56,7 +56,7 @@ def rows(p, cells: list[dict], data_pub: dict | None) -> list[dict]:
             lo, hi = (m["ci_low"], m["ci_high"]) if m.get("ci_low") is not None else wilson(m["correct"], m["total"])
             out.append({
                 "experiment": p.cfg.name, "slm": info.hub_id, "slm_revision": info.revision or "",
-                "variant": v, "lam": getattr(opts, "lam", None) if _selected(v) else None,
+                "variant": v, "lam": opts.lam if _selected(v) and opts.criterion == "reward_nll" else None,
                 "seed": cell["seed"], "benchmark": Path(ec.problems.source.rstrip("/")).name,
                 "split": ec.problems.split, "correct": m["correct"], "total": m["total"],
                 "accuracy": m["accuracy"], "ci_low": lo, "ci_high": hi,
