@@ -16,46 +16,47 @@ def _num(x) -> str:
 
 
 def write_report(run_dir: str | Path, summary: dict) -> Path:
-    from .decontaminate import sentence
     """Write ``report.md`` and ``report.png`` into ``run_dir`` from a run summary; return the .md."""
+    from .decontaminate import sentence
+    from .diagnostics.tables import markdown_table
     run_dir = Path(run_dir)
     evals = summary["evaluations"]  # name -> metrics (base first)
     data = summary.get("data", {})
+    accuracy = []
+    for name, m in evals.items():
+        lo, hi = wilson(m["correct"], m["total"])
+        accuracy.append(["base" if name == "base" else "base + LoRA", "—" if name == "base" else name,
+                         "—" if name == "base" else data.get(name, {}).get("rows", "—"), _pct(m["accuracy"]),
+                         f"{_pct(lo)}–{_pct(hi)}", f"{m['correct']} / {m['total']}",
+                         f"{m['stopped']} / {m['total']}", f"{m['mean_completion_tokens']:.0f}"])
+    docs = variant_docs()
+    variants = [[name, docs.get(name, ""), d["rows"], d["problems"], _pct(d["correct_rate"]),
+                 f"{d['mean_completion_tokens']:.0f}", _num(d.get("mean_edit_distance")),
+                 _num(d.get("oracle_token_share")),
+                 ", ".join(f"{k}: {n}" for k, n in sorted(d.get("counts", {}).items()) if n) or "—"]
+                for name, d in data.items()]
     lines = [f"# QUP run `{summary['name']}`", "",
              f"Model: `{summary['model']}`. Held-out problems: `{summary['eval_source']}` "
              f"({next(iter(evals.values()))['total']} problems, greedy pass@1).", "",
              *([sentence(summary["decontamination"]), ""] if summary.get("decontamination") else []),
              "## Accuracy on the same held-out problems", "",
-             "| model | trained on | train rows | accuracy | 95% interval | correct / total | stopped "
-             "| mean tokens |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for name, m in evals.items():
-        rows = data.get(name, {}).get("rows", "—") if name != "base" else "—"
-        lo, hi = wilson(m["correct"], m["total"])
-        lines.append(f"| {'base' if name == 'base' else 'base + LoRA'} | {name if name != 'base' else '—'} "
-                     f"| {rows} | {_pct(m['accuracy'])} | {_pct(lo)}–{_pct(hi)} | {m['correct']} / {m['total']} "
-                     f"| {m['stopped']} / {m['total']} | {m['mean_completion_tokens']:.0f} |")
-    docs = variant_docs()
-    lines += ["", "## Training data variants", "",
-              "| variant | what | rows | problems covered | correct rate | mean tokens | edit distance "
-              "| Oracle token share | skipped or rejected |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for name, d in data.items():
-        counts = ", ".join(f"{k}: {n}" for k, n in sorted(d.get("counts", {}).items()) if n) or "—"
-        lines.append(f"| {name} | {docs.get(name, '')} | {d['rows']} | {d['problems']} "
-                     f"| {_pct(d['correct_rate'])} | {d['mean_completion_tokens']:.0f} "
-                     f"| {_num(d.get('mean_edit_distance'))} | {_num(d.get('oracle_token_share'))} | {counts} |")
+             *markdown_table(["model", "trained on", "train rows", "accuracy", "95% interval", "correct / total",
+                              "stopped", "mean tokens"], accuracy, right=2),
+             "", "## Training data variants", "",
+             *markdown_table(["variant", "what", "rows", "problems covered", "correct rate", "mean tokens",
+                              "edit distance", "Oracle token share", "skipped or rejected"], variants, right=2)]
     if summary.get("diagnostics"):
+        from .diagnostics.columns import shown
         from .diagnostics.tables import table_markdown
         lines += ["", "## Before training: perceived quality, adaptation cost, drift", "",
-                  "Mean (95% interval) per variant. Reward: perceived quality (judge P(Yes) or a reward "
-                  "model's score); NLL: the SLM's mean token negative log-likelihood of the completion "
-                  "under SFT's prompt (adaptation cost); length ratio, ROUGE-2 and cosine compare each "
-                  "row with the SLM's other samples of the same problem (drift).", "",
-                  *table_markdown(summary["diagnostics"])]
+                  "Mean (95% interval) per variant of each diagnostic column:", "",
+                  *(f"- {c.label}: {c.doc}" for c in shown()), "", *table_markdown(summary["diagnostics"])]
         if (run_dir / "diagnostics.png").is_file():
             lines += ["", "![diagnostics](diagnostics.png)"]
     if summary.get("published"):
-        lines += ["", "## Published", "", "| what | repo | revision |", "|---|---|---|"]
-        lines += [f"| {p['what']} | `{p['repo']}` | `{p['revision']}` |" for p in summary["published"]]
+        lines += ["", "## Published", "", *markdown_table(
+            ["what", "repo", "revision"], [[p["what"], f"`{p['repo']}`", f"`{p['revision']}`"]
+                                           for p in summary["published"]], right=3)]
     lines += ["", "![accuracy](report.png)", ""]
     md = run_dir / "report.md"
     md.write_text("\n".join(lines))

@@ -117,9 +117,9 @@ BUILTIN = [
             Column("nll_tokens", "NLL tokens", "int32", "", doc="tokens behind nll")),
            "toolkit.diagnostics.adaptation_cost:score_rows", needs=("learner",)),
     Metric((Column("length_ratio", "length ratio",
-                   doc="completion tokens / mean of the SLM's other traces of the problem"),
-            Column("ngram_overlap", "ROUGE-2", doc="best ROUGE-2 F1 against the SLM's other traces"),
-            Column("embed_cosine", "cosine", doc="best all-MiniLM-L6-v2 cosine against them")),
+                   doc="drift: completion tokens / mean of the SLM's other traces of the problem"),
+            Column("ngram_overlap", "ROUGE-2", doc="drift: best ROUGE-2 F1 against the SLM's other traces"),
+            Column("embed_cosine", "cosine", doc="drift: best all-MiniLM-L6-v2 cosine against them")),
            "toolkit.diagnostics.drift:score_rows", needs=("reference",)),
     Metric((Column("rsr", "RSR", higher_is_better=False,
                    doc="Rank-Surprisal Ratio (Yang et al., arXiv 2601.14249): Σ min(token rank, 100) / "
