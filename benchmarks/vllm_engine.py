@@ -8,12 +8,20 @@ same threads. Target (issue 20): vLLM >= 1.5x transformers for the SLM on 2 quie
 Print the CPU flags with every figure (``lscpu``).
 
     python benchmarks/vllm_engine.py [--model smollm2-135m-instruct] [--problems 32] [--k 4]
-        [--tokens 128] [--batch 64] [--dtype auto]
+        [--tokens 128] [--batch 64] [--dtype auto] [--contention]
+
+``--contention`` runs a second 2-thread job (a matmul loop in another process) during the timed
+part, as when another job shares the machine.
 """
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
+
+BUSY = ("import torch; torch.set_num_threads(2); a = torch.randn(1024, 1024)\n"
+        "while True: a @ a")
 
 
 def peak_gflops(dtype: str, n: int = 2048, reps: int = 8) -> float:
@@ -48,6 +56,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--batch", type=int, default=64, help="the transformers engine's batch size")
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--contention", action="store_true", help="a second 2-thread job runs meanwhile")
     args = ap.parse_args()
 
     t = make_generator(args.model, backend="transformers", batch_size=args.batch, dtype=args.dtype)
@@ -64,8 +73,18 @@ def main() -> None:
     t.generate(greedy[:4], progress=False)
     params = sum(p.numel() for p in t.model.parameters())
     bound = peak_gflops(t.dtype) * 1e9 / (2 * params)
+    busy = subprocess.Popen([sys.executable, "-c", BUSY]) if args.contention else None
     print(f"model={args.model} ({params / 1e6:.0f}M) dtype={t.dtype} threads={torch.get_num_threads()} "
-          f"vllm start {started:.0f} s; compute bound {bound:.0f} tok/s")
+          f"vllm start {started:.0f} s; compute bound {bound:.0f} tok/s (quiet)"
+          f"{'; a second 2-thread job runs' if busy else ''}")
+    try:
+        _measure(args, v, t, prompts, sampled, greedy, bound)
+    finally:
+        if busy:
+            busy.kill()
+
+
+def _measure(args, v, t, prompts, sampled, greedy, bound) -> None:
     print(f"{'workload':>18s} {'vllm tok/s':>11s} {'transformers':>13s} {'ratio':>6s} "
           f"{'vllm % bound':>13s} {'tf % bound':>11s}")
     for name, reqs in ((f"sample k={args.k} T=0.7", sampled), ("greedy", greedy)):

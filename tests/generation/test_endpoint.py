@@ -118,7 +118,7 @@ def test_score_equals_local(server, tiny_model, local_engine, tmp_path):
 def test_score_needs_tgi(server, tiny_model):
     gen = EndpointGenerator(tiny_model, [server.url], api="openai")
     assert gen.dtype == ""
-    with pytest.raises(EndpointError, match="scoring needs a TGI endpoint"):
+    with pytest.raises(EndpointError, match="needs vLLM's server; use api='tgi'"):
         gen.score(["Hi"], [" there"])
 
 

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from toolkit.config import ConfigError, from_dict, keyed
-from toolkit.generation import Request, SamplingParams, engine
+from toolkit.generation import Request, SamplingParams, engine_of as engine
 from toolkit.generation.endpoint import EndpointGenerator
 from toolkit.generation.engine import LocalEngine
 from toolkit.generation.roles import (BACKENDS, EndpointOptions, ReferenceOracle, RoleConfig,

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from toolkit.generation import Request, SamplingParams, make_generator
-from toolkit.generation.roles import RoleConfig, RoleError, VLLMOptions
+from toolkit.generation.roles import EndpointOptions, RoleConfig, RoleError, VLLMOptions
 
 def _usable() -> str:
     from toolkit.generation import vllm_usable
@@ -128,11 +128,11 @@ def test_stop_strings_end_the_text_and_are_kept(engines):
 
 
 def test_auto_picks_vllm_and_names_the_engine(engines, tiny_model, adapter, monkeypatch):
-    from toolkit.generation import engine_id, engine_label
+    from toolkit.generation import engine_of as engine
     monkeypatch.delenv("QUP_BACKEND", raising=False)
     gen = make_generator(tiny_model, dtype="float32", adapter=adapter,
                          vllm=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5))
-    assert engine_label(gen).startswith("vllm ") and engine_id("auto") == engine_label(gen)
+    assert engine(gen).startswith("vllm ") and engine("auto") == engine(gen)
     assert gen.llm is engines[0].llm            # one engine per process, shared by the roles
 
 
@@ -153,7 +153,7 @@ def test_bad_engine_settings_are_one_error_before_any_work(tiny_model, adapter, 
 
 def test_cli_names_the_role_field_and_value(tmp_path):
     out = subprocess.run([sys.executable, "-m", "toolkit.cli", "evaluate", "--backend", "transformers",
-                          "--max-lora-rank", "8", "--source", "svamp", "--out", str(tmp_path / "e")],
+                          "--vllm-max-lora-rank", "8", "--source", "svamp", "--out", str(tmp_path / "e")],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert "qup: error:" in out.stderr and "vllm.max_lora_rank=8" in out.stderr, out.stderr
@@ -199,9 +199,43 @@ def test_vllm_serve_peer_gives_the_in_process_rows(engines, vllm_server, tiny_mo
     from toolkit.stages.sample import SampleConfig, sample
     problems = Dataset.from_list([{"id": f"p{i}", "question": q, "gold_answer": "", "gold_solution": "",
                                    "source": "t", "split": "test"} for i, q in enumerate(QUESTIONS)])
-    cfg = SampleConfig(model=tiny_model, k=2, max_new_tokens=24, temperature=0.8, top_p=0.95,
-                       backend="endpoint", endpoints=[vllm_server], api="openai", out=str(tmp_path))
+    slm = RoleConfig(model=tiny_model, backend="endpoint",
+                     endpoint=EndpointOptions(urls=[vllm_server], api="openai"))
+    cfg = SampleConfig(slm=slm, k=2, max_new_tokens=24, temperature=0.8, top_p=0.95, out=str(tmp_path))
     remote = sample(problems, cfg, cfg.generator())
     local = sample(problems, cfg, engines[0])
     assert remote["completion"] == local["completion"] and len(set(local["completion"])) == 6
     assert remote["finish_reason"] == local["finish_reason"]
+
+
+def test_vllm_serve_peer_scores_and_refines_as_in_process(engines, vllm_server, tiny_model, tmp_path):
+    """`score` (vLLM's prompt_logprobs on /v1/completions) and an Oracle variant (oracle_refine,
+    seeded sampling) through vLLM's own server equal the in-process vLLM engine."""
+    import pyarrow.parquet as pq
+    from datasets import Dataset
+
+    from toolkit.generation.endpoint import EndpointGenerator
+    from toolkit.schema import TRACE, empty_trace
+    from toolkit.variants import BuildContext, get
+    from toolkit.variants.oracle_refine import OracleRefineConfig
+    local = engines[0]
+    remote = EndpointGenerator(tiny_model, [vllm_server], api="openai")
+    prompts, completions = _prompts(local), ["The answer is 5.", "3 apples are left.", ""]
+    want, got = local.score(prompts, completions), remote.score(prompts, completions)
+    assert [len(r) for r in got] == [len(r) for r in want] and got[2] == [] and len(got[0]) > 2
+    assert max(abs(a - b) for r, x in zip(got, want) for a, b in zip(r, x)) < 1e-4
+    rows = []
+    for i, q in enumerate(QUESTIONS):
+        row = empty_trace()
+        row.update(id=f"p{i}", problem_id=f"p{i}", question=q, gold_answer="5", trace_id=f"p{i}#0",
+                   seed=i, prompt=q, completion=f"I think it is {i}.", variant="self")
+        rows.append(row)
+    parent = Dataset.from_list(rows, features=TRACE)
+    cfg, written = OracleRefineConfig(temperature=0.7, max_new_tokens=24), {}
+    for name, oracle in (("local", local), ("remote", remote)):
+        ctx = BuildContext(roles={"oracle": lambda o=oracle: o}, workdir=tmp_path / name,
+                           tokenize=local.encode)
+        get("oracle_refine").build(parent, cfg, ctx)
+        [shard] = sorted((tmp_path / name / "shards").glob("*.parquet"))
+        written[name] = pq.read_table(shard).column("completion").to_pylist()
+    assert written["remote"] == written["local"] and len(set(written["local"])) == 3

@@ -18,9 +18,9 @@ LONG = 1500    # new tokens of a request that runs for a while (the tiny model r
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model):
+def server(tiny_model, engine_options):
     with TGIServer(tiny_model, dtype="float32", max_batch_size=8, max_concurrent_requests=6,
-                   max_input_tokens=1800, max_total_tokens=2000) as s:
+                   max_input_tokens=1800, max_total_tokens=2000, **engine_options) as s:
         yield s
 
 

@@ -33,8 +33,9 @@ def lora_adapter(tiny_model, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model, lora_adapter):
-    with TGIServer(tiny_model, adapters={"math": lora_adapter}, dtype="float32") as s:
+def server(tiny_model, lora_adapter, engine_options):
+    with TGIServer(tiny_model, adapters={"math": lora_adapter}, dtype="float32",
+                   **engine_options) as s:
         yield s
 
 
@@ -45,12 +46,23 @@ def metric(url: str, name: str) -> float:
     raise AssertionError(f"{name} not in /metrics")
 
 
-def test_hub_client_text_generation_matches_local_engine(server, tiny_model):
+def _local(tiny_model, adapter, backend):
+    """The in-process engine of ``backend``; vLLM's with tests/generation/test_vllm.py's options, so
+    the suite starts that engine once (one LoRA engine per process and options)."""
+    if backend == "transformers":
+        return LocalEngine(tiny_model, dtype="float32")
+    from toolkit.generation.roles import VLLMOptions
+    from toolkit.generation.vllm_engine import VLLMEngine
+    return VLLMEngine(tiny_model, adapters={"a": adapter}, dtype="float32",
+                      options=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5))
+
+
+def test_hub_client_text_generation_matches_local_engine(server, tiny_model, lora_adapter, engine_options):
     from huggingface_hub import InferenceClient
     client = InferenceClient(server.url)
     out = client.text_generation(PROMPT, max_new_tokens=8, details=True, do_sample=True, seed=7,
                                  temperature=0.9, decoder_input_details=True)
-    local = LocalEngine(tiny_model, dtype="float32").generate(
+    local = _local(tiny_model, lora_adapter, engine_options["backend"]).generate(
         [Request(PROMPT, SamplingParams(max_new_tokens=8, temperature=0.9, seed=7))], progress=False)[0]
     assert out.generated_text == local.text
     d = out.details
@@ -176,8 +188,8 @@ def test_validation_errors_are_422_and_server_stays_up(server, body, needle):
     assert ok.status_code == 200 and ok.json()["details"]["generated_tokens"] == 2
 
 
-def test_concurrent_requests_share_forward_passes(tiny_model):
-    with TGIServer(tiny_model, max_batch_size=16) as server:
+def test_concurrent_requests_share_forward_passes(tiny_model, backend, engine_options):
+    with TGIServer(tiny_model, max_batch_size=8, dtype="float32", **engine_options) as server:
         assert metric(server.url, "tgi_batch_max_size") == 0
 
         def one(i):
@@ -188,7 +200,8 @@ def test_concurrent_requests_share_forward_passes(tiny_model):
         assert all(o["details"]["generated_tokens"] >= 1 for o in outs)
         assert metric(server.url, "tgi_request_count") == 8
         assert metric(server.url, "tgi_batch_max_size") > 1
-        assert metric(server.url, "tgi_batch_inference_count") < 8   # fewer batches than requests
+        if backend == "transformers":    # vLLM's scheduler steps are its own, not counted here
+            assert metric(server.url, "tgi_batch_inference_count") < 8   # fewer batches than requests
         # batching does not change what a seed produces
         alone = one(3)
         assert alone["generated_text"] == outs[3]["generated_text"]
@@ -215,19 +228,21 @@ def test_info_tokenize_health(server):
     assert requests.get(f"{server.url}/health").status_code == 200
 
 
-def test_qup_serve_cli(tiny_model, free_port):
+def test_qup_serve_cli(tiny_model, free_port, backend):
     proc = subprocess.Popen([sys.executable, "-m", "toolkit.cli", "serve", "--model", tiny_model,
+                             "--backend", backend, "--dtype", "float32",
                              "--port", str(free_port), "--max-input-tokens", "100",
                              "--max-total-tokens", "200", "--max-concurrent-requests", "3",
                              "--max-batch-size", "2"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
         url = f"http://127.0.0.1:{free_port}"
-        for _ in range(300):
+        for _ in range(3000):     # vLLM starts in 40-110 s on CPU
             try:
                 if requests.get(f"{url}/health", timeout=1).status_code == 200:
                     break
             except requests.ConnectionError:
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
                 time.sleep(0.1)
         r = requests.post(f"{url}/generate", json={"inputs": "hi", "parameters": {"max_new_tokens": 3}})
         assert r.status_code == 200 and r.json()["details"]["generated_tokens"] == 3

@@ -4,13 +4,13 @@ A backend is one entry of :data:`~toolkit.generation.roles.BACKENDS`; a model ro
 (:class:`~toolkit.generation.roles.RoleConfig`) builds its Generator. ``auto`` is resolved once
 per process (:func:`resolve_backend`): vLLM where it is installed and can start on this machine,
 else transformers, said once; if vLLM then fails to start, ``auto`` falls back to transformers for
-the rest of the process (:func:`fall_back`), so :func:`engine` always names what was built.
+the rest of the process (:func:`fall_back`), so :func:`engine_of` always names what was built.
 ``QUP_BACKEND`` (``transformers`` | ``vllm``) overrides what ``auto`` picks (the test suite keeps
 tiny transformers models and a focused vLLM suite).
 
 Example:
     >>> gen = make_generator("tiny-random", backend="transformers", dtype="float32")  # doctest: +SKIP
-    >>> gen.dtype, engine(gen)                                                      # doctest: +SKIP
+    >>> gen.dtype, engine_of(gen)                                                   # doctest: +SKIP
     ('float32', 'transformers 5.19.0')
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from .base import Completion, Generator, Request, SamplingParams, ScoreError
 from .roles import BACKENDS, EndpointOptions, RoleConfig, TransformersOptions, VLLMOptions, check_backend
 
 __all__ = ["Completion", "Generator", "Request", "SamplingParams", "ScoreError", "make_generator",
-           "resolve_backend", "engine", "engine_label", "BACKENDS", "RoleConfig"]
+           "resolve_backend", "engine_of", "engine_label", "BACKENDS", "RoleConfig"]
 log = logging.getLogger(__name__)
 
 
@@ -81,7 +81,7 @@ def _say_once(line: str) -> None:
     log.info(line)
 
 
-def engine(what) -> str:
+def engine_of(what) -> str:
     """The engine (name + version) serving ``what``, as provenance, cards, ``run.json`` and step
     keys record it: a built Generator (``vllm 0.32.0``, ``transformers 5.19.0``, ``tgi
     endpoint``), a :class:`RoleConfig` (the engine its builder builds, ``auto`` resolved) or a
@@ -93,7 +93,8 @@ def engine(what) -> str:
     return getattr(what, "label", "") or type(what).__name__
 
 
-engine_label = engine_id = engine     # the names used before: one function
+engine_label = engine_id = engine_of    # the names used before: one function
+# (not `engine`: that name is the submodule engine.py once LocalEngine is imported)
 
 
 def make_generator(model: str, backend: str = "auto", adapter: str | None = None,

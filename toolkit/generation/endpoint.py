@@ -175,10 +175,8 @@ class EndpointGenerator:
 
     async def ascore(self, prompts: Sequence[str], completions: Sequence[str],
                      adapter: str | None = None, progress: bool = False) -> list[list[float]]:
-        """:meth:`score` for async code: TGI ``decoder_input_details`` of prompt + completion."""
-        if self.api != "tgi":
-            raise EndpointError("scoring needs a TGI endpoint (api='tgi'): the OpenAI chat API "
-                                "returns no prompt logprobs")
+        """:meth:`score` for async code: the prompt logprobs of prompt + completion (TGI's
+        ``decoder_input_details``; on ``api='openai'``, vLLM's ``prompt_logprobs`` extension)."""
         pairs = split_for_scoring(self.encode, prompts, completions)
         todo = [i for i, (ids, n) in enumerate(pairs) if len(ids) > n]
         greedy = SamplingParams(max_new_tokens=1, do_sample=False)
@@ -282,7 +280,8 @@ class EndpointGenerator:
                 try:
                     client = clients[replica.url]
                     if scoring:
-                        return await self._score(client, req)
+                        return await (self._score(client, req) if self.api == "tgi"
+                                      else self._score_openai(client, req))
                     return await (self._tgi(client, req) if self.api == "tgi" else self._chat(client, req))
                 except Exception as e:  # noqa: BLE001 - classified below
                     status, wait = _http_status(e)
@@ -341,6 +340,28 @@ class EndpointGenerator:
                                            adapter_id=req.adapter or self.adapter)
         pre = out.details.prefill
         return {"ids": [t.id for t in pre], "logprobs": [None] + [t.logprob for t in pre[1:]]}
+
+    async def _score_openai(self, client: AsyncInferenceClient, req: Request) -> dict:
+        """:meth:`_score` over ``/v1/completions`` with vLLM's ``prompt_logprobs`` (our token ids
+        as the prompt, so the server tokenises nothing)."""
+        import httpx2
+        ids = self.encode(req.prompt)
+        body = {"model": req.adapter or self.adapter or self._served.get(client.model), "prompt": ids,
+                "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with httpx2.AsyncClient(timeout=self.timeout) as http:
+            resp = await http.post(f"{client.model}/v1/completions", json=body, headers=headers)
+        if resp.status_code not in (400, 404, 422):
+            resp.raise_for_status()           # 429, 5xx: retried
+        lps = None
+        if resp.status_code == 200:
+            choices = resp.json().get("choices") or [{}]
+            lps = choices[0].get("prompt_logprobs") if isinstance(choices[0], dict) else None
+        if not isinstance(lps, list) or len(lps) != len(ids):
+            raise EndpointError(f"{client.model} gives no prompt_logprobs on /v1/completions (HTTP "
+                                f"{resp.status_code}): scoring over the OpenAI API needs vLLM's "
+                                "server; use api='tgi' for TGI and qup serve")
+        return {"ids": ids, "logprobs": [None] + [lp[str(t)]["logprob"] for lp, t in zip(lps[1:], ids[1:])]}
 
     async def _chat(self, client: AsyncInferenceClient, req: Request) -> Completion:
         p = req.params

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -51,38 +52,108 @@ def version() -> str | None:
     return None
 
 
+def engine_kwargs(path: str, dtype: str, opts: VLLMOptions, lora: bool) -> dict:
+    """vLLM engine arguments of a role (``vllm.LLM`` and ``AsyncEngineArgs`` take the same)."""
+    kwargs = dict(model=path, dtype=dtype, seed=0, enable_lora=lora,
+                  tensor_parallel_size=opts.tensor_parallel_size,
+                  data_parallel_size=opts.data_parallel_size, enable_prefix_caching=True,
+                  enable_chunked_prefill=False,   # vLLM 0.32 CPU: a seeded row cut mid-prefill
+                  # crashes its worker ("CPU Generator does not use offset")
+                  gpu_memory_utilization=opts.gpu_memory_utilization)
+    if lora:
+        kwargs.update(max_lora_rank=opts.max_lora_rank, max_loras=opts.max_loras)
+    if opts.max_model_len:
+        kwargs["max_model_len"] = opts.max_model_len
+    if opts.kv_cache_gib and not _cuda():
+        kwargs["kv_cache_memory_bytes"] = int(opts.kv_cache_gib * (1 << 30))
+    return kwargs
+
+
+def start(make, path: str):
+    """``make()`` (an engine), vLLM's many start-up errors as one :class:`VLLMError` line."""
+    try:
+        return make()
+    except ImportError as e:
+        raise VLLMError(f"backend vllm: vLLM is not installed ({e}); `make install` brings it "
+                        "on x86-64 Linux, or use backend: transformers") from None
+    except Exception as e:   # vLLM raises many types; one line naming the model
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise VLLMError(f"backend vllm cannot load model {path!r}: {first}") from None
+
+
 def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool):
     key = (path, dtype, lora, tuple(sorted(asdict(opts).items())))
     if key not in _ENGINES:
-        try:
+        def make():
             from vllm import LLM
-        except ImportError as e:
-            raise VLLMError(f"backend vllm: vLLM is not installed ({e}); `make install` brings it "
-                            "on x86-64 Linux, or use backend: transformers") from None
-        log.info("vllm: starting the engine for %s (%s), 40-110 s on CPU", path, dtype)
-        kwargs = dict(model=path, dtype=dtype, seed=0, enable_lora=lora,
-                      tensor_parallel_size=opts.tensor_parallel_size,
-                      data_parallel_size=opts.data_parallel_size, enable_prefix_caching=True,
-                      enable_chunked_prefill=False,   # vLLM 0.32 CPU: a seeded row cut mid-prefill
-                      # crashes its worker ("CPU Generator does not use offset")
-                      gpu_memory_utilization=opts.gpu_memory_utilization)
-        if lora:
-            kwargs.update(max_lora_rank=opts.max_lora_rank, max_loras=opts.max_loras)
-        if opts.max_model_len:
-            kwargs["max_model_len"] = opts.max_model_len
-        if opts.kv_cache_gib and not _cuda():
-            kwargs["kv_cache_memory_bytes"] = int(opts.kv_cache_gib * (1 << 30))
-        try:
-            _ENGINES[key] = LLM(**kwargs)
-        except Exception as e:   # vLLM raises many types; one line naming the model
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise VLLMError(f"backend vllm cannot load model {path!r}: {first}") from None
+            log.info("vllm: starting the engine for %s (%s), 40-110 s on CPU", path, dtype)
+            return LLM(**engine_kwargs(path, dtype, opts, lora))
+        _ENGINES[key] = start(make, path)
     return _ENGINES[key]
 
 
 def _cuda() -> bool:
     import torch
     return torch.cuda.is_available()
+
+
+class Adapters:
+    """A role's PEFT adapters (name -> dir) as vLLM LoRA requests, checked against the engine."""
+
+    def __init__(self, adapters: dict[str, str] | None, options: VLLMOptions):
+        self.paths = {name: str(path) for name, path in (adapters or {}).items()}
+        self._requests: dict[tuple, object] = {}
+        for name, path in self.paths.items():
+            cfg = Path(path) / "adapter_config.json"
+            if not cfg.is_file():
+                raise RoleError(f"adapter {name!r}: {path} has no adapter_config.json")
+            rank = json.loads(cfg.read_text()).get("r", 0)
+            if rank > options.max_lora_rank:
+                raise RoleError(f"adapter {name!r} ({path}) has LoRA rank {rank}, above the engine's "
+                                f"vllm.max_lora_rank={options.max_lora_rank}; raise it")
+
+    def request(self, name: str | None):
+        """The ``LoRARequest`` of adapter ``name`` (None: the base model)."""
+        if name is None:
+            return None
+        if name not in self.paths:
+            raise ValueError(f"unknown adapter {name!r}; loaded: {list(self.paths)}")
+        path = self.paths[name]
+        files = sorted(Path(path).glob("adapter_*"))
+        stamp = (path, *((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files))
+        if stamp not in self._requests:    # a retrained adapter in the same dir is a new LoRA
+            h = hashlib.sha256(path.encode())
+            for f in files:
+                h.update(f.read_bytes())
+            digest = h.hexdigest()
+            from vllm.lora.request import LoRARequest
+            self._requests[stamp] = LoRARequest(f"{name}-{digest[:8]}", int(digest[:7], 16) + 1, path)
+        return self._requests[stamp]
+
+
+def sampling_params(p: SamplingParams, room: int, **extra):
+    """Our :class:`SamplingParams` as vLLM's (``room``: positions left after the prompt)."""
+    from vllm import SamplingParams as VP
+    return VP(temperature=0.0 if p.greedy else p.temperature, top_p=1.0 if p.greedy else p.top_p,
+              top_k=0 if p.greedy else p.top_k, seed=p.seed, max_tokens=min(p.max_new_tokens, room),
+              stop=list(p.stop) or None, include_stop_str_in_output=True, logprobs=0, **extra)
+
+
+def completion(out) -> Completion:
+    """A finished vLLM ``RequestOutput`` as a :class:`Completion` (TGI's finish reasons)."""
+    c = out.outputs[0]
+    if c.finish_reason == "length":
+        finish = "length"
+    elif isinstance(c.stop_reason, str):
+        finish = "stop"
+    else:                                  # None: EOS; an int: a stop token id (EOS kind)
+        finish = "eos_token"
+    ids = list(c.token_ids)
+    lps = [d[t].logprob for d, t in zip(c.logprobs or [], ids)]
+    if finish == "eos_token" and ids and c.stop_reason is None:
+        ids, lps = ids[:-1], lps[:-1]      # the EOS token is not part of the completion (TGI)
+    return Completion(text=c.text, prompt_tokens=len(out.prompt_token_ids), completion_tokens=len(ids),
+                      finish_reason=finish, token_ids=ids, token_logprobs=lps)
 
 
 class VLLMEngine:
@@ -102,47 +173,22 @@ class VLLMEngine:
         self.dtype = dtype_name(resolve_dtype(dtype))
         self.options = options or VLLMOptions()
         self.version = version() or ""
-        self.adapters = {name: str(path) for name, path in (adapters or {}).items()}
+        self.loras = Adapters(adapters, self.options)
+        self.adapters = self.loras.paths
         if default_adapter is not None and default_adapter not in self.adapters:
             raise ValueError(f"default_adapter {default_adapter!r} is not among {list(self.adapters)}")
         self.default_adapter = default_adapter
         self.merged = False
-        for name, path in self.adapters.items():
-            self._check_adapter(name, path)
         self.llm = _llm(info.path, self.dtype, self.options, lora=bool(self.adapters))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_length = self.llm.llm_engine.model_config.max_model_len
-        self._lora: dict[str, object] = {}
 
     @property
     def label(self) -> str:
         return f"vllm {self.version}"
 
-    def _check_adapter(self, name: str, path: str) -> None:
-        import json
-        cfg = Path(path) / "adapter_config.json"
-        if not cfg.is_file():
-            raise RoleError(f"adapter {name!r}: {path} has no adapter_config.json")
-        rank = json.loads(cfg.read_text()).get("r", 0)
-        if rank > self.options.max_lora_rank:
-            raise RoleError(f"adapter {name!r} ({path}) has LoRA rank {rank}, above the engine's "
-                            f"vllm.max_lora_rank={self.options.max_lora_rank}; raise it")
-
     def _lora_request(self, name: str | None):
-        name = name if name is not None else self.default_adapter
-        if name is None:
-            return None
-        if name not in self.adapters:
-            raise ValueError(f"unknown adapter {name!r}; loaded: {list(self.adapters)}")
-        path = self.adapters[name]
-        h = hashlib.sha256(path.encode())     # a retrained adapter in the same dir is a new LoRA
-        for f in sorted(Path(path).glob("adapter_*")):
-            h.update(f.read_bytes())
-        digest = h.hexdigest()
-        if digest not in self._lora:
-            from vllm.lora.request import LoRARequest
-            self._lora[digest] = LoRARequest(f"{name}-{digest[:8]}", int(digest[:7], 16) + 1, path)
-        return self._lora[digest]
+        return self.loras.request(name if name is not None else self.default_adapter)
 
     # ------------------------------------------------------------------ Generator protocol
     def render_chat(self, messages: list[dict]) -> str:
@@ -150,12 +196,6 @@ class VLLMEngine:
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def _params(self, p: SamplingParams, room: int):
-        from vllm import SamplingParams as VP
-        return VP(temperature=0.0 if p.greedy else p.temperature, top_p=1.0 if p.greedy else p.top_p,
-                  top_k=0 if p.greedy else p.top_k, seed=p.seed, max_tokens=min(p.max_new_tokens, room),
-                  stop=list(p.stop) or None, include_stop_str_in_output=True, logprobs=0)
 
     def generate(self, requests: Sequence[Request], progress: bool = True) -> list[Completion]:
         """Completions in request order; vLLM schedules them (continuous batching)."""
@@ -169,26 +209,10 @@ class VLLMEngine:
                 raise ValueError(f"request {i}: prompt of {len(ids)} tokens does not fit the "
                                  f"engine's max_model_len {self.max_length}")
             prompts.append(TokensPrompt(prompt_token_ids=ids))
-            params.append(self._params(r.params, self.max_length - len(ids)))
+            params.append(sampling_params(r.params, self.max_length - len(ids)))
             loras.append(self._lora_request(r.adapter))
         outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=progress)
-        return [self._completion(o) for o in outs]
-
-    @staticmethod
-    def _completion(out) -> Completion:
-        c = out.outputs[0]
-        if c.finish_reason == "length":
-            finish = "length"
-        elif isinstance(c.stop_reason, str):
-            finish = "stop"
-        else:                                  # None: EOS; an int: a stop token id (EOS kind)
-            finish = "eos_token"
-        ids = list(c.token_ids)
-        lps = [d[t].logprob for d, t in zip(c.logprobs or [], ids)]
-        if finish == "eos_token" and ids and c.stop_reason is None:
-            ids, lps = ids[:-1], lps[:-1]      # the EOS token is not part of the completion (TGI)
-        return Completion(text=c.text, prompt_tokens=len(out.prompt_token_ids), completion_tokens=len(ids),
-                          finish_reason=finish, token_ids=ids, token_logprobs=lps)
+        return [completion(o) for o in outs]
 
     # ------------------------------------------------------------------ scoring
     def score(self, prompts: Sequence[str], completions: Sequence[str], adapter: str | None = None,
@@ -197,14 +221,22 @@ class VLLMEngine:
         pairs = split_for_scoring(self.encode, prompts, completions)
         return self.score_ids([ids for ids, _ in pairs], [n for _, n in pairs], adapter, progress)
 
+    def score_ranked(self, prompts: Sequence[str], completions: Sequence[str], adapter: str | None = None,
+                     progress: bool = False) -> list[tuple[list[float], list[int]]]:
+        """:meth:`score` with each token's 1-based rank (vLLM's prompt-logprob ``rank``)."""
+        pairs = split_for_scoring(self.encode, prompts, completions)
+        return self.score_ids([ids for ids, _ in pairs], [n for _, n in pairs], adapter, progress,
+                              ranks=True)
+
     def score_ids(self, sequences: Sequence[list[int]], starts: Sequence[int],
-                  adapter: str | None = None, progress: bool = False) -> list[list[float]]:
-        """Log-probabilities of ``ids[start:]`` given what precedes them (vLLM prompt logprobs)."""
+                  adapter: str | None = None, progress: bool = False, ranks: bool = False) -> list:
+        """Log-probabilities of ``ids[start:]`` given what precedes them (vLLM prompt logprobs);
+        ``ranks``: per sequence ``(logprobs, 1-based token ranks)`` instead."""
         from vllm import SamplingParams as VP
         from vllm.inputs import TokensPrompt
         if len(starts) != len(sequences) or any(n < 1 for n in starts):
             raise ValueError("score_ids needs one start >= 1 per sequence")
-        out: list[list[float]] = [[] for _ in sequences]
+        out: list = [([], []) if ranks else [] for _ in sequences]
         todo = [i for i, ids in enumerate(sequences) if len(ids) > starts[i]]
         for i in todo:
             if len(sequences[i]) >= self.max_length:
@@ -220,7 +252,8 @@ class VLLMEngine:
             prompts[k:k + step], params, lora_request=lora, use_tqdm=progress and step > 1)]
         for i, r in zip(todo, res):
             ids = sequences[i]
-            out[i] = [r.prompt_logprobs[j][ids[j]].logprob for j in range(starts[i], len(ids))]
+            got = [r.prompt_logprobs[j][ids[j]] for j in range(starts[i], len(ids))]
+            out[i] = ([x.logprob for x in got], [x.rank for x in got]) if ranks else [x.logprob for x in got]
         return out
 
     def next_token_logprobs(self, prompts: Sequence[str], token_ids: Sequence[int],

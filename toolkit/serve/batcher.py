@@ -106,6 +106,9 @@ class Batcher:
         self._thread.start()
         return self
 
+    def healthy(self) -> bool:
+        return self._thread.is_alive()
+
     def stop(self) -> None:
         with self._cond:
             self._stop = True

@@ -1,10 +1,12 @@
-"""A TGI-compatible text-generation server over the local engine, with multi-LoRA.
+"""A TGI-compatible text-generation server over vLLM or the transformers engine, with multi-LoRA.
 
 Routes as TGI documents them: ``POST /generate``, ``/generate_stream`` (SSE), ``/`` (``stream``
 flag), ``/v1/chat/completions`` and ``/v1/completions`` (OpenAI, ``stream``), ``/tokenize``;
 ``GET /info``, ``/health``, ``/metrics``, ``/v1/models``. LoRA adapters are loaded at start and
-picked per request by ``adapter_id`` (OpenAI routes: ``model``). Concurrent requests share
-forward passes (:mod:`toolkit.serve.batcher`); a client that disconnects stops its decoding.
+picked per request by ``adapter_id`` (OpenAI routes: ``model``). ``backend``: ``vllm`` (its async
+engine schedules: :mod:`toolkit.serve.vllm_batcher`), ``transformers`` (our continuous batching:
+:mod:`toolkit.serve.batcher`) or ``auto`` (vLLM where it runs). Either way concurrent requests
+share forward passes and a client that disconnects stops its decoding.
 
 Errors are TGI's JSON bodies ``{"error", "error_type"}``: 422 validation, 413 payload too large,
 429 overloaded (``max_concurrent_requests`` queued or running), 424 generation.
@@ -27,7 +29,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from ..background import BackgroundServer, JsonH11Protocol
+from ..generation import fall_back, resolve_backend
 from ..generation.engine import LocalEngine
+from ..generation.roles import RoleError, VLLMOptions, check_backend
+from ..generation.vllm_engine import VLLMError
 from .batcher import Batcher, Job, Overloaded
 from .body import PayloadTooLarge, parse_body, sse as _sse
 from .openai_api import OpenAIRoutes
@@ -58,7 +63,7 @@ EXCEPTION_HANDLERS = {   # exceptions raised by the routes, as TGI's error bodie
 class _App(OpenAIRoutes):
     """The route handlers, bound to one engine + batcher."""
 
-    def __init__(self, engine: LocalEngine, batcher: Batcher, max_input_tokens: int | None = None,
+    def __init__(self, engine, batcher, max_input_tokens: int | None = None,
                  max_total_tokens: int | None = None, payload_limit: int = PAYLOAD_LIMIT):
         self.engine, self.batcher, self.payload_limit = engine, batcher, payload_limit
         tok = engine.tokenizer
@@ -224,7 +229,7 @@ class _App(OpenAIRoutes):
             "adapters": list(e.adapters)})
 
     async def health(self, request: HTTPRequest):
-        if not self.batcher._thread.is_alive():
+        if not self.batcher.healthy():
             return _error(503, "unhealthy", "healthcheck")
         return Response(status_code=200)
 
@@ -250,17 +255,18 @@ class TGIServer(BackgroundServer):
     beyond: 429), ``payload_limit`` (body bytes; beyond: 413). ``continuous_batching``: new
     requests join the running batch at its next step (False: they wait for it to end).
     ``wrap_app`` (tests only) wraps the ASGI app, e.g. with a fault-injecting middleware.
+    ``backend``: auto | vllm | transformers; ``vllm``: the vLLM engine options (``max_batch_size``
+    is its ``max_num_seqs``; ``continuous_batching`` is the transformers engine's).
     """
 
     def __init__(self, model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
                  port: int = 0, max_batch_size: int = 16, dtype="auto",
                  wrap_app: Callable | None = None, max_input_tokens: int | None = None,
                  max_total_tokens: int | None = None, max_concurrent_requests: int = 128,
-                 payload_limit: int = PAYLOAD_LIMIT, continuous_batching: bool = True):
-        self.engine = LocalEngine(model, adapters=adapters, batch_size=max_batch_size, dtype=dtype)
-        self.batcher = Batcher(self.engine, max_batch_size=max_batch_size,
-                               max_concurrent_requests=max_concurrent_requests,
-                               continuous=continuous_batching)
+                 payload_limit: int = PAYLOAD_LIMIT, continuous_batching: bool = True,
+                 backend: str = "auto", vllm: VLLMOptions | None = None):
+        self.engine, self.batcher = _engine(model, adapters, dtype, backend, vllm or VLLMOptions(),
+                                            max_batch_size, max_concurrent_requests, continuous_batching)
         handlers = _App(self.engine, self.batcher, max_input_tokens, max_total_tokens, payload_limit)
         self.app = Starlette(routes=handlers.routes(), exception_handlers=EXCEPTION_HANDLERS)
         super().__init__(wrap_app(self.app) if wrap_app else self.app, host, port)
@@ -279,11 +285,29 @@ class TGIServer(BackgroundServer):
             self.batcher.stop()
 
 
+def _engine(model, adapters, dtype, backend, vllm, max_batch_size, max_concurrent, continuous):
+    """(engine, batcher) of ``backend``; ``auto`` falls back to transformers if vLLM cannot start."""
+    chosen = resolve_backend(check_backend(backend, vllm, "serve"))
+    if chosen == "endpoint":
+        raise RoleError("serve: backend endpoint serves nothing itself; use vllm or transformers")
+    if chosen == "vllm":
+        from .vllm_batcher import AsyncBatcher, AsyncVLLM
+        try:
+            engine = AsyncVLLM(model, adapters, dtype, vllm, max_num_seqs=max_batch_size)
+            return engine, AsyncBatcher(engine, max_batch_size, max_concurrent)
+        except VLLMError as e:
+            if backend != "auto" or not fall_back(e):
+                raise
+    engine = LocalEngine(model, adapters=adapters, batch_size=max_batch_size, dtype=dtype)
+    return engine, Batcher(engine, max_batch_size=max_batch_size,
+                           max_concurrent_requests=max_concurrent, continuous=continuous)
+
+
 def serve(model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
           port: int = 8080, max_batch_size: int = 16, dtype: str = "auto", **limits) -> None:
     """Run the server in the foreground until interrupted (``qup serve``); ``limits`` as for
     :class:`TGIServer` (``max_input_tokens``, ``max_total_tokens``, ``max_concurrent_requests``,
-    ``payload_limit``)."""
+    ``payload_limit``, ``backend``, ``vllm``)."""
     server = TGIServer(model, adapters, host, port, max_batch_size, dtype=dtype, **limits)
     server.batcher.start()
     try:

@@ -20,7 +20,7 @@ from pathlib import Path
 from datasets import Dataset, concatenate_datasets
 
 from ..config import ConfigError, keyed, volatile
-from ..generation import Generator, Request, SamplingParams, engine
+from ..generation import Generator, Request, SamplingParams, engine_of
 from ..generation.roles import RoleConfig
 from ..prompts import load_prompt
 from ..resume import generator_identity, unit
@@ -160,9 +160,9 @@ def sample_command(cfg: SampleConfig, shard: str | Shard | None = None) -> dict:
     ds = sample(problems, cfg, gen, shard_dir=Path(cfg.out) / "shards", chunks=cut.chunks if cut else None)
     save(ds, cfg.out)
     if cut:
-        cut.record(cfg.out, "sample", {**keyed(cfg), "engine": engine(gen), "model_id": gen.model_id, "model_revision":
+        cut.record(cfg.out, "sample", {**keyed(cfg), "engine": engine_of(gen), "model_id": gen.model_id, "model_revision":
                                        gen.model_revision, "dtype": getattr(gen, "dtype", "")}, len(ds))
     return {"out": cfg.out, "problems": len(problems), "traces": len(ds), "dtype": getattr(gen, "dtype", ""),
-            "engine": engine(gen),
+            "engine": engine_of(gen),
             "completion_tokens": int(sum(ds["completion_tokens"])),
             **({"shard": str(shard)} if shard else {})}
