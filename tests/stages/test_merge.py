@@ -138,7 +138,7 @@ def test_sharded_variant_command_merged_equals_unsharded(tmp_path, capsys):
                        variant="self")
             rows.append(row)
     Dataset.from_list(rows, features=TRACE).save_to_disk(str(tmp_path / "self"))
-    argv = ["oracle_synth", "--traces", str(tmp_path / "self"), "--oracle", "reference"]
+    argv = ["oracle_synth", "--traces", str(tmp_path / "self"), "--oracle-model", "reference", "--learner", "tiny-random"]
     run(argv + ["--out", str(tmp_path / "whole")], capsys)
     for i in range(N):
         assert run(argv + ["--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/{N}"], capsys)["rows"] > 0
@@ -146,7 +146,8 @@ def test_sharded_variant_command_merged_equals_unsharded(tmp_path, capsys):
     whole = load(tmp_path / "whole")
     assert len(whole) == 12 and load(tmp_path / "m").to_list() == whole.to_list()
     marker = json.loads((tmp_path / "s0" / "qup_shard.json").read_text())
-    assert marker["stage"] == "oracle_synth" and marker["config"]["roles"] == {"oracle": "reference"}
+    assert marker["stage"] == "oracle_synth" and marker["config"]["roles"] == {"oracle": {"model": "reference",
+                                                                                      "dtype": "auto"}}
 
 
 def _toy_shards(root, capsys, n=2) -> list:
@@ -159,7 +160,7 @@ def _toy_shards(root, capsys, n=2) -> list:
              "prompt_id": "math_cot", "gold_solution": f"{p} + 4 = {p + 4}. #### {p + 4}",
              "completion": "no idea", "variant": "self"} for p in range(6) for j in range(2)]
     Dataset.from_list(rows, features=TRACE).save_to_disk(str(root / "self"))
-    argv = ["oracle_synth", "--traces", str(root / "self"), "--oracle", "reference"]
+    argv = ["oracle_synth", "--traces", str(root / "self"), "--oracle-model", "reference", "--learner", "tiny-random"]
     for i in range(n):
         run(argv + ["--out", str(root / f"s{i}"), "--shard", f"{i}/{n}"], capsys)
     return [root / f"s{i}" for i in range(n)]
