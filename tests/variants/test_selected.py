@@ -168,4 +168,11 @@ def test_unregistered_criterion_is_one_clear_error(bad, msg):
 
 def test_a_pool_without_the_criterions_scores_names_the_field():
     with pytest.raises(ConfigError, match="variant 'rft' has no 'rsr' column.*criterion rsr needs"):
-        select({"rft": POOL["rft"]}, SelectConfig(pool=["rft"], criterion="rsr"))
+        select({"rft": POOL["rft"].remove_columns(["rsr"])}, SelectConfig(pool=["rft"], criterion="rsr"))
+
+
+def test_rows_scored_without_a_criterions_value_are_counted_not_kept():
+    from collections import Counter
+    counts = Counter()
+    out = select({"rft": POOL["rft"]}, SelectConfig(pool=["rft"], criterion="rsr"), counts)   # rsr all null
+    assert len(out) == 0 and counts == {"unscored": 2} and "rsr" in out.column_names

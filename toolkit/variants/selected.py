@@ -176,8 +176,9 @@ def select(pool: dict[str, Dataset], cfg: SelectConfig, counts: Counter | None =
             else:
                 seen.add(key)
                 rows.append({**row, "_source": name})
-    if not rows:
-        return Dataset.from_list([], features=next(iter(pool.values())).features) if pool else Dataset.from_list([])
+    if not rows:      # everything counted above; an empty variant, not an error
+        from ..io import empty
+        return empty(next(iter(pool.values())).features) if pool else Dataset.from_list([])
     kept, ids = [], Counter()
     for row in crit.keep(rows, cfg, counts):
         row = {**row, "mode": _tag(row["_source"], cfg)}
