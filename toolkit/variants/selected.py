@@ -11,7 +11,7 @@ keep per problem the rows a registered **criterion** ranks best (one function + 
 - ``ifd``: the highest IFD below 1 (Cherry LLM, Li et al., arXiv 2308.12032: the hardest rows the
   question still helps; rows with IFD >= 1 are counted and left out, as Cherry LLM does).
 - ``mix``: Mix Distillation's baseline (Li et al., arXiv 2502.12143): Oracle-written rows (mode
-  ``synth``/``refine``) and the SLM's own trajectories at 1:4 (``oracle_share`` 0.2): every
+  ``synth``/``refine``/``reference``) and the SLM's own trajectories at 1:4 (``oracle_share`` 0.2): every
   problem's SLM rows, then Oracle rows for a quarter as many, problems without an SLM row first.
 
 Per problem at most ``max_per_problem`` rows are kept (exact duplicates across variants count
@@ -129,10 +129,13 @@ def _order(row: dict) -> str:       # a fixed pseudo-random order (no seed to ch
     return hashlib.sha256(f"{row['problem_id']}\0{row['trace_id']}".encode()).hexdigest()
 
 
+ORACLE_MODES = ("synth", "refine", "reference")   # rows the strong teacher wrote (or the dataset's own)
+
+
 @criterion("mix", (), "Mix Distillation: Oracle and SLM trajectories at 1:4")
 def _mix(rows, cfg, counts):
-    oracle = sorted((r for r in rows if r["mode"] in ("synth", "refine")), key=_order)
-    own = sorted((r for r in rows if r["mode"] not in ("synth", "refine")), key=_order)
+    oracle = sorted((r for r in rows if r["mode"] in ORACLE_MODES), key=_order)
+    own = sorted((r for r in rows if r["mode"] not in ORACLE_MODES), key=_order)
     kept, per_problem = [], Counter()
     for r in own:
         if per_problem[r["problem_id"]] < cfg.max_per_problem:
