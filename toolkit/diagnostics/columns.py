@@ -126,7 +126,7 @@ BUILTIN = [
                        "Σ token NLL under the learner, ranks 1-based; lower teaches better"),
             Column("ifd", "IFD", higher_is_better=True,
                    doc="Instruction-Following Difficulty (Cherry LLM, arXiv 2308.12032): learner loss of "
-                       "the answer given the question / without it; Cherry keeps the highest below 1"),
+                       "the answer given the question / without it; Cherry LLM keeps the highest"),
             Column("grape", "GRAPE", higher_is_better=True,
                    doc="GRAPE (arXiv 2502.04194): the learner's length-normalised log-probability of "
                        "the completion (mean token log-prob); higher fits better")),

@@ -8,8 +8,9 @@ keep per problem the rows a registered **criterion** ranks best (one function + 
 - ``grape``: the highest length-normalised learner log-probability among the problem's verified
   candidates from every source variant (GRAPE, Zhang et al., arXiv 2502.04194).
 - ``rsr``: the lowest Rank-Surprisal Ratio (Yang et al., arXiv 2601.14249; lower teaches better).
-- ``ifd``: the highest IFD below 1 (Cherry LLM, Li et al., arXiv 2308.12032: the hardest rows the
-  question still helps; rows with IFD >= 1 are counted and left out, as Cherry LLM does).
+- ``ifd``: the highest IFD (Cherry LLM, Li et al., arXiv 2308.12032: the hardest rows) below 1; rows
+  with IFD >= 1, where the question does not lower the answer's loss, are counted and left out (our
+  choice: Cherry LLM's selection script keeps such a filter commented out).
 - ``mix``: Mix Distillation's baseline (Li et al., arXiv 2502.12143): Oracle-written rows (mode
   ``synth``/``refine``/``reference``) and the SLM's own trajectories at 1:4 (``oracle_share`` 0.2): every
   problem's SLM rows, then Oracle rows for a quarter as many, problems without an SLM row first.
