@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .config import ConfigError, parse_sets
+from .generation.roles import RoleConfig
 
 
 def _h(text: str, **more) -> dict:
@@ -110,7 +111,8 @@ def _pairs(items: list[str], flag: str, example: str) -> dict[str, str]:
 
 @dataclass
 class ServeArgs:
-    model: str = field(metadata=_h("preset, model dir or Hub id"))
+    model: RoleConfig = field(default_factory=RoleConfig, metadata=_h(
+        "the served model, in-process (flags --model, --backend auto|vllm|transformers, --dtype, --vllm-*)"))
     adapter: list[str] = field(default_factory=list, metadata=_h(
         "a LoRA adapter as NAME=PATH, chosen per request by adapter_id=NAME"))
     host: str = field(default="127.0.0.1", metadata=_h("bind address (default: loopback)"))
@@ -121,17 +123,16 @@ class ServeArgs:
         "prompt + new tokens per request (default: the model's positions)"))
     max_concurrent_requests: int = field(default=128, metadata=_h("requests queued or running at once; beyond: HTTP 429"))
     payload_limit: int = field(default=2_000_000, metadata=_h("largest request body in bytes; beyond: HTTP 413"))
-    dtype: str = field(default="auto", metadata=_h("auto (bf16 where native) | float32 | bfloat16 | float16"))
-    backend: str = field(default="auto", metadata=_h("auto (vLLM where it runs) | vllm | transformers"))
 
 
 def serve(args: ServeArgs) -> None:
     from .serve import serve as run_server
+    if not args.model.enabled:
+        raise ConfigError("qup serve: --model is required")
     run_server(args.model, _pairs(args.adapter, "--adapter", "math=runs/x/adapter") or None, host=args.host,
-               port=args.port, max_batch_size=args.max_batch_size, dtype=args.dtype,
+               port=args.port, max_batch_size=args.max_batch_size,
                max_input_tokens=args.max_input_tokens, max_total_tokens=args.max_total_tokens,
-               max_concurrent_requests=args.max_concurrent_requests, payload_limit=args.payload_limit,
-               backend=args.backend)
+               max_concurrent_requests=args.max_concurrent_requests, payload_limit=args.payload_limit)
 
 
 @dataclass

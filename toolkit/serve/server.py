@@ -29,9 +29,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 from ..background import BackgroundServer, JsonH11Protocol
-from ..generation import fall_back, resolve_backend
+from ..generation import fall_back
 from ..generation.engine import LocalEngine
-from ..generation.roles import RoleError, VLLMOptions, check_backend
+from ..generation.roles import RoleConfig, RoleError, VLLMOptions
 from ..generation.vllm_engine import VLLMError
 from .batcher import Batcher, Job, Overloaded
 from .body import PayloadTooLarge, parse_body, sse as _sse
@@ -255,18 +255,21 @@ class TGIServer(BackgroundServer):
     beyond: 429), ``payload_limit`` (body bytes; beyond: 413). ``continuous_batching``: new
     requests join the running batch at its next step (False: they wait for it to end).
     ``wrap_app`` (tests only) wraps the ASGI app, e.g. with a fault-injecting middleware.
-    ``backend``: auto | vllm | transformers; ``vllm``: the vLLM engine options (``max_batch_size``
-    is its ``max_num_seqs``; ``continuous_batching`` is the transformers engine's).
+    ``model``: a :class:`~toolkit.generation.roles.RoleConfig` (backend auto | vllm | transformers,
+    dtype, vLLM options), or a model name with ``backend``, ``dtype`` and ``vllm`` beside it.
+    ``max_batch_size`` is vLLM's ``max_num_seqs``; ``continuous_batching`` is the transformers engine's.
     """
 
-    def __init__(self, model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
+    def __init__(self, model: str | RoleConfig, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
                  port: int = 0, max_batch_size: int = 16, dtype="auto",
                  wrap_app: Callable | None = None, max_input_tokens: int | None = None,
                  max_total_tokens: int | None = None, max_concurrent_requests: int = 128,
                  payload_limit: int = PAYLOAD_LIMIT, continuous_batching: bool = True,
                  backend: str = "auto", vllm: VLLMOptions | None = None):
-        self.engine, self.batcher = _engine(model, adapters, dtype, backend, vllm or VLLMOptions(),
-                                            max_batch_size, max_concurrent_requests, continuous_batching)
+        role = model if isinstance(model, RoleConfig) else RoleConfig(
+            model=model, backend=backend, dtype=dtype, vllm=vllm or VLLMOptions())
+        self.engine, self.batcher = _engine(role, adapters, max_batch_size, max_concurrent_requests,
+                                            continuous_batching)
         handlers = _App(self.engine, self.batcher, max_input_tokens, max_total_tokens, payload_limit)
         self.app = Starlette(routes=handlers.routes(), exception_handlers=EXCEPTION_HANDLERS)
         super().__init__(wrap_app(self.app) if wrap_app else self.app, host, port)
@@ -285,30 +288,31 @@ class TGIServer(BackgroundServer):
             self.batcher.stop()
 
 
-def _engine(model, adapters, dtype, backend, vllm, max_batch_size, max_concurrent, continuous):
-    """(engine, batcher) of ``backend``; ``auto`` falls back to transformers if vLLM cannot start."""
-    chosen = resolve_backend(check_backend(backend, vllm, "serve"))
-    if chosen == "endpoint":
-        raise RoleError("serve: backend endpoint serves nothing itself; use vllm or transformers")
+def _engine(role: RoleConfig, adapters, max_batch_size, max_concurrent, continuous):
+    """(engine, batcher) of the role; ``auto`` falls back to transformers if vLLM cannot start."""
+    chosen = role.resolved()
+    if chosen not in ("vllm", "transformers") or not role.enabled:
+        raise RoleError(f"serve: the model must run in-process (backend auto | vllm | transformers), "
+                        f"got model {role.model!r} on backend {role.backend}")
     if chosen == "vllm":
         from .vllm_batcher import AsyncBatcher, AsyncVLLM
         try:
-            engine = AsyncVLLM(model, adapters, dtype, vllm, max_num_seqs=max_batch_size)
+            engine = AsyncVLLM(role.model, adapters, role.dtype, role.vllm, max_num_seqs=max_batch_size)
             return engine, AsyncBatcher(engine, max_batch_size, max_concurrent)
         except VLLMError as e:
-            if backend != "auto" or not fall_back(e):
+            if role.backend != "auto" or not fall_back(e):
                 raise
-    engine = LocalEngine(model, adapters=adapters, batch_size=max_batch_size, dtype=dtype)
+    engine = LocalEngine(role.model, adapters=adapters, batch_size=max_batch_size, dtype=role.dtype)
     return engine, Batcher(engine, max_batch_size=max_batch_size,
                            max_concurrent_requests=max_concurrent, continuous=continuous)
 
 
-def serve(model: str, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
-          port: int = 8080, max_batch_size: int = 16, dtype: str = "auto", **limits) -> None:
+def serve(model: str | RoleConfig, adapters: dict[str, str] | None = None, host: str = "127.0.0.1",
+          port: int = 8080, max_batch_size: int = 16, **limits) -> None:
     """Run the server in the foreground until interrupted (``qup serve``); ``limits`` as for
     :class:`TGIServer` (``max_input_tokens``, ``max_total_tokens``, ``max_concurrent_requests``,
-    ``payload_limit``, ``backend``, ``vllm``)."""
-    server = TGIServer(model, adapters, host, port, max_batch_size, dtype=dtype, **limits)
+    ``payload_limit``; with a model name also ``dtype``, ``backend``, ``vllm``)."""
+    server = TGIServer(model, adapters, host, port, max_batch_size, **limits)
     server.batcher.start()
     try:
         uvicorn.run(server.app, host=host, port=port, log_level="info", http=JsonH11Protocol)
