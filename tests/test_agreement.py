@@ -51,9 +51,10 @@ def test_the_peer_task_is_lm_evals_gsm8k_on_the_shared_files(shared_data):
 def test_lm_eval_through_qup_serve_sees_our_prompts_and_texts(tiny_model, shared_data, free_port, tmp_path):
     pytest.importorskip("lm_eval")
     from toolkit.agreement import run_agreement
-    s = run_agreement(tiny_model, limit=3, out=tmp_path, port=free_port, max_new_tokens=12, batch_size=3,
+    s = run_agreement(tiny_model, limit=3, out=tmp_path, port=free_port, max_new_tokens=12, batch_size=2,
                       data_dir=str(shared_data / "gsm8k"))
     assert (s["problems"], s["same_prompt"], s["same_text"]) == (3, 3, 3)
+    assert len(list((tmp_path / "parts").glob("*.json"))) == 2          # slices [0, 2) and [2, 3)
     assert s["correctness_agreement"] == {"strict-match": 1.0, "flexible-extract": 1.0}
     assert s["protocol"]["shots"] == 5 and s["protocol"]["chat_template"] is False
     first_shot = (shared_data / "gsm8k" / "train.jsonl").read_text().splitlines()[0]

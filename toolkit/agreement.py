@@ -26,6 +26,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -100,9 +101,10 @@ class Server:
         return int(r.json()["usage"]["prompt_tokens"])
 
 
-def run_lm_eval(server: Server, tokenizer: str, data_dir: str, limit: int, max_gen_toks: int,
+def run_lm_eval(server: Server, tokenizer: str, data_dir: str, ids: list[int], max_gen_toks: int,
                 concurrent: int = 8) -> list[dict]:
-    """lm-eval's per-problem log (one dict per doc, both filters) of the GSM8K task on ``server``."""
+    """lm-eval's per-problem log (one dict per doc, both filters) of the GSM8K task on ``server``,
+    for the test problems ``ids`` (indices)."""
     import yaml
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -114,7 +116,8 @@ def run_lm_eval(server: Server, tokenizer: str, data_dir: str, limit: int, max_g
                         "tokenizer_backend": "huggingface", "tokenized_requests": False,
                         "num_concurrent": concurrent, "max_gen_toks": max_gen_toks, "max_retries": 3,
                         "timeout": 7200},       # a busy CPU: a retry would decode the same batch again
-            limit=limit, log_samples=True, random_seed=0, numpy_random_seed=0, torch_random_seed=0)
+            samples={TASK: list(ids)}, log_samples=True, random_seed=0, numpy_random_seed=0,
+            torch_random_seed=0)
     docs: dict[int, dict] = {}
     for s in out["samples"][TASK]:
         d = docs.setdefault(s["doc_id"], {"doc_id": s["doc_id"], "question": s["doc"]["question"],
@@ -122,7 +125,10 @@ def run_lm_eval(server: Server, tokenizer: str, data_dir: str, limit: int, max_g
                                           else s["arguments"]["gen_args_0"]["arg_0"],
                                           "completion": _first(s["resps"])})
         d[s["filter"]] = {"answer": str(_first(s["filtered_resps"])), "correct": bool(s["exact_match"])}
-    return [docs[i] for i in sorted(docs)]
+    found = sorted(docs)
+    if found != sorted(ids) and found == list(range(len(ids))):   # positions in the selection
+        return [{**docs[i], "doc_id": ids[i]} for i in found]
+    return [docs[i] for i in found]
 
 
 def _first(x):
@@ -196,32 +202,65 @@ def _count(items) -> dict:
 
 def run_agreement(model: str, limit: int = 100, out: str | Path = "runs/lm-eval-agreement", port: int = 8091,
                   max_new_tokens: int = 256, batch_size: int = 8, data_dir: str | None = None) -> dict:
-    """Both harnesses on the first ``limit`` GSM8K test problems; write and return the summary."""
+    """Both harnesses on the first ``limit`` GSM8K test problems, ``batch_size`` problems at a time
+    (each slice kept under ``out/parts``: a killed run resumes, and ``agreement.json`` is rewritten
+    after every slice with the problems done so far); return the summary."""
     from .models import resolve_model
-    from .sources import SourceConfig, load_problems
-    from .stages.evaluate import evaluate, render_prompt
-    from .prompts import load_prompt
-    from .sources import shared_data_dir
+    from .sources import SourceConfig, shared_data_dir
     data_dir = data_dir or str((shared_data_dir() or Path("../shared/data")) / "gsm8k")
     path, out = resolve_model(model), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "parts").mkdir(parents=True, exist_ok=True)
     cfg, gen = _ours(path, problems=SourceConfig(source=data_dir, split="test", limit=limit),
                      prompt="question_answer", shots=5, chat_template=False, stop=list(STOP),
                      max_new_tokens=max_new_tokens, batch_size=batch_size)
-    timing = {}
     with Server(path, port, max_batch_size=batch_size) as server:
+        for start in range(0, limit, batch_size):
+            part = out / "parts" / f"{start:05d}.json"
+            if not part.exists():
+                done = _slice(cfg, gen, server, path, data_dir, start, min(limit, start + batch_size))
+                part.write_text(json.dumps(done, default=str))
+            summary = summarise(out, gen, server, data_dir, model)
+    return summary
+
+
+def _slice(cfg, gen, server: Server, path: str, data_dir: str, start: int, stop: int) -> dict:
+    """Problems ``[start, stop)`` on both sides at once (ours in-process beside the HTTP side)."""
+    import dataclasses
+
+    from .prompts import load_prompt
+    from .sources import load_problems
+    from .stages.evaluate import evaluate, load_shots, render_prompt
+    cfg = dataclasses.replace(cfg, problems=dataclasses.replace(cfg.problems, offset=start, limit=stop - start))
+    ran, timing = {}, {}
+
+    def ours_side():
         t = time.monotonic()
-        peer = run_lm_eval(server, path, data_dir, limit, max_new_tokens, concurrent=batch_size)
-        timing["lm_eval_s"] = time.monotonic() - t
-        t = time.monotonic()
-        rows, metrics = evaluate(load_problems(cfg.problems), cfg, gen)
+        ran["ours"] = evaluate(load_problems(cfg.problems), cfg, gen)
         timing["qup_s"] = time.monotonic() - t
-        from .stages.evaluate import load_shots
-        shots, template = load_shots(cfg), load_prompt(cfg.prompt)
-        ours = [{**r, "prompt": render_prompt(template, r["question"], shots, False, gen)} for r in rows]
-        summary = compare(ours, peer, gen.encode, server)
-    summary.update(model=model, protocol=metrics["protocol"], timing=timing,
-                   lm_eval_version=_version("lm_eval"), peer_task=task_yaml(data_dir))
+    side = threading.Thread(target=ours_side, daemon=True)
+    side.start()
+    t = time.monotonic()
+    peer = run_lm_eval(server, path, data_dir, list(range(start, stop)), cfg.max_new_tokens,
+                       concurrent=stop - start)
+    timing["lm_eval_s"] = time.monotonic() - t
+    side.join()
+    if "ours" not in ran:
+        raise AgreementError("our evaluation failed (see the log above)")
+    rows, metrics = ran["ours"]
+    shots, template = load_shots(cfg), load_prompt(cfg.prompt)
+    ours = [{**r, "prompt": render_prompt(template, r["question"], shots, False, gen)} for r in rows]
+    return {"ours": ours, "peer": peer, "protocol": metrics["protocol"], "timing": timing}
+
+
+def summarise(out: Path, gen, server: Server | None, data_dir: str, model: str) -> dict:
+    """Compare every finished slice under ``out/parts``; write ``agreement.json`` and the logs."""
+    parts = [json.loads(p.read_text()) for p in sorted((out / "parts").glob("*.json"))]
+    ours = [o for p in parts for o in p["ours"]]
+    peer = [d for p in parts for d in p["peer"]]
+    summary = compare(ours, peer, gen.encode, server)
+    summary.update(model=model, protocol=parts[0]["protocol"], lm_eval_version=_version("lm_eval"),
+                   timing={k: sum(p["timing"][k] for p in parts) for k in ("lm_eval_s", "qup_s")},
+                   peer_task=task_yaml(data_dir))
     (out / "agreement.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out / "lm_eval_samples.jsonl").write_text("".join(json.dumps(p) + "\n" for p in peer))
     (out / "qup_rows.jsonl").write_text("".join(json.dumps(o) + "\n" for o in ours))

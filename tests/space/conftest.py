@@ -84,3 +84,27 @@ def experiment(tmp_path_factory, tiny_model):
 def space_api(experiment):
     from huggingface_hub import HfApi
     return HfApi(endpoint=experiment.url)     # anonymous: a public Space reads public repos
+
+
+STUDY = {"variants": ["self"], "train_problems": {"limit": 4}, "eval_problems": {"limit": 4},
+         "sample": {"k": 1, "max_new_tokens": 12}, "train": {"max_steps": 1},
+         "evaluate": {"max_new_tokens": 12, "temperature": 1.0, "n": 2, "k": [1, 2]},
+         "study": {"seeds": [0], "lambdas": [], "baseline": "self", "bootstrap": 200}}
+
+
+@pytest.fixture(scope="session")
+def study_hub(tmp_path_factory, tiny_model):
+    """A real `qup study` of the smoke recipe (sampled evaluation: pass@1 and pass@2 from 2 samples)
+    published to its embedded Hub; yields that Hub's URL, served read-only afterwards."""
+    import huggingface_hub.constants
+
+    from toolkit.hub import HubServer
+    from toolkit.study import run_study
+    run_dir = tmp_path_factory.mktemp("study_run")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
+        mp.setenv("HF_HUB_DISABLE_XET", "1")
+        summary = run_study("smoke", STUDY, run_dir=str(run_dir))
+        assert summary["results_published"]["repo"].endswith("-results")
+        with HubServer(run_dir / "hub") as hub:
+            yield hub.url

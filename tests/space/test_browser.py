@@ -60,3 +60,41 @@ def test_compare_two_models_and_see_the_leaderboard(experiment, browser_page, fr
         print(f"\nscreenshots: {shot} {board_shot}")
     finally:
         demo.close()
+
+
+def test_configs_and_details_tabs_on_a_real_studys_hub(study_hub, browser_page, free_port, tmp_path):
+    """The Hub a real `qup study` published: the Configs tab shows both models' protocols side by
+    side (same protocol: comparable), the Details tab both models' outputs per problem, marked."""
+    from toolkit.prompts import load_prompt
+    demo = build_demo(SpaceSettings(endpoint=study_hub, author="qup", max_new_tokens=32))
+    demo.launch(server_name="127.0.0.1", server_port=free_port, prevent_thread_lock=True, quiet=True)
+    page = browser_page
+    try:
+        page.goto(f"http://127.0.0.1:{free_port}/")
+        page.get_by_role("tab", name="Leaderboard").click()
+        page.wait_for_function("document.querySelector('#leaderboard') && "
+                               "document.querySelector('#leaderboard').innerText.includes('pass@1 (n=2')",
+                               timeout=30_000)
+        page.get_by_role("tab", name="Configs").click()
+        page.wait_for_selector("#configs", timeout=10_000)
+        page.wait_for_function("document.querySelector('#configs').innerText.includes('prompt_sha256')",
+                               timeout=10_000)
+        grid = page.inner_text("#configs")
+        for needle in ("base", "self · seed 0", load_prompt("math_cot").id, "math_verify", "transformers",
+                       '"greedy": false', "adapter_revision", "sha256:"):
+            assert needle in grid, needle
+        assert "Same protocol" in page.inner_text("#config-warning")
+        page.screenshot(path=str(tmp_path / "space-configs.png"), full_page=True)
+        page.get_by_role("tab", name="Details").click()
+        page.wait_for_selector("#details", timeout=10_000)
+        page.wait_for_function("document.querySelector('#details-note').innerText.includes('4 problems')",
+                               timeout=10_000)
+        details = page.inner_text("#details")
+        assert "✗" in details or "✓" in details
+        assert "A output" in details and "B output" in details
+        note = page.inner_text("#details-note")
+        assert "base" in note and "self · seed 0" in note and "they differ on" in note
+        page.screenshot(path=str(tmp_path / "space-details.png"), full_page=True)
+        print(f"\nscreenshots: {tmp_path / 'space-configs.png'} {tmp_path / 'space-details.png'}")
+    finally:
+        demo.close()
