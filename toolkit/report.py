@@ -24,7 +24,7 @@ def write_report(run_dir: str | Path, summary: dict) -> Path:
     data = summary.get("data", {})
     accuracy = []
     for name, m in evals.items():
-        lo, hi = wilson(m["correct"], m["total"])
+        lo, hi = (m["ci_low"], m["ci_high"]) if m.get("ci_low") is not None else wilson(m["correct"], m["total"])
         accuracy.append(["base" if name == "base" else "base + LoRA", "—" if name == "base" else name,
                          "—" if name == "base" else data.get(name, {}).get("rows", "—"), _pct(m["accuracy"]),
                          f"{_pct(lo)}–{_pct(hi)}", f"{m['correct']} / {m['total']}",
@@ -37,11 +37,13 @@ def write_report(run_dir: str | Path, summary: dict) -> Path:
                 for name, d in data.items()]
     lines = [f"# QUP run `{summary['name']}`", "",
              f"Model: `{summary['model']}`. Held-out problems: `{summary['eval_source']}` "
-             f"({next(iter(evals.values()))['total']} problems, greedy pass@1).", "",
+             f"({next(iter(evals.values())).get('problems', next(iter(evals.values()))['total'])} problems, "
+             f"{next(iter(evals.values())).get('metric', 'pass@1 (greedy)')}).", "",
              *([sentence(summary["decontamination"]), ""] if summary.get("decontamination") else []),
              "## Accuracy on the same held-out problems", "",
              *markdown_table(["model", "trained on", "train rows", "accuracy", "95% interval", "correct / total",
                               "stopped", "mean tokens"], accuracy, right=2),
+             "", *protocol_lines(evals),
              "", "## Training data variants", "",
              *markdown_table(["variant", "what", "rows", "problems covered", "correct rate", "mean tokens",
                               "edit distance", "Oracle token share", "skipped or rejected"], variants, right=2)]
@@ -62,6 +64,30 @@ def write_report(run_dir: str | Path, summary: dict) -> Path:
     md.write_text("\n".join(lines))
     _plot(evals, run_dir / "report.png")
     return md
+
+
+def protocol_lines(evals: dict) -> list[str]:
+    """The evaluation protocol(s) of a run's scores; a warning when two evaluations differ.
+
+    >>> protocol_lines({"base": {"protocol": {"protocol_id": "a", "prompt_id": "p@1", "shots": 0}},
+    ...                 "rft": {"protocol": {"protocol_id": "b", "prompt_id": "p@1", "shots": 5}}})[2]
+    '**Not one column**: the evaluations differ in shots: 0 vs 5.'
+    """
+    from .protocol import differences, notes
+    recs = {n: m.get("protocol") for n, m in evals.items()}
+    known = {n: r for n, r in recs.items() if r}
+    out = ["## Evaluation protocol", ""]
+    if not known:
+        return out + ["Not recorded (evaluated before protocols were kept).", ""]
+    first = next(iter(known.values()))
+    diffs = sorted({d for r in known.values() for d in differences(first, r)})
+    if diffs:
+        out += [f"**Not one column**: the evaluations differ in {'; '.join(diffs)}.", ""]
+    for pid in dict.fromkeys(r["protocol_id"] for r in known.values()):
+        rec = next(r for r in known.values() if r["protocol_id"] == pid)
+        names = ", ".join(n for n, r in known.items() if r["protocol_id"] == pid)
+        out.append(f"- `{pid}` ({names}): {notes(rec)}")
+    return out + [""]
 
 
 def _plot(evals: dict, path: Path) -> None:
