@@ -74,7 +74,8 @@ def test_identical_rows_are_scored_once(tiny_model):
     scorers.learner.score = counting
     a = score(traces(4), scorers)
     b = score(traces(4, variant="rft"), scorers)                      # the same texts: from the memo
-    assert calls["rows"] == 4 and a["nll"] == b["nll"]
+    # 4 rows for NLL + 4 for IFD's question-free pass (RSR/GRAPE come from score_ranked), once
+    assert calls["rows"] == 8 and a["nll"] == b["nll"] and a["ifd"] == b["ifd"]
 
 
 def test_judge_that_never_says_yes_or_no(tmp_path, tiny_model):
