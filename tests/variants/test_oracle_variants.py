@@ -202,6 +202,10 @@ def test_variant_command_counts_the_learners_tokens_as_qup_run_does(parent, tmp_
     text = "3 + 4 = 7. #### 7"
     tokens = len(load_tokenizer("tiny-random")(text, add_special_tokens=False)["input_ids"])
     assert load(tmp_path / "synth")["completion_tokens"] == [tokens] != [len(text.split())]
+    save(parent.map(lambda r: {"model_id": ""}), tmp_path / "anon")     # no SLM named: say so
+    assert main(["oracle_synth", "--traces", str(tmp_path / "anon"), "--out", str(tmp_path / "x"),
+                 "--oracle-model", "reference"]) == 2
+    assert "oracle_synth: --learner is required" in capsys.readouterr().err
 
 
 def test_a_rebuild_with_another_oracle_redoes_every_shard(parent, tmp_path, caplog):

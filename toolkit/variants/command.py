@@ -38,10 +38,16 @@ def variant_args(v: Variant) -> type:
         *roles, ("shard", str, volatile("", "I/N: build only shard I of N (see `qup merge`)"))])
 
 
-def _tokenize(model: str):
-    """The learner's tokenizer (loaded on first use) as ``text -> token ids``."""
+def _tokenize(model: str, missing: str):
+    """The learner's tokenizer (loaded on first use) as ``text -> token ids``; without a model,
+    the first use is the error ``missing`` (a variant that counts no tokens needs none)."""
     from ..models import load_tokenizer, local_spec
-    tok = functools.lru_cache(maxsize=1)(lambda: load_tokenizer(local_spec(model)))
+
+    @functools.lru_cache(maxsize=1)
+    def tok():
+        if not model:
+            raise ConfigError(missing)
+        return load_tokenizer(local_spec(model))
     return lambda text: tok()(text, add_special_tokens=False)["input_ids"]
 
 
@@ -57,11 +63,10 @@ def variant_command(name: str, args, options) -> dict:
     check_out(args.out, shard, v.name)
     parent, cut = take(load(args.traces), shard)
     learner = args.learner or (parent[0]["model_id"] if len(parent) and "model_id" in parent.column_names else "")
-    if not learner:
-        raise ConfigError(f"{v.name}: --learner is required ({args.traces} names no model_id)")
     roles = {r: getattr(args, r) for r in v.needs if getattr(args, r).enabled}
     ctx = BuildContext(roles={r: role.generator for r, role in roles.items()}, workdir=Path(args.out),
-                       tokenize=_tokenize(learner))
+                       tokenize=_tokenize(learner, f"{v.name}: --learner is required ({args.traces} names "
+                                                   "no model_id)"))
     ds = v.build(parent, options, ctx)
     save(ds, args.out)
     if cut:   # what every shard of this build must share (the models, not where they ran)
