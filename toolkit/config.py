@@ -331,7 +331,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
         many = typing.get_origin(tp) is list   # repeat the flag: --endpoints URL1 --endpoints URL2
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         text = tp is str or typing.get_origin(tp) is typing.Literal and all(isinstance(a, str) for a in typing.get_args(tp))
-        kind = dict(type=_item if many else str if text else _scalar, default=argparse.SUPPRESS)
+        item = _item if typing.get_args(tp)[:1] in ((), (str,)) else _scalar   # list[int]: --k 1 --k 4
+        kind = dict(type=item if many else str if text else _scalar, default=argparse.SUPPRESS)
         if f.name in positional:
             parser.add_argument(f"{prefix}__{dest}", metavar=f.name, help=help_, **kind,
                                 nargs=("+" if required else "*") if many else None if required else "?")
