@@ -68,7 +68,7 @@ def test_cli_names_n_below_k_in_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == \
-        "qup: error: pass@4 needs at least 4 samples per problem, got n = 2"
+        "qup: error: qup evaluate: pass@4 needs at least 4 samples per problem, got n = 2"
 
 
 def test_few_shot_plain_text_prompt_is_lm_eval_gsm8k_format(tiny_model, shared_data, tmp_path):
