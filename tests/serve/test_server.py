@@ -7,6 +7,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 import requests
 
@@ -249,6 +250,10 @@ def test_qup_serve_cli(tiny_model, free_port, backend):
         info = requests.get(f"{url}/info").json()
         assert [info[k] for k in ("max_input_tokens", "max_total_tokens", "max_concurrent_requests",
                                   "max_client_batch_size")] == [100, 200, 3, 2]
+        engine = [p for p in psutil.Process(proc.pid).children(recursive=True) if "python" not in p.name()]
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+    # vLLM's engine core outlives a terminated front end unless reaped (it held GiBs per run)
+    gone, alive = psutil.wait_procs(engine, timeout=15)
+    assert not alive, [p.name() for p in alive]

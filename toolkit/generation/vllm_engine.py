@@ -70,9 +70,14 @@ def engine_kwargs(path: str, dtype: str, opts: VLLMOptions, lora: bool) -> dict:
 
 
 def start(make, path: str):
-    """``make()`` (an engine), vLLM's many start-up errors as one :class:`VLLMError` line."""
+    """``make()`` (an engine), vLLM's many start-up errors as one :class:`VLLMError` line; the
+    engine's processes die with ours (:mod:`toolkit.generation.reaper`)."""
+    from .reaper import child_pids, reap_with_us
+    before = child_pids()
     try:
-        return make()
+        engine = make()
+        reap_with_us(before)
+        return engine
     except ImportError as e:
         raise VLLMError(f"backend vllm: vLLM is not installed ({e}); `make install` brings it "
                         "on x86-64 Linux, or use backend: transformers") from None
