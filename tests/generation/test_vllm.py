@@ -115,6 +115,19 @@ def test_scores_equal_transformers_on_the_completion_tokens(engines):
     assert max(abs(x - y) for r, s in zip(got, want) for x, y in zip(r, s)) < 1e-4
 
 
+def test_token_ranks_equal_transformers(engines):
+    """RSR's ranks from vLLM's prompt logprobs equal the transformers scoring pass's (fp32; a rank
+    may differ by one where two logits tie within rounding)."""
+    v, t = engines
+    prompts = _prompts(t)
+    completions = [" 2 + 3 = 5. The answer is: 5", " 4 - 1 = 3 apples", " 42"]
+    got, want = v.score_ranked(prompts, completions), t.score_ranked(prompts, completions)
+    pairs = [(x, y) for (_, r), (_, s) in zip(got, want) for x, y in zip(r, s)]
+    assert [len(r) for _, r in got] == [len(s) for _, s in want] and len(pairs) > 10
+    assert all(abs(x - y) <= 1 for x, y in pairs) and sum(x == y for x, y in pairs) >= 0.95 * len(pairs)
+    assert max(x for x, _ in pairs) > 1                 # not all top-1: the ranks are informative
+
+
 def test_stop_strings_end_the_text_and_are_kept(engines):
     v, t = engines
     prompt = _prompts(t)[0]
