@@ -57,3 +57,31 @@ def test_paradox_plot_points_and_empty_states():
     assert len(fig.axes) == 1 and note == "No training reward published for these variants."
     fig, note = paradox_plot([Row("base"), Row("rft", reward=0.7)])
     assert fig is None and note.startswith("Nothing to plot yet")
+
+
+def test_card_evals_keep_a_well_formed_metric_and_protocol_only():
+    from toolkit.space.discovery import _eval
+    good = _eval({"dataset": "gsm8k", "accuracy": 0.5, "metric": "pass@1 (n=4, T=0.6, top_p=0.95)",
+                  "protocol_id": "0a1b2c3d4e5f"})
+    assert (good["metric"], good["protocol_id"]) == ("pass@1 (n=4, T=0.6, top_p=0.95)", "0a1b2c3d4e5f")
+    bad = _eval({"dataset": "gsm8k", "accuracy": 0.5, "metric": "pass@1 <img src=x onerror=alert(1)>",
+                 "protocol_id": "a b"})
+    assert "metric" not in bad and "protocol_id" not in bad
+
+
+def test_configs_warn_when_protocols_differ_and_details_mark_answers():
+    from toolkit.space.protocols import configs, details
+    rows = [{"variant": "base", "seed": -1, "benchmark": "gsm8k", "protocol_id": "a", "metric": "pass@1 (greedy)",
+             "protocol": '{"shots": 0, "sampling": {"greedy": true}}'},
+            {"variant": "rft", "seed": 0, "benchmark": "gsm8k", "protocol_id": "b", "metric": "pass@1 (greedy)",
+             "protocol": '{"shots": 5, "sampling": {"greedy": true}}'}]
+    headers, table, warning = configs(rows, ["base", "rft · seed 0"])
+    assert headers == ["field", "base", "rft · seed 0"] and ["shots", "0", "5"] in table
+    assert warning.startswith("⚠ The protocols differ (shots: 0 vs 5)")
+    out = [{"variant": v, "seed": s, "benchmark": "gsm8k", "protocol_id": p, "problem_id": f"gsm8k/test/{i}",
+            "sample_index": 0, "question": f"q{i}", "gold_answer": "1", "answer": a, "correct": a == "1",
+            "completion": f"... {a}"} for v, s, p, a in (("base", -1, "a", "1"), ("rft", 0, "b", "2"))
+           for i in range(3)]
+    table, note = details(out, "base", "rft · seed 0", "gsm8k")
+    assert [row[4] for row in table] == ["✓"] * 3 and [row[6] for row in table] == ["✗"] * 3
+    assert "they differ on 3" in note and "Different protocols (a vs b)" in note

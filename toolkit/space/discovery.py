@@ -32,6 +32,7 @@ _TAG_RE = re.compile(r"^v(\d+)$")
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")          # a variant (an adapter name in PEFT)
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,99}")        # a benchmark's dataset / split name
+_METRIC = re.compile(r"[a-z]+@\d{1,4} \([A-Za-z0-9=.,_ ]{1,80}\)")    # a score's name, as evaluate writes it
 WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -116,7 +117,9 @@ def _eval(e) -> dict | None:
     acc, correct, total = e.get("accuracy"), e.get("correct"), e.get("total")
     if isinstance(acc, bool) or not isinstance(acc, (int, float)) or not 0 <= acc <= 1:
         return None
-    out = {k: e[k] for k in ("dataset", "split") if isinstance(e.get(k), str) and _LABEL.fullmatch(e[k])}
+    out = {k: e[k] for k in ("dataset", "split", "protocol_id") if isinstance(e.get(k), str) and _LABEL.fullmatch(e[k])}
+    if isinstance(e.get("metric"), str) and _METRIC.fullmatch(e["metric"]):     # "pass@1 (n=4, T=0.6, top_p=0.95)"
+        out["metric"] = e["metric"]
     out["accuracy"] = float(acc)
     if all(isinstance(x, int) and not isinstance(x, bool) for x in (correct, total)) and 0 <= correct <= total:
         out.update(correct=correct, total=total)
