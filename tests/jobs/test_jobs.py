@@ -130,7 +130,9 @@ def test_dry_run_of_the_paper_recipe_is_a_spec_the_api_accepts(hub, capsys):
     assert stored["timeoutSeconds"] == 43200 and secrets == {"HF_TOKEN": TOKEN}
     # and so does the hf CLI line it prints (secrets by name: --secrets HF_TOKEN)
     upload, run = out["hf_commands"][0], out["hf_commands"][-1]
-    assert upload.startswith("hf upload alice/qup-run-paper-qwen2.5-1.5b . code")
+    import toolkit
+    where = str(Path(toolkit.__file__).resolve().parents[1])        # the installed toolkit/'s folder
+    assert shlex.split(upload)[:5] == ["hf", "upload", "alice/qup-run-paper-qwen2.5-1.5b", where, "code"]
     argv = shlex.split(run)
     assert argv[:4] == ["hf", "jobs", "run", "--detach"] and "--secrets" in argv and TOKEN not in run
     hf = str(Path(sys.executable).parent / "hf")

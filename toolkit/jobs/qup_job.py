@@ -20,6 +20,7 @@
 #     "aiohttp",
 #     "starlette",
 #     "uvicorn",
+#     "psutil",
 # ]
 # ///
 """Run a qup recipe or one stage, synced with a run-state repo on the Hub: the HF Jobs entry point.
