@@ -69,7 +69,7 @@ class VLLMOptions:
     data_parallel_size: int = volatile(1, "engine replicas (vllm)")
     gpu_memory_utilization: float = volatile(0.9, "fraction of GPU memory vLLM takes (vllm; on CPU "
                                                   "see kv_cache_gib)")
-    max_model_len: int = field(default=0, metadata=_h("context length (vllm; 0 = the model's)"))
+    max_model_len: int = field(default=0, metadata=_h("context length (vllm; 0 = the model's, on CPU at most 2048)"))
     kv_cache_gib: float = volatile(2.0, "KV cache size on CPU, GiB (vllm)")
     max_lora_rank: int = volatile(64, "largest adapter rank served (vllm; 0 = no LoRA)")
     max_loras: int = volatile(4, "adapters in one batch (vllm)")

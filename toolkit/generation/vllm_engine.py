@@ -62,22 +62,32 @@ def engine_kwargs(path: str, dtype: str, opts: VLLMOptions, lora: bool) -> dict:
                   gpu_memory_utilization=opts.gpu_memory_utilization)
     if lora:
         kwargs.update(max_lora_rank=opts.max_lora_rank, max_loras=opts.max_loras)
-    if opts.max_model_len:
-        kwargs["max_model_len"] = opts.max_model_len
+    if opts.max_model_len or not _cuda():   # CPU: vLLM warms up on a batch this long (one core)
+        kwargs["max_model_len"] = opts.max_model_len or _cpu_length(path)
     if opts.kv_cache_gib and not _cuda():
         kwargs["kv_cache_memory_bytes"] = int(opts.kv_cache_gib * (1 << 30))
     return kwargs
 
 
+CPU_MAX_MODEL_LEN = 2048     # math prompts + answers fit; a 32k context costs a 1.5B model ~30 min of warm-up
+
+
+def _cpu_length(path: str) -> int:
+    """The context length served on CPU: the model's, at most :data:`CPU_MAX_MODEL_LEN`."""
+    try:
+        own = json.loads((Path(path) / "config.json").read_text()).get("max_position_embeddings")
+    except (OSError, ValueError):
+        own = None
+    return min(own, CPU_MAX_MODEL_LEN) if isinstance(own, int) and own > 0 else CPU_MAX_MODEL_LEN
+
+
 def start(make, path: str):
     """``make()`` (an engine), vLLM's many start-up errors as one :class:`VLLMError` line; the
     engine's processes die with ours (:mod:`toolkit.generation.reaper`)."""
-    from .reaper import child_pids, reap_with_us
-    before = child_pids()
+    from .reaper import reap_with_us
+    reap_with_us()
     try:
-        engine = make()
-        reap_with_us(before)
-        return engine
+        return make()
     except ImportError as e:
         raise VLLMError(f"backend vllm: vLLM is not installed ({e}); `make install` brings it "
                         "on x86-64 Linux, or use backend: transformers") from None
