@@ -149,6 +149,23 @@ def test_auto_picks_vllm_and_names_the_engine(engines, tiny_model, adapter, monk
     assert gen.llm is engines[0].llm            # one engine per process, shared by the roles
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to spread")
+def test_the_engine_computes_on_every_core(engines):
+    """vLLM's own binding leaves one core to its scheduler; ours binds a compute thread to each
+    core this process may use (threads pinned to one CPU, counted across the engine's processes)."""
+    import psutil
+    pinned = set()
+    for proc in psutil.Process().children(recursive=True):
+        for thread in proc.threads():
+            try:
+                cpus = os.sched_getaffinity(thread.id)
+            except OSError:
+                continue
+            if len(cpus) == 1:
+                pinned |= cpus
+    assert pinned == os.sched_getaffinity(0)
+
+
 def test_bad_engine_settings_are_one_error_before_any_work(tiny_model, adapter, tmp_path):
     with pytest.raises(RoleError, match="backend must be one of"):
         RoleConfig(model="tiny-random", backend="tgi-ish")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -81,11 +82,12 @@ def _cpu_length(path: str) -> int:
     return min(own, CPU_MAX_MODEL_LEN) if isinstance(own, int) and own > 0 else CPU_MAX_MODEL_LEN
 
 
-def start(make, path: str):
+def start(make, path: str, opts: VLLMOptions):
     """``make()`` (an engine), vLLM's many start-up errors as one :class:`VLLMError` line; the
     engine's processes die with ours (:mod:`toolkit.generation.reaper`)."""
     from .reaper import reap_with_us
     reap_with_us()
+    bind_every_cpu(opts.tensor_parallel_size * opts.data_parallel_size)
     try:
         return make()
     except ImportError as e:
@@ -96,6 +98,19 @@ def start(make, path: str):
         raise VLLMError(f"backend vllm cannot load model {path!r}: {first}") from None
 
 
+def bind_every_cpu(ranks: int = 1) -> None:
+    """On CPU, vLLM's workers share every core this process may use, ``ranks`` equal groups.
+    vLLM's ``auto`` binding keeps one core for its scheduler: on 2 cores that halves sampling
+    (121.7 vs 226.2 tok/s, SmolLM2, AVX2). ``VLLM_CPU_OMP_THREADS_BIND`` set by the user wins."""
+    if "VLLM_CPU_OMP_THREADS_BIND" in os.environ or not hasattr(os, "sched_getaffinity") or _cuda():
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    size = len(cpus) // ranks
+    if size:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "|".join(
+            ",".join(map(str, cpus[r * size:(r + 1) * size])) for r in range(ranks))
+
+
 def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool):
     key = (path, dtype, lora, tuple(sorted(asdict(opts).items())))
     if key not in _ENGINES:
@@ -103,7 +118,7 @@ def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool):
             from vllm import LLM
             log.info("vllm: starting the engine for %s (%s), 40-110 s on CPU", path, dtype)
             return LLM(**engine_kwargs(path, dtype, opts, lora))
-        _ENGINES[key] = start(make, path)
+        _ENGINES[key] = start(make, path, opts)
     return _ENGINES[key]
 
 

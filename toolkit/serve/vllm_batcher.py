@@ -54,7 +54,7 @@ def _async_llm(path: str, dtype: str, opts: VLLMOptions, lora: bool, max_num_seq
             return asyncio.run_coroutine_threadsafe(build(), loop).result(), loop
         if not _ENGINES:
             atexit.register(_shutdown)
-        _ENGINES[key] = start(make, path)
+        _ENGINES[key] = start(make, path, opts)
     return _ENGINES[key]
 
 
