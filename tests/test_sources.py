@@ -59,6 +59,12 @@ def test_shared_formats_load_with_stable_ids(shared_data, name):
     # offset/limit slice after loading: ids do not shift with the window
     window = load_problems(SourceConfig(source=name, offset=5, limit=3))
     assert window["id"] == first["id"][5:8]
+    # a seeded shuffle before the window: disjoint, reproducible random splits of one file
+    train = load_problems(SourceConfig(source=name, shuffle=7, limit=len(first) - 4))
+    held = load_problems(SourceConfig(source=name, shuffle=7, offset=len(first) - 4))
+    assert sorted([*train["id"], *held["id"]]) == sorted(first["id"])
+    assert list(train["id"]) != list(first["id"][:len(train)])
+    assert held["id"] == load_problems(SourceConfig(source=name, shuffle=7, offset=len(first) - 4))["id"]
 
 
 def test_bad_rows_raise_naming_file_row_field_or_are_counted(tmp_path):

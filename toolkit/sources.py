@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -50,6 +51,8 @@ class SourceConfig:
     split: str = field(default="test", metadata={"help": "split to load (e.g. train, test)"})
     limit: int | None = field(default=None, metadata={"help": "keep at most this many problems"})
     offset: int = field(default=0, metadata={"help": "skip this many problems first"})
+    shuffle: int | None = field(default=None, metadata={
+        "help": "seed of a fixed permutation of the rows before offset/limit (disjoint random splits)"})
     columns: dict[str, str] = field(default_factory=dict, metadata={
         "help": "our field -> their column, e.g. {question: problem, gold_answer: answer}"})
     config_name: str | None = field(default=None, metadata={"help": "Hub dataset config name"})
@@ -331,9 +334,13 @@ def load_problems_with_report(cfg: SourceConfig) -> LoadResult:
                      ("split", cfg.split)):
             out[k].append(v)
         evidence.append(ev)
+    order = list(range(len(evidence)))
+    if cfg.shuffle is not None:
+        random.Random(cfg.shuffle).shuffle(order)
     end = None if cfg.limit is None else cfg.offset + cfg.limit
-    out = {k: v[cfg.offset:end] for k, v in out.items()}
-    evidence = evidence[cfg.offset:end]
+    order = order[cfg.offset:end]
+    out = {k: [v[i] for i in order] for k, v in out.items()}
+    evidence = [evidence[i] for i in order]
     if cfg.exclude:
         drop = set(cfg.exclude)
         keep = [i for i, pid in enumerate(out["id"]) if pid not in drop]
