@@ -9,6 +9,7 @@ import json
 import pytest
 from datasets import Dataset
 
+from toolkit.config import ConfigError
 from toolkit.generation import Completion, SamplingParams
 from toolkit.generation.roles import ReferenceOracle
 from toolkit.schema import TRACE, empty_trace
@@ -130,6 +131,21 @@ def test_style_aligned_prefix_repairs_one_step_and_the_slm_continues(parent, tmp
     assert len(slm.requests) == 4                        # 2 repaired traces x 2 seeds
     assert ctx.counts["repair_wrong"] == sum(r.params.seed % 2 == 0 for r in slm.requests)
     assert [r["mode"] for r in out if r["parent_id"] == "p1#0"] == ["passthrough"]
+
+
+def test_the_oracles_budget_is_the_first_traces_of_each_problem(parent, tmp_path):
+    oracle = Scripted(oracle_answer)
+    ctx = ctx_with(tmp_path, oracle=oracle)
+    out = get("oracle_refine").build(parent, OracleRefineConfig(traces_per_problem=1), ctx)
+    assert len(oracle.requests) == 1 and out["parent_id"] == ["p1#0"]
+    oracle, slm = Scripted(oracle_answer), Scripted(slm_answer, model_id="test/slm")
+    ctx = ctx_with(tmp_path / "sar", oracle=oracle, slm=slm)
+    out = get("style_aligned").build(parent, StyleAlignedConfig(mode="prefix", continuations=2,
+                                                                traces_per_problem=1), ctx)
+    assert {r["parent_id"] for r in out if r["mode"] == "prefix"} == {"p1#1"}   # the first wrong one
+    assert len(slm.requests) == 2
+    with pytest.raises(ConfigError, match="traces_per_problem must be >= 1"):
+        OracleRefineConfig(traces_per_problem=0)
 
 
 def test_oracle_synth_from_a_model_and_from_the_reference(parent, tmp_path):

@@ -30,6 +30,19 @@ def problems_of(parent: Dataset) -> list[dict]:
     return list(seen.values())
 
 
+def first_per_problem(rows: list[dict], n: int | None) -> list[dict]:
+    """The first ``n`` rows of each problem (all of them when ``n`` is None): the Oracle's budget."""
+    if n is None:
+        return rows
+    seen: dict[str, int] = {}
+    out = []
+    for row in rows:
+        seen[row["problem_id"]] = seen.get(row["problem_id"], 0) + 1
+        if seen[row["problem_id"]] <= n:
+            out.append(row)
+    return out
+
+
 def tokens(ctx: BuildContext, text: str) -> list:
     """``text`` as the learner's tokens (the SLM tokenizer): counts and edits are in the unit
     ``qup run`` and ``qup <variant>`` share."""

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset
 
+from ..config import ConfigError
 from ..prompts import load_prompt
 from ..stages.verify import verify
 from . import BuildContext, Variant, register
-from .oracle import (ask, count_empty, derive, edit_stats, model_oracle, oracle_identity, sampling,
-                     settings, sharded, tokens)
+from .oracle import (ask, count_empty, derive, edit_stats, first_per_problem, model_oracle,
+                     oracle_identity, sampling, settings, sharded, tokens)
 from .rft import RftConfig, keep_correct
 
 
@@ -29,9 +30,13 @@ class OracleRefineConfig:
     prompt: str = field(default="oracle_refine", metadata={"help": "the Oracle's template"})
     max_per_problem: int = 4
     near_dup_threshold: float = 0.9
+    traces_per_problem: int | None = field(default=None, metadata={
+        "help": "the Oracle rewrites the first N traces of each problem (null: every trace)"})
 
     def __post_init__(self):
         RftConfig(self.max_per_problem, self.near_dup_threshold)
+        if self.traces_per_problem is not None and self.traces_per_problem < 1:
+            raise ConfigError(f"traces_per_problem must be >= 1 or null, got {self.traces_per_problem}")
 
 
 def build(parent: Dataset, cfg: OracleRefineConfig | None, ctx: BuildContext) -> Dataset:
@@ -59,7 +64,7 @@ def build(parent: Dataset, cfg: OracleRefineConfig | None, ctx: BuildContext) ->
                                **oracle_identity(oracle)))
         return rows
 
-    rows = verify(sharded(parent.to_list(), refine, ctx, settings(cfg, oracle, prompts=[template]),
+    rows = verify(sharded(first_per_problem(parent.to_list(), cfg.traces_per_problem), refine, ctx, settings(cfg, oracle, prompts=[template]),
                           desc="oracle_refine"))
     ctx.counts["oracle_wrong"] += sum(not ok for ok in rows["correct"])
     return keep_correct(rows, RftConfig(cfg.max_per_problem, cfg.near_dup_threshold))

@@ -31,8 +31,8 @@ from ..schema import TRACE
 from ..stages.sample import trace_seed
 from ..stages.verify import verify
 from . import BuildContext, Variant, register
-from .oracle import (ask, count_empty, derive, edit_stats, model_oracle, oracle_identity, sampling,
-                     settings, sharded, tokens)
+from .oracle import (ask, count_empty, derive, edit_stats, first_per_problem, model_oracle,
+                     oracle_identity, sampling, settings, sharded, tokens)
 from .rft import RftConfig, keep_correct
 
 REPAIRABLE = ("wrong", "no_answer")
@@ -54,8 +54,12 @@ class StyleAlignedConfig:
     seed: int = 0
     max_per_problem: int = 4
     near_dup_threshold: float = 0.9
+    traces_per_problem: int | None = field(default=None, metadata={
+        "help": "the Oracle repairs the first N wrong traces of each problem (null: every one)"})
 
     def __post_init__(self):
+        if self.traces_per_problem is not None and self.traces_per_problem < 1:
+            raise ConfigError(f"traces_per_problem must be >= 1 or null, got {self.traces_per_problem}")
         if not 0 < self.edit_budget <= 1:
             raise ConfigError(f"edit_budget must be in (0, 1], got {self.edit_budget}")
         if self.continuations < 1:
@@ -168,7 +172,8 @@ def build(parent: Dataset, cfg: StyleAlignedConfig | None, ctx: BuildContext) ->
     keep = parent.filter(lambda r: r["correct"]).map(lambda r: {
         "variant": "style_aligned", "mode": "passthrough", "parent_id": r["trace_id"],
         "edit_distance": 0.0, "oracle_token_share": 0.0}, features=TRACE)
-    broken = parent.filter(lambda r: r["verify_status"] in REPAIRABLE).to_list()
+    broken = first_per_problem(parent.filter(lambda r: r["verify_status"] in REPAIRABLE).to_list(),
+                               cfg.traces_per_problem)
     repair = _prefix_rows if cfg.mode == "prefix" else _minimal_edit_rows
     models = (oracle, ctx.role("slm")) if cfg.mode == "prefix" and broken else (oracle,)
     key = settings(cfg, *models, prompts=[load_prompt(p) for p in PROMPTS[cfg.mode]])
