@@ -22,31 +22,37 @@ from toolkit.io import load
 from toolkit.study.stats import detectable, mcnemar, sample_size
 
 
-# Per-stage rates on 2 cores of this AVX2 machine (x86-64 EPYC, fma/avx2, no avx512). "measured":
-# by the named benchmark or run; "scaled": derived from a measured one by parameter count.
+# Per-stage rates on 2 cores of this AVX2 machine (x86-64 EPYC, fma/avx2, no avx512), vLLM
+# binding both cores. "measured": by the named benchmark or run; "scaled": from a measured one by
+# parameter count; "assumed": to be replaced by the run's own figure.
 RATES = {
-    "slm_tok_s": (105.0, "measured: SmolLM2-135M fp32 sampling on vLLM (benchmarks/vllm_engine.py)"),
-    "oracle_tok_s": (29.0, "scaled: slm_tok_s x 135M / 494M parameters (Qwen2.5-Coder-0.5B)"),
-    "judge_prefill_tok_s": (37.0, "scaled: 286 tok/s SmolLM2 NLL prefill (README, nll_throughput) "
-                                  "x 135M / 1.54B x 1.46 (vLLM/transformers decode ratio)"),
-    "learner_prefill_tok_s": (418.0, "measured 286 tok/s NLL prefill (transformers) x 1.46 for vLLM"),
-    "learner_passes": (3.0, "NLL + RSR/GRAPE (ranked) + IFD's question-free pass"),
-    "train_s_per_row_epoch": (4.1, "measured: cpu-paradox study, 18 trainings 58.6 min at ~20 rows x 2 "
-                                   "epochs, ~25 s start each"),
+    "slm_tok_s": (210.0, "measured: SmolLM2-135M fp32 sampling k=4 on vLLM (benchmarks/vllm_engine.py)"),
+    "oracle_tok_s": (74.0, "measured: Qwen2.5-Coder-0.5B fp32 sampling k=4 on vLLM (benchmarks/vllm_engine.py)"),
+    "oracle_prefill_tok_s": (240.0, "scaled: SmolLM2's 258 tok/s vLLM scoring x 135M / 494M x 3.5 "
+                                    "(a bigger model runs nearer the bound: 52% vs 31%)"),
+    "judge_prefill_tok_s": (60.0, "scaled: oracle_prefill_tok_s x 494M / 1.54B x 0.8"),
+    "learner_prefill_tok_s": (258.0, "measured: SmolLM2 NLL scoring on vLLM (benchmarks/vllm_engine.py)"),
+    "train_s_per_row_epoch": (2.5, "assumed: LoRA SFT of SmolLM2, ~220-token rows, batch 8, 2 threads"),
     "train_start_s": (25.0, "model load + trainer set-up per training"),
     "p_correct": (0.092, "measured: SmolLM2 samples on MAWPS, 17.5% of problems with a correct trace at k=2"),
-    "oracle_p_correct": (0.35, "assumed: Qwen2.5-Coder-0.5B on MAWPS (9/48 on GSM8K test, README)"),
+    "oracle_p_correct": (0.6, "assumed: Qwen2.5-Coder-0.5B on MAWPS"),
     "slm_trace_tok": (116.0, "measured: cpu-demo, 5,587 tokens / 48 MAWPS traces"),
-    "oracle_tok": (150.0, "assumed: Oracle solution/rewrite length (cap 192)"),
-    "judge_row_tok": (330.0, "assumed: judge template + question + completion"),
-    "engine_start_s": (110.0, "measured: vLLM engine start on CPU, upper end (README), per model per stage"),
+    "oracle_tok": (120.0, "assumed: Oracle solution/rewrite length on MAWPS (cap 192)"),
+    "oracle_prompt_tok": (250.0, "assumed: refine/SAR prompt (template + question + SLM trace)"),
+    "judge_row_tok": (250.0, "assumed: judge template + question + completion"),
+    "eval_tok": (110.0, "assumed: greedy answer length on MAWPS/SVAMP (cap 160)"),
+    "peak_gflops": (170.0, "measured: fp32 matmul, 2 threads (benchmarks/vllm_engine.py: 607-676 tok/s "
+                           "bound x 2 x 135M)"),
+    "slm_params_m": (135.0, "SmolLM2-135M"),
+    "row_tok": (220.0, "assumed: training row (chat template + prompt + trace)"),
+    "eval_prompt_tok": (90.0, "assumed: evaluation prompt (chat template + prompt + question)"),
+    "engine_start_s": (130.0, "measured: vLLM engine start on CPU, 88-130 s (benchmarks/vllm_engine.py)"),
 }
 
 
 def plan(recipe: str, rates: dict[str, float], psis: list[float]) -> None:
     """Print power and wall time of ``recipe``'s study (see module doc)."""
     from toolkit.study import load_study
-    from toolkit.variants.selected import CRITERIA  # noqa: F401  (criteria validated by load_study)
     from toolkit.run import load_recipe
     from toolkit.sources import load_problems
     study, run_over = load_study(recipe)
@@ -55,48 +61,61 @@ def plan(recipe: str, rates: dict[str, float], psis: list[float]) -> None:
     opts = base.variant_options
     n_train = load_problems(base.train_problems).num_rows
     k = base.sample.k
-    benches = [base.eval_problems, *study.benchmarks]
-    sizes = {f"{b.source}/{b.split}": load_problems(b).num_rows for b in benches}
-    trained = run_over["variants"]
-    seeds = len(study.seeds)
-    # the smallest variant: rft, min(correct traces, cap) per problem under a binomial per trace
+    sizes = {f"{b.source}/{b.split}": load_problems(b).num_rows for b in [base.eval_problems, *study.benchmarks]}
+    trained, seeds = run_over["variants"], len(study.seeds)
     cap, p = opts["rft"].max_per_problem, r["p_correct"]
-    per_problem = sum(min(j, cap) * math.comb(k, j) * p ** j * (1 - p) ** (k - j) for j in range(k + 1))
-    rft_rows = n_train * per_problem
-    print(f"recipe {recipe}: {n_train} training problems x k={k}; variants {trained}; {seeds} seeds")
+    rft_rows = n_train * sum(min(j, cap) * math.comb(k, j) * p ** j * (1 - p) ** (k - j) for j in range(k + 1))
+    print(f"recipe {recipe}: {n_train} training problems x k={k}; {len(trained)} arms x {seeds} seeds; "
+          f"max_rows {base.max_rows}")
     print(f"expected rft rows: {rft_rows:.0f} (p_correct {p}, cap {cap}/problem; target >= 300)")
     for name, n in sizes.items():
         line = ", ".join(f"ψ={psi:.0%}: {_pts(detectable(psi, n))} per seed, "
                          f"{_pts(detectable(psi, n * seeds))} pooled" for psi in psis)
         print(f"power {name} ({n} problems): smallest difference at 80% power, α=0.05: {line}")
-    traces = n_train * k
-    wrong = traces * (1 - p)
-    rows = {"rft": rft_rows, "oracle_synth": n_train * r["oracle_p_correct"],
-            "oracle_refine": n_train * min(2, k * r["oracle_p_correct"]), "style_aligned": rft_rows * 1.3}
-    rows.update({v: n_train * 0.5 for v in trained if v.startswith("selected")})
-    scored = traces + sum(v for name, v in rows.items() if not name.startswith("selected"))
-    eval_tok = {"gsm8k": 190.0, "math500": 240.0}     # assumed mean greedy completion tokens
-    evals = sum(n * eval_tok.get(Path(name.split("/")[0]).name, r["slm_trace_tok"]) for name, n in sizes.items())
-    hours = {
-        "sample (SLM)": traces * r["slm_trace_tok"] / r["slm_tok_s"],
-        "oracle_synth": n_train * r["oracle_tok"] / r["oracle_tok_s"],
-        "oracle_refine (every trace)": traces * r["oracle_tok"] / r["oracle_tok_s"],
-        "style_aligned (prefix: Oracle step + 2 SLM continuations per wrong trace)":
-            wrong * (60 / r["oracle_tok_s"] + 2 * 96 / r["slm_tok_s"]),
-        "score: judge": scored * r["judge_row_tok"] / r["judge_prefill_tok_s"],
-        "score: learner (3 passes)": scored * r["judge_row_tok"] * r["learner_passes"] / r["learner_prefill_tok_s"],
-        "train": sum(seeds * (rows[v] * base.train.epochs * r["train_s_per_row_epoch"] + r["train_start_s"])
-                     for v in trained if v in rows),
-        "evaluate": (len(trained) * seeds + 1) * evals / r["slm_tok_s"],
-        "engine starts": r["engine_start_s"] * (6 + 2 * (len(trained) * seeds + 1)),
-    }
+    hours = _hours(r, base, opts, n_train, k, rft_rows, trained, seeds, sum(sizes.values()))
     total = 0.0
     for name, sec in hours.items():
         total += sec
-        print(f"  {name:<78}{sec / 3600:6.2f} h")
-    print(f"  {'total (2 cores)':<78}{total / 3600:6.2f} h   (target <= 8 h)")
+        print(f"  {name:<64}{sec / 3600:6.2f} h")
+    print(f"  {'total (2 cores)':<64}{total / 3600:6.2f} h   (target <= 8 h)")
+    arms = len(trained) * seeds
+    n = r["slm_params_m"] * 1e6
+    train_flop = arms * (base.max_rows or 0) * base.train.epochs * r["row_tok"] * 4 * n   # LoRA: fwd + input grads
+    eval_flop = (arms + 1) * sum(sizes.values()) * (r["eval_tok"] + r["eval_prompt_tok"]) * 2 * n
+    print(f"  floor: train + evaluate alone are {(train_flop + eval_flop) / 1e15:.0f} PFLOP = "
+          f"{(train_flop + eval_flop) / (r['peak_gflops'] * 1e9) / 3600:.1f} h at 100% of the cores' "
+          f"measured {r['peak_gflops']:g} GFLOP/s")
     for name, (value, why) in RATES.items():
         print(f"    rate {name} = {r[name]:g}  [{why if name not in rates else 'given'}]")
+
+
+def _hours(r, base, opts, n_train, k, rft_rows, trained, seeds, n_eval) -> dict[str, float]:
+    """Seconds per stage of a study (see :func:`plan`)."""
+    per = lambda v: min(k, opts[v].traces_per_problem or k)     # noqa: E731  traces the Oracle takes
+    cap = base.max_rows or float("inf")
+    rows = {"rft": min(rft_rows, cap), "oracle_synth": min(n_train * r["oracle_p_correct"], cap),
+            "oracle_refine": min(n_train * per("oracle_refine") * r["oracle_p_correct"], cap),
+            "style_aligned": min(rft_rows + n_train * per("style_aligned") * 0.3, cap)}
+    rows.update({v: min(n_train * 0.5, cap) for v in trained if v not in rows})
+    judged = sum(rows[v] for v in ("rft", "oracle_synth", "oracle_refine", "style_aligned"))
+    judged += 0 if "self" in base.unscored else n_train * k
+    oracle = lambda n: n * (r["oracle_prompt_tok"] / r["oracle_prefill_tok_s"] + r["oracle_tok"] / r["oracle_tok_s"])  # noqa: E731
+    sar = opts["style_aligned"]
+    return {
+        "sample (SLM)": n_train * k * r["slm_trace_tok"] / r["slm_tok_s"],
+        "oracle_synth": oracle(n_train),
+        "oracle_refine": oracle(n_train * per("oracle_refine")),
+        "style_aligned (locate + fix a step, then SLM continuations)":
+            oracle(n_train * per("style_aligned")) * 0.6
+            + n_train * per("style_aligned") * sar.continuations * sar.max_new_tokens / r["slm_tok_s"],
+        "score: judge": judged * r["judge_row_tok"] / r["judge_prefill_tok_s"],
+        "score: learner (ranked + IFD's answer-only pass)":
+            judged * (r["judge_row_tok"] + r["slm_trace_tok"]) / r["learner_prefill_tok_s"],
+        "train": sum(seeds * (rows[v] * base.train.epochs * r["train_s_per_row_epoch"] + r["train_start_s"])
+                     for v in trained),
+        "evaluate": (len(trained) * seeds + 1) * n_eval * r["eval_tok"] / r["slm_tok_s"],
+        "engine starts": r["engine_start_s"] * 8,
+    }
 
 
 def _pts(d) -> str:

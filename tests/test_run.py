@@ -178,19 +178,28 @@ def test_dead_endpoint_is_one_line(tmp_path, free_port):
 
 def test_oracle_variants_in_a_run_with_the_reference_oracle(tmp_path, shared_data, tiny_model):
     """oracle_synth from the dataset's own solutions goes through train, evaluate and publishing;
-    the card names the Oracle; variants the recipe does not list are not built."""
+    the card names the Oracle; variants the recipe does not list are not built; `unscored: [self]`
+    builds the SLM's traces without scoring them; `max_rows` keeps a seeded subset of a trained one."""
     from huggingface_hub import DatasetCard, hf_hub_download
 
+    from toolkit.config import ConfigError
     from toolkit.hub import HubServer
     from toolkit.run import run_recipe
 
     run_dir = tmp_path / "run"
-    summary = run_recipe("smoke", {"variants": ["oracle_synth"], "oracle": {"model": "reference"},
-                                   "train_problems": {"source": "gsm8k", "split": "train", "limit": 4}},
-                         run_dir=str(run_dir))
+    over = {"variants": ["oracle_synth"], "oracle": {"model": "reference"}, "unscored": ["self"], "max_rows": 3,
+            "train_problems": {"source": "gsm8k", "split": "train", "limit": 4}}
+    with pytest.raises(ConfigError, match="unscored: 'oracle_synth' must be a built variant that is neither"):
+        run_recipe("smoke", {**over, "unscored": ["oracle_synth"]}, run_dir=str(run_dir))
+    summary = run_recipe("smoke", over, run_dir=str(run_dir))
     assert list(summary["data"]) == ["self", "oracle_synth"]
+    assert "scores" not in summary["data"]["self"] and summary["data"]["oracle_synth"]["scores"]
+    assert not (run_dir / "scores" / "self").exists() and (run_dir / "scores" / "oracle_synth").exists()
+    assert summary["diagnostics"]["self"]["rows"] == 8 and summary["diagnostics"]["self"]["nll"]["n"] == 0
     synth = load(run_dir / "variants" / "oracle_synth")
-    assert len(synth) == 4 and all(synth["correct"]) and set(synth["mode"]) == {"reference"}
+    assert len(synth) == 3 and all(synth["correct"]) and set(synth["mode"]) == {"reference"}
+    assert summary["data"]["oracle_synth"]["counts"]["over_max_rows"] == 1
+    assert summary["data"]["self"]["rows"] == 8                  # not trained: not capped
     assert set(summary["evaluations"]) == {"base", "oracle_synth"}
     with HubServer(run_dir / "hub") as hub:
         readme = hf_hub_download(summary["published"][0]["repo"], "README.md", repo_type="dataset",

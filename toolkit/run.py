@@ -24,6 +24,7 @@ import dataclasses
 import functools
 import json
 import logging
+import random
 import re
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -87,6 +88,8 @@ class RunConfig:
     judge: RoleConfig = field(default_factory=RoleConfig)   # the reward judge ('' = the Oracle)
     prompt: str = "math_cot"
     variants: list[str] = field(default_factory=lambda: ["rft"])  # which data variants to train on
+    unscored: list[str] = field(default_factory=list)  # built, not scored (neither trained nor pooled)
+    max_rows: int | None = None   # every scored variant keeps a seeded random N of its rows (equal data)
     sample: SampleSection = field(default_factory=SampleSection)
     score: ScoreSection = field(default_factory=ScoreSection)
     train: TrainSection = field(default_factory=TrainSection)
@@ -116,6 +119,16 @@ class RunConfig:
                  for n in {*self.variants, *self.variant_options}}
         self.variant_options = {v.name: given[v.name] if v.name in given else v.options(None, v.name)
                                 for v in V.lineage(*self.variants, options=given)}
+        if self.max_rows is not None and self.max_rows < 1:
+            raise ConfigError(f"max_rows: must be >= 1 or null, got {self.max_rows}")
+        for name in self.unscored:
+            if name not in self.variant_options or name in self.variants or name in self.pools():
+                raise ConfigError(f"unscored: {name!r} must be a built variant that is neither trained "
+                                  f"nor a selection pool (built: {sorted(self.variant_options)})")
+
+    def pools(self) -> set[str]:
+        """The variants some selection picks from."""
+        return {p for o in self.variant_options.values() for p in getattr(o, "pool", None) or ()}
 
     def lineage(self) -> list[V.Variant]:
         """Every variant the run builds: those it trains, their parents and selection pools."""
@@ -223,8 +236,12 @@ def _context(cfg: RunConfig, sample: SampleConfig, out: str) -> V.BuildContext:
     return V.BuildContext(roles=roles, workdir=Path(out), tokenize=tokenize)
 
 
-def _build_variant(v: V.Variant, parent, options, ctx: V.BuildContext, out: str) -> dict:
+def _build_variant(v: V.Variant, parent, options, ctx: V.BuildContext, out: str,
+                   max_rows: int | None = None) -> dict:
     ds = v.build(parent, options, ctx)
+    if max_rows is not None and len(ds) > max_rows:     # equal data per arm: a seeded subset
+        ctx.counts["over_max_rows"] += len(ds) - max_rows
+        ds = ds.select(sorted(random.Random(0).sample(range(len(ds)), max_rows)))
     save(ds, out)
     return {**_data_stats(ds), "counts": dict(ctx.counts)}
 
@@ -247,19 +264,21 @@ def _data_steps(cfg: RunConfig, run: Path, stages: dict, keys: dict) -> tuple[di
     for v in cfg.lineage():
         roles = {r: {"slm": sample.slm, "oracle": cfg.oracle}[r] for r in v.needs}
         out, opts = variant_dir(run, v.name), cfg.variant_options[v.name]
+        cap = cfg.max_rows if v.name in cfg.variants or v.name in cfg.pools() else None
         if v.scored:
             inputs = [f"score:{p}" for p in opts.pool]
             make = lambda v=v, opts=opts, out=out: _build_variant(  # noqa: E731
-                v, {p: load(scored[p]) for p in opts.pool}, opts, _context(cfg, sample, out), out)
+                v, {p: load(scored[p]) for p in opts.pool}, opts, _context(cfg, sample, out), out, cap)
         else:
             parent = sample.out if v.parent == V.SAMPLES else built[v.parent]
             inputs = ["sample" if v.parent == V.SAMPLES else f"variant:{v.parent}"]
             make = lambda v=v, parent=parent, opts=opts, out=out: _build_variant(  # noqa: E731
-                v, load(parent), opts, _context(cfg, sample, out), out)
-        data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), {"options": opts, "roles": roles},
+                v, load(parent), opts, _context(cfg, sample, out), out, cap)
+        key = {"options": opts, "roles": roles, **({"max_rows": cap} if cap else {})}
+        data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), key,
                                      inputs, make, engine=lambda roles=roles: _engines(roles)), keys)
         built[v.name] = scored[v.name] = out
-        if v.scored:    # its rows carry the scores of the pool they came from
+        if v.scored or v.name in cfg.unscored:    # a selection carries its pool's scores
             continue
         sc = stages[f"score:{v.name}"]
         data[v.name]["scores"] = run_step(Step(

@@ -269,3 +269,25 @@ def test_vllm_serve_peer_scores_and_refines_as_in_process(engines, vllm_server, 
         [shard] = sorted((tmp_path / name / "shards").glob("*.parquet"))
         written[name] = pq.read_table(shard).column("completion").to_pylist()
     assert written["remote"] == written["local"] and len(set(written["local"])) == 3
+
+
+def _engine_cores() -> int:
+    import psutil
+    return sum(any("EngineCore" in a for a in p.cmdline()) for p in psutil.Process().children(recursive=True))
+
+
+def test_on_cpu_another_engine_stops_the_least_recently_used_one(engines, tiny_model, monkeypatch):
+    """Engines of several roles on CPU: past CPU_ENGINES the least recently used one stops (its
+    memory comes back), and its generator restarts it on its next call with the same results."""
+    from toolkit.generation import vllm_engine
+    from toolkit.generation.vllm_engine import VLLMEngine
+    v = engines[0]
+    greedy = [Request(p, SamplingParams(max_new_tokens=8, do_sample=False)) for p in _prompts(v)]
+    before = [c.token_ids for c in v.generate(greedy, progress=False)]
+    monkeypatch.setattr(vllm_engine, "CPU_ENGINES", 1)
+    cores = _engine_cores()
+    other = VLLMEngine(tiny_model, dtype="float32", options=VLLMOptions(kv_cache_gib=0.25))
+    assert other.generate(greedy[:1], progress=False)[0].token_ids
+    assert _engine_cores() == cores          # one stopped, one started
+    assert [c.token_ids for c in v.generate(greedy, progress=False)] == before   # restarted
+    assert _engine_cores() == cores

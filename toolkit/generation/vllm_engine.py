@@ -111,14 +111,27 @@ def bind_every_cpu(ranks: int = 1) -> None:
             ",".join(map(str, cpus[r * size:(r + 1) * size])) for r in range(ranks))
 
 
+CPU_ENGINES = 2     # engines alive at once on CPU: SLM + Oracle, SLM + judge (a 1.5B one holds ~12 GiB)
+
+
 def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool):
+    """The process's engine for these settings, most recently used last. On CPU at most
+    :data:`CPU_ENGINES` live: starting another shuts the least recently used one down (a
+    generator whose engine went restarts it on its next call)."""
     key = (path, dtype, lora, tuple(sorted(asdict(opts).items())))
-    if key not in _ENGINES:
-        def make():
-            from vllm import LLM
-            log.info("vllm: starting the engine for %s (%s), 40-110 s on CPU", path, dtype)
-            return LLM(**engine_kwargs(path, dtype, opts, lora))
-        _ENGINES[key] = start(make, path, opts)
+    if key in _ENGINES:
+        _ENGINES[key] = _ENGINES.pop(key)
+        return _ENGINES[key]
+    while not _cuda() and len(_ENGINES) >= CPU_ENGINES:
+        old = next(iter(_ENGINES))
+        log.info("vllm: stopping the engine for %s (least recently used) to start another", old[0])
+        _ENGINES.pop(old).llm_engine.engine_core.shutdown()
+
+    def make():
+        from vllm import LLM
+        log.info("vllm: starting the engine for %s (%s), 40-110 s on CPU", path, dtype)
+        return LLM(**engine_kwargs(path, dtype, opts, lora))
+    _ENGINES[key] = start(make, path, opts)
     return _ENGINES[key]
 
 
@@ -209,9 +222,14 @@ class VLLMEngine:
             raise ValueError(f"default_adapter {default_adapter!r} is not among {list(self.adapters)}")
         self.default_adapter = default_adapter
         self.merged = False
-        self.llm = _llm(info.path, self.dtype, self.options, lora=bool(self.adapters))
+        self._engine = (info.path, self.dtype, self.options, bool(self.adapters))
         self.tokenizer = self.llm.get_tokenizer()
         self.max_length = self.llm.llm_engine.model_config.max_model_len
+
+    @property
+    def llm(self):
+        """The engine (restarted if another role's start stopped it: :data:`CPU_ENGINES`)."""
+        return _llm(*self._engine)
 
     @property
     def label(self) -> str:
