@@ -255,38 +255,51 @@ def _data_stats(ds) -> dict:
 
 
 def _data_steps(cfg: RunConfig, run: Path, stages: dict, keys: dict) -> tuple[dict, dict]:
-    """Build every variant, score it (reward, adaptation cost, drift), then build the variants
-    selected from scored pools. Returns ({variant: dir of its scored rows}, {variant: stats})."""
+    """Build every variant, then score them (reward, adaptation cost, drift), then build the
+    variants selected from scored pools: one model role after another, so a CPU holds few engines
+    (:data:`toolkit.generation.vllm_engine.CPU_ENGINES`). Returns ({variant: dir of its scored
+    rows}, {variant: stats})."""
     sample = stages["sample"]
     built, scored, data = {}, {}, {}
     memo: dict = {}
     scorers = functools.lru_cache(maxsize=1)(lambda: Scorers.from_config(stages["score:self"], memo))
-    for v in cfg.lineage():
+
+    def build(v: V.Variant) -> None:
         roles = {r: {"slm": sample.slm, "oracle": cfg.oracle}[r] for r in v.needs}
         out, opts = variant_dir(run, v.name), cfg.variant_options[v.name]
         cap = cfg.max_rows if v.name in cfg.variants or v.name in cfg.pools() else None
         if v.scored:
             inputs = [f"score:{p}" for p in opts.pool]
-            make = lambda v=v, opts=opts, out=out: _build_variant(  # noqa: E731
+            make = lambda: _build_variant(  # noqa: E731
                 v, {p: load(scored[p]) for p in opts.pool}, opts, _context(cfg, sample, out), out, cap)
-        else:
+        else:   # a variant's parent is never a selection (selections are built last)
             parent = sample.out if v.parent == V.SAMPLES else built[v.parent]
             inputs = ["sample" if v.parent == V.SAMPLES else f"variant:{v.parent}"]
-            make = lambda v=v, parent=parent, opts=opts, out=out: _build_variant(  # noqa: E731
-                v, load(parent), opts, _context(cfg, sample, out), out, cap)
+            make = lambda: _build_variant(v, load(parent), opts, _context(cfg, sample, out), out, cap)  # noqa: E731
         key = {"options": opts, "roles": roles, **({"max_rows": cap} if cap else {})}
-        data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), key,
-                                     inputs, make, engine=lambda roles=roles: _engines(roles)), keys)
+        data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), key, inputs, make,
+                                     engine=lambda: _engines(roles)), keys)
         built[v.name] = scored[v.name] = out
-        if v.scored or v.name in cfg.unscored:    # a selection carries its pool's scores
-            continue
+
+    def score(v: V.Variant) -> None:
         sc = stages[f"score:{v.name}"]
         data[v.name]["scores"] = run_step(Step(
             f"score:{v.name}", Path(sc.out), {"score": sc, "columns": _columns()},
-            [f"variant:{v.name}", "variant:self"], lambda sc=sc: score_command(sc, scorers()),
-            engine=lambda sc=sc: roles_engine(sc)), keys)
+            [f"variant:{v.name}", "variant:self"], lambda: score_command(sc, scorers()),
+            engine=lambda: roles_engine(sc)), keys)
         scored[v.name] = sc.out
         _remember(memo, sc.out)
+
+    lineage = cfg.lineage()
+    for v in lineage:
+        if not v.scored:
+            build(v)
+    for v in lineage:
+        if not v.scored and v.name not in cfg.unscored:    # a selection carries its pool's scores
+            score(v)
+    for v in lineage:
+        if v.scored:
+            build(v)
     return scored, data
 
 
