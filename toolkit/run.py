@@ -394,16 +394,19 @@ def run_recipe(recipe: str, overrides: dict | None = None, run_dir: str | None =
         if hub and nonempty:
             published.append(publishing.publish_variants(hub, cfg, sample, nonempty, cfg.variant_options,
                                                          p.decontamination))
+        trained = [v for v in cfg.variants if data[v]["rows"]]
         for v in cfg.variants:
-            if data[v]["rows"] == 0:  # reported (report, run.json), not a crash of the other variants
+            if v not in trained:  # reported (report, run.json), not a crash of the other variants
                 log.warning("variant %s has no rows (%s): not trained; sample more problems or traces "
                             "(sample.k), or check its counts in run.json", v, data[v].get("counts", {}))
-                continue
-            tc, ec = stages[f"train:{v}"], stages[f"evaluate:{v}"]
+        for v in trained:       # every training first: evaluation's engine then starts once
+            tc = stages[f"train:{v}"]
             run_step(Step(f"train:{v}", Path(tc.out), tc, [f"variant:{v}"], lambda tc=tc: train_command(tc)),
                      keys)
             if hub and published:  # the adapter's card names the exact dataset repo, config and revision
                 _stamp_dataset(tc.out, published[0]["repo"], v, published[0]["revision"])
+        for v in trained:
+            tc, ec = stages[f"train:{v}"], stages[f"evaluate:{v}"]
             evaluations[v] = run_step(Step(f"evaluate:{v}", Path(ec.out), ec, [f"train:{v}"],
                                            lambda ec=ec: evaluate_command(ec), engine=ec.model.engine), keys)
             if hub:

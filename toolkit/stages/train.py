@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,6 +261,9 @@ def train_command(cfg: TrainConfig) -> dict:
     ds = load_traces(cfg.data)
     if len(ds) == 0:
         raise TrainDataError(f"no training rows in {cfg.data}")
+    engines = sys.modules.get("toolkit.generation.vllm_engine")
+    if engines:          # idle vLLM engines of this process hold GiBs that training needs
+        engines.release()
     metrics = train(ds, cfg)
     summary = {k: v for k, v in metrics.items() if k != "losses"}
     weights = (Path(cfg.out) / "adapter_model.safetensors").read_bytes()

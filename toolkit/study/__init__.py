@@ -172,7 +172,7 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
         if hub and nonempty:
             data_pub = publishing.publish_variants(hub, p.cfg, p.stages["sample"], nonempty,
                                                    p.cfg.variant_options, p.decontamination)
-        for cell in cells:
+        for cell in cells:      # every training first: evaluation's engine then starts once
             v, tc = cell["variant"], cell["train"]
             if tc is not None:
                 cell["train_result"] = run_step(Step(
@@ -180,6 +180,8 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
                     lambda tc=tc: train_command(tc)), p.keys)
                 if data_pub:
                     _stamp_dataset(tc.out, data_pub["repo"], v, data_pub["revision"])
+        for cell in cells:
+            v, tc = cell["variant"], cell["train"]
             inputs = [f"train:{v}{cell['tag']}"] if tc is not None else []
             cell["metrics"] = [run_step(Step(name, Path(ec.out), ec, inputs, lambda ec=ec: evaluate_command(ec),
                                              engine=ec.model.engine), p.keys)
