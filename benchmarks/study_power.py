@@ -32,7 +32,7 @@ RATES = {
                                     "(a bigger model runs nearer the bound: 52% vs 31%)"),
     "judge_prefill_tok_s": (60.0, "scaled: oracle_prefill_tok_s x 494M / 1.54B x 0.8"),
     "learner_prefill_tok_s": (258.0, "measured: SmolLM2 NLL scoring on vLLM (benchmarks/vllm_engine.py)"),
-    "train_s_per_row_epoch": (2.5, "assumed: LoRA SFT of SmolLM2, ~220-token rows, batch 8, 2 threads"),
+    "train_s_per_row_epoch": (1.6, "measured: cpu-demo LoRA SFT of SmolLM2, 12-13 s per step of 8 rows"),
     "train_start_s": (25.0, "model load + trainer set-up per training"),
     "p_correct": (0.092, "measured: SmolLM2 samples on MAWPS, 17.5% of problems with a correct trace at k=2"),
     "oracle_p_correct": (0.6, "assumed: Qwen2.5-Coder-0.5B on MAWPS"),
@@ -114,7 +114,7 @@ def _hours(r, base, opts, n_train, k, rft_rows, trained, seeds, n_eval) -> dict[
         "train": sum(seeds * (rows[v] * base.train.epochs * r["train_s_per_row_epoch"] + r["train_start_s"])
                      for v in trained),
         "evaluate": (len(trained) * seeds + 1) * n_eval * r["eval_tok"] / r["slm_tok_s"],
-        "engine starts": r["engine_start_s"] * 8,
+        "engine starts (one per evaluated adapter: merged on CPU)": r["engine_start_s"] * (6 + len(trained) * seeds),
     }
 
 
