@@ -59,13 +59,15 @@ def plan(recipe: str, rates: dict[str, float], psis: list[float]) -> None:
     r = {k: v for k, (v, _) in RATES.items()} | rates
     base = load_recipe(recipe)
     opts = base.variant_options
+    from toolkit.run import _decontaminate
     n_train = load_problems(base.train_problems).num_rows
+    n_train -= _decontaminate(base, study.benchmarks)["dropped"]      # what the run leaves out
     k = base.sample.k
     sizes = {f"{b.source}/{b.split}": load_problems(b).num_rows for b in [base.eval_problems, *study.benchmarks]}
     trained, seeds = run_over["variants"], len(study.seeds)
     cap, p = opts["rft"].max_per_problem, r["p_correct"]
     rft_rows = n_train * sum(min(j, cap) * math.comb(k, j) * p ** j * (1 - p) ** (k - j) for j in range(k + 1))
-    print(f"recipe {recipe}: {n_train} training problems x k={k}; {len(trained)} arms x {seeds} seeds; "
+    print(f"recipe {recipe}: {n_train} training problems after decontamination x k={k}; {len(trained)} arms x {seeds} seeds; "
           f"max_rows {base.max_rows}")
     print(f"expected rft rows: {rft_rows:.0f} (p_correct {p}, cap {cap}/problem; target >= 300)")
     for name, n in sizes.items():
