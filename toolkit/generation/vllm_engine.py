@@ -124,9 +124,7 @@ def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool):
         _ENGINES[key] = _ENGINES.pop(key)
         return _ENGINES[key]
     while not _cuda() and len(_ENGINES) >= CPU_ENGINES:
-        old = next(iter(_ENGINES))
-        log.info("vllm: stopping the engine for %s (least recently used) to start another", old[0])
-        _ENGINES.pop(old).llm_engine.engine_core.shutdown()
+        _stop(next(iter(_ENGINES)), "least recently used, to start another")
 
     def make():
         from vllm import LLM
@@ -164,9 +162,12 @@ def release() -> None:
     """Stop every engine of this process (training needs the memory); generators restart theirs
     on their next call."""
     while _ENGINES:
-        key = next(iter(_ENGINES))
-        log.info("vllm: stopping the engine for %s (memory for training)", key[0])
-        _ENGINES.pop(key).llm_engine.engine_core.shutdown()
+        _stop(next(iter(_ENGINES)), "memory for training")
+
+
+def _stop(key: tuple, why: str) -> None:
+    log.info("vllm: stopping the engine for %s (%s)", key[0], why)
+    _ENGINES.pop(key).llm_engine.engine_core.shutdown()
 
 
 def _cuda() -> bool:
