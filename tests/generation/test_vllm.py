@@ -280,8 +280,15 @@ def test_vllm_serve_peer_scores_and_refines_as_in_process(engines, vllm_server, 
 
 
 def _engine_cores() -> int:
+    """Live vLLM engine processes under this one (a stopped one may linger a moment as a zombie)."""
     import psutil
-    return sum(any("EngineCore" in a for a in p.cmdline()) for p in psutil.Process().children(recursive=True))
+
+    def engine(p) -> bool:
+        try:
+            return p.status() != psutil.STATUS_ZOMBIE and any("EngineCore" in a for a in p.cmdline())
+        except psutil.Error:                           # exited, or became a zombie, meanwhile
+            return False
+    return sum(map(engine, psutil.Process().children(recursive=True)))
 
 
 def test_on_cpu_another_engine_stops_the_least_recently_used_one(engines, tiny_model, monkeypatch):

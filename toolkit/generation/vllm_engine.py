@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 from dataclasses import asdict
@@ -168,6 +169,7 @@ def release() -> None:
 def _stop(key: tuple, why: str) -> None:
     log.info("vllm: stopping the engine for %s (%s)", key[0], why)
     _ENGINES.pop(key).llm_engine.engine_core.shutdown()
+    multiprocessing.active_children()                  # reaps the stopped engine process
 
 
 def _cuda() -> bool:
