@@ -47,7 +47,7 @@ def engines(tiny_model, adapter):
     from toolkit.generation.engine import LocalEngine
     from toolkit.generation.vllm_engine import VLLMEngine
     v = VLLMEngine(tiny_model, adapters={"a": adapter}, dtype="float32",
-                   options=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5))
+                   options=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True))
     t = LocalEngine(tiny_model, adapters={"a": adapter}, dtype="float32")
     return v, t
 
@@ -144,10 +144,10 @@ def test_auto_picks_vllm_and_names_the_engine(engines, tiny_model, adapter, monk
     from toolkit.generation import engine_of as engine
     monkeypatch.delenv("QUP_BACKEND", raising=False)
     gen = make_generator(tiny_model, dtype="float32", adapter=adapter,
-                         vllm=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5))
+                         vllm=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True))
     assert engine(gen).startswith("vllm ") and engine("auto") == engine(gen)
     again = make_generator(tiny_model, dtype="float32", adapter=adapter,
-                           vllm=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5))
+                           vllm=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True))
     assert again.llm is gen.llm                 # one engine per process, shared by the roles
     # one adapter serving every request is merged into the weights on CPU: LoRA's outputs
     assert gen.merged and not engines[0].merged
@@ -209,7 +209,7 @@ def vllm_server(tiny_model):
     # lookup needs, so the same server is started by its module
     proc = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", tiny_model,
                              "--dtype", "float32", "--port", str(port), "--host", "127.0.0.1",
-                             "--seed", "0", "--max-model-len", "1024"],
+                             "--seed", "0", "--max-model-len", "1024", "--enforce-eager"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 300
@@ -301,7 +301,7 @@ def test_on_cpu_another_engine_stops_the_least_recently_used_one(engines, tiny_m
     before = [c.token_ids for c in v.generate(greedy, progress=False)]
     monkeypatch.setattr(vllm_engine, "CPU_ENGINES", 1)
     cores, live = _engine_cores(), len(vllm_engine._ENGINES)      # (a `vllm serve` peer may run too)
-    other = VLLMEngine(tiny_model, dtype="float32", options=VLLMOptions(kv_cache_gib=0.25))
+    other = VLLMEngine(tiny_model, dtype="float32", options=VLLMOptions(kv_cache_gib=0.25, enforce_eager=True))
     assert other.generate(greedy[:1], progress=False)[0].token_ids
     assert _engine_cores() == cores - live + 1 and len(vllm_engine._ENGINES) == 1
     assert [c.token_ids for c in v.generate(greedy, progress=False)] == before   # restarted

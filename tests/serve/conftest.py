@@ -7,7 +7,7 @@ import pytest
 
 from toolkit.generation.roles import VLLMOptions
 
-VLLM = VLLMOptions(kv_cache_gib=0.25)
+VLLM = VLLMOptions(kv_cache_gib=0.25, enforce_eager=True)   # tiny models: start in seconds
 
 
 def _why_not_vllm() -> str:

@@ -55,7 +55,7 @@ def _local(tiny_model, adapter, backend):
     from toolkit.generation.roles import VLLMOptions
     from toolkit.generation.vllm_engine import VLLMEngine
     return VLLMEngine(tiny_model, adapters={"a": adapter}, dtype="float32",
-                      options=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5))
+                      options=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True))
 
 
 def test_hub_client_text_generation_matches_local_engine(server, tiny_model, lora_adapter, engine_options):

@@ -93,6 +93,18 @@ def test_study_end_to_end_publishes_results_and_resumes(tmp_path, shared_data, t
     assert strip(res2) == strip(res)
     assert again["results_published"]["revision"] == "v2"
 
+    # A run dir kept without its adapter weights (as studies/ keeps it in git): finished cells stay
+    # finished; a cell with an evaluation missing trains its adapter again, and nothing else runs.
+    for weights in run_dir.glob("adapters/*/adapter_model.safetensors"):
+        weights.unlink()
+    (lost / "qup_stage.json").unlink()
+    before = _markers(run_dir)
+    run_study("smoke", STUDY, run_dir=str(run_dir))
+    after = _markers(run_dir)
+    assert {k for k in after if after[k] != before.get(k)} == {"adapters/self-seed1", "eval/self-seed1-svamp"}
+    assert (run_dir / "adapters" / "self-seed1" / "adapter_model.safetensors").is_file()
+    assert not (run_dir / "adapters" / "self" / "adapter_model.safetensors").exists()
+
 
 def test_study_config_errors_are_one_line(tmp_path):
     from toolkit.study import load_study

@@ -62,7 +62,7 @@ def engine_kwargs(path: str, dtype: str, opts: VLLMOptions, lora: bool) -> dict:
                   data_parallel_size=opts.data_parallel_size, enable_prefix_caching=True,
                   enable_chunked_prefill=False,   # vLLM 0.32 CPU: a seeded row cut mid-prefill
                   # crashes its worker ("CPU Generator does not use offset")
-                  gpu_memory_utilization=opts.gpu_memory_utilization)
+                  gpu_memory_utilization=opts.gpu_memory_utilization, enforce_eager=opts.enforce_eager)
     if lora:
         kwargs.update(max_lora_rank=opts.max_lora_rank, max_loras=opts.max_loras)
     if opts.max_model_len or not _cuda():   # CPU: vLLM warms up on a batch this long (one core)

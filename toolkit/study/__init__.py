@@ -8,7 +8,8 @@ RSR, IFD, Mix Distillation; :mod:`toolkit.variants.selected`), extra held-out ``
 of the paired comparisons (``rft``). Everything is a cached step of the run dir
 (:mod:`toolkit.steps`): the samples, Oracle outputs and scores of a ``qup run`` of the same recipe
 are reused, its adapters serve as the recipe's own seed, and a killed study re-runs only what is
-missing.
+missing. Each (variant, seed) cell is trained, then evaluated: a run dir kept without its adapter
+weights (``studies/`` in git) retrains only the cells whose evaluations are missing.
 
 Outputs (``<run>/study/``): ``results/`` (the results dataset, :data:`toolkit.schema.RESULTS`),
 ``report.md`` with the paradox table, the paired comparison against the baseline and the
@@ -31,7 +32,9 @@ from pathlib import Path
 from .. import variants as V
 from ..config import ConfigError, from_dict, merge, read_yaml
 from ..sources import SourceConfig, load_problems
-from ..steps import Step, run_step
+from ..steps import MARKER, Step, run_step, skipped, step_key
+
+ADAPTER = "adapter_model.safetensors"
 
 log = logging.getLogger(__name__)
 
@@ -172,22 +175,21 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
         if hub and nonempty:
             data_pub = publishing.publish_variants(hub, p.cfg, p.stages["sample"], nonempty,
                                                    p.cfg.variant_options, p.decontamination)
-        for cell in cells:      # every training first: evaluation's engine then starts once
+        for cell in cells:      # a cell is trained, then evaluated: its adapter is needed only in between
             v, tc = cell["variant"], cell["train"]
+            steps = [Step(name, Path(ec.out), ec, [f"train:{v}{cell['tag']}"] if tc else [],
+                          lambda ec=ec: evaluate_command(ec), engine=ec.model.engine)
+                     for name, ec in cell["evals"]]
             if tc is not None:
-                cell["train_result"] = run_step(Step(
-                    f"train:{v}{cell['tag']}", Path(tc.out), tc, [f"variant:{v}"],
-                    lambda tc=tc: train_command(tc)), p.keys)
+                train = Step(f"train:{v}{cell['tag']}", Path(tc.out), tc, [f"variant:{v}"],
+                             lambda tc=tc: train_command(tc))
+                _forget_lost_adapter(train, steps, p.keys)
+                cell["train_result"] = run_step(train, p.keys)
                 if data_pub:
                     _stamp_dataset(tc.out, data_pub["repo"], v, data_pub["revision"])
-        for cell in cells:
-            v, tc = cell["variant"], cell["train"]
-            inputs = [f"train:{v}{cell['tag']}"] if tc is not None else []
-            cell["metrics"] = [run_step(Step(name, Path(ec.out), ec, inputs, lambda ec=ec: evaluate_command(ec),
-                                             engine=ec.model.engine), p.keys)
-                               for name, ec in cell["evals"]]
+            cell["metrics"] = [run_step(step, p.keys) for step in steps]
             cell["outcomes"] = [_outcomes(load(ec.out)) for _, ec in cell["evals"]]
-            if hub and tc is not None:
+            if hub and tc is not None and (Path(tc.out) / ADAPTER).exists():
                 label = v + cell["tag"].replace("@", "-")
                 cell["adapter_pub"] = publishing.publish_trained(hub, p.cfg, label, tc.out, cell["metrics"])
         rows = results.rows(p, cells, data_pub)
@@ -199,6 +201,18 @@ def _run(recipe: str, study: StudyConfig, run_over: dict, run_dir: str | None) -
                                                              results.details(cells, p.cfg.name))
     (out / "study.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _forget_lost_adapter(train: Step, evals: list[Step], keys: dict[str, str]) -> None:
+    """A finished training whose adapter weights are gone (a run dir kept without its weights, as
+    ``studies/`` keeps it in git) is redone only while one of its evaluations is still missing."""
+    marker = Path(train.out) / MARKER
+    if (Path(train.out) / ADAPTER).exists() or not marker.exists():
+        return
+    after = {**keys, train.name: step_key(train, keys)}
+    if not all(skipped(e.out, step_key(e, after)) for e in evals):
+        log.info("%s: its adapter weights are gone and an evaluation is missing: training again", train.name)
+        marker.unlink()
 
 
 def _outcomes(ds) -> dict[str, bool]:
