@@ -26,6 +26,9 @@ if _usable():
 QUESTIONS = ["What is 2+3?", "Tom has 4 apples and eats 1. How many are left?", "What is 7*6?"]
 
 
+# the tiny model's engine: LoRA up to rank 8, a small KV cache, no torch.compile (starts in seconds)
+TINY = VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True)
+
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, tiny_model):
     """A rank-8 LoRA with random (non-zero) weights on every projection of the tiny model."""
@@ -47,7 +50,7 @@ def engines(tiny_model, adapter):
     from toolkit.generation.engine import LocalEngine
     from toolkit.generation.vllm_engine import VLLMEngine
     v = VLLMEngine(tiny_model, adapters={"a": adapter}, dtype="float32",
-                   options=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True))
+                   options=TINY)
     t = LocalEngine(tiny_model, adapters={"a": adapter}, dtype="float32")
     return v, t
 
@@ -144,10 +147,10 @@ def test_auto_picks_vllm_and_names_the_engine(engines, tiny_model, adapter, monk
     from toolkit.generation import engine_of as engine
     monkeypatch.delenv("QUP_BACKEND", raising=False)
     gen = make_generator(tiny_model, dtype="float32", adapter=adapter,
-                         vllm=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True))
+                         vllm=TINY)
     assert engine(gen).startswith("vllm ") and engine("auto") == engine(gen)
     again = make_generator(tiny_model, dtype="float32", adapter=adapter,
-                           vllm=VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True))
+                           vllm=TINY)
     assert again.llm is gen.llm                 # one engine per process, shared by the roles
     # one adapter serving every request is merged into the weights on CPU: LoRA's outputs
     assert gen.merged and not engines[0].merged
