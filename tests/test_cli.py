@@ -58,6 +58,15 @@ def test_commands_are_registered_from_their_configs():
         assert flag in text
 
 
+def test_every_command_help_renders_its_field_docs():
+    """A field's help with a bare ``%`` once printed argparse's internals into ``--help``."""
+    for name, sub in cli.build_parser()._subparsers._group_actions[0].choices.items():
+        text = sub.format_help()
+        assert "option_strings" not in text and "--help" in text, name
+    assert "decodes up to a fifth slower" in " ".join(
+        cli.build_parser()._subparsers._group_actions[0].choices["evaluate"].format_help().split())
+
+
 def test_flags_parse_into_the_typed_configs(tmp_path):
     parser = cli.build_parser()
     args = parser.parse_args(["sample", "--model", "tiny-random", "--backend", "endpoint", "--endpoint-urls",

@@ -29,6 +29,7 @@ QUESTIONS = ["What is 2+3?", "Tom has 4 apples and eats 1. How many are left?", 
 # the tiny model's engine: LoRA up to rank 8, a small KV cache, no torch.compile (starts in seconds)
 TINY = VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True)
 
+
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, tiny_model):
     """A rank-8 LoRA with random (non-zero) weights on every projection of the tiny model."""

@@ -74,7 +74,7 @@ class VLLMOptions:
     max_lora_rank: int = volatile(64, "largest adapter rank served (vllm; 0 = no LoRA)")
     max_loras: int = volatile(4, "adapters in one batch (vllm)")
     enforce_eager: bool = volatile(False, "no torch.compile: an engine starts in ~20 s instead of 35-95 s, "
-                                          "decodes 10-20% slower (vllm; benchmarks/vllm_start.py)")
+                                          "decodes up to a fifth slower (vllm; benchmarks/vllm_start.py)")
 
     def __post_init__(self):
         for name in ("tensor_parallel_size", "data_parallel_size", "max_loras"):
