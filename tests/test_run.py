@@ -167,7 +167,7 @@ def test_hub_url_without_token_fails_before_any_work(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-def test_dead_endpoint_is_one_line(tmp_path, free_port):
+def test_dead_endpoint_is_one_line(tmp_path, free_port, shared_data):   # --source svamp
     proc = subprocess.run(QUP + ["sample", "--model", "tiny-random", "--source", "svamp", "--limit", "1",
                                  "--k", "1", "--backend", "endpoint", "--endpoint-urls",
                                  f"http://127.0.0.1:{free_port}", "--endpoint-retries", "0",

@@ -93,7 +93,7 @@ STUDY = {"variants": ["self"], "train_problems": {"limit": 4}, "eval_problems": 
 
 
 @pytest.fixture(scope="session")
-def study_hub(tmp_path_factory, tiny_model):
+def study_hub(tmp_path_factory, tiny_model, shared_data):
     """A real `qup study` of the smoke recipe (sampled evaluation: pass@1 and pass@2 from 2 samples)
     published to its embedded Hub; yields that Hub's URL, served read-only afterwards."""
     import huggingface_hub.constants
