@@ -38,6 +38,9 @@ PROVENANCE = "qup_provenance.json"   # written into every prepared dir: where th
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PRESET_VERSION = 3  # bump to rebuild cached presets when prepare() changes
+# a PEFT adapter dir's files (peft.utils.constants, spelled here so light modules need not import peft)
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
           "float16": "float16", "fp16": "float16"}
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")   # CPUs that compute in bf16 natively
@@ -277,8 +280,8 @@ def load_model(spec: str, adapter: str | None = None, dtype: str | torch.dtype =
         raise ModelError(f"cannot load model {spec!r}: {str(e).splitlines()[0]}") from None
     if adapter:
         from peft import PeftModel
-        if Path(adapter).exists() and not (Path(adapter) / "adapter_config.json").is_file():
-            raise ModelError(f"adapter dir {adapter} has no adapter_config.json")
+        if Path(adapter).exists() and not (Path(adapter) / ADAPTER_CONFIG).is_file():
+            raise ModelError(f"adapter dir {adapter} has no {ADAPTER_CONFIG}")
         model = PeftModel.from_pretrained(model, adapter)
     model.to(dev).eval()
     return model, load_tokenizer(spec)

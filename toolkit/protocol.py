@@ -21,6 +21,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from .models import ADAPTER_WEIGHTS
+
 # fields whose difference makes two scores different measurements (never one column unmarked)
 DECISIVE = ("prompt_id", "prompt_sha256", "shots", "chat_template", "sampling", "max_new_tokens",
             "stop", "extraction")
@@ -52,7 +54,7 @@ def adapter_revision(adapter: str) -> str:
     """A local adapter's weights digest (``sha256:…``), else the Hub id's given revision ('' = none)."""
     if not adapter:
         return ""
-    weights = Path(adapter) / "adapter_model.safetensors"
+    weights = Path(adapter) / ADAPTER_WEIGHTS
     if weights.is_file():
         return "sha256:" + hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
     return adapter.partition("@")[2]

@@ -215,13 +215,16 @@ class EndpointGenerator:
         sem = asyncio.Semaphore(self.concurrency)
         clients = {r.url: AsyncInferenceClient(model=r.url, token=self.token, timeout=self.timeout)
                    for r in self.replicas}
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        import httpx2      # scoring over the OpenAI API: one pooled client for the whole batch
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http, \
+                httpx2.AsyncClient(timeout=self.timeout,
+                                  limits=httpx2.Limits(max_connections=self.concurrency)) as raw:
             await asyncio.gather(*(self._check(http, r) for r in self.replicas))
 
             async def one(i: int, key: str | None):
                 nonlocal tokens
                 async with sem:
-                    result = await self._with_retries(http, clients, requests[i], scoring)
+                    result = await self._with_retries(http, clients, requests[i], scoring, raw)
                 if key:
                     self.cache.put(key, result if scoring else asdict(result))
                 out[i] = result
@@ -270,7 +273,7 @@ class EndpointGenerator:
         healthy = [r for r in self.replicas if r.healthy]
         return min(healthy, key=lambda r: (r.inflight, r.uses)) if healthy else None
 
-    async def _with_retries(self, http, clients, req: Request, scoring: bool):
+    async def _with_retries(self, http, clients, req: Request, scoring: bool, raw=None):
         last = "no healthy replica"
         for attempt in range(self.max_retries + 1):
             replica, wait = await self._pick(http), None
@@ -281,7 +284,7 @@ class EndpointGenerator:
                     client = clients[replica.url]
                     if scoring:
                         return await (self._score(client, req) if self.api == "tgi"
-                                      else self._score_openai(client, req))
+                                      else self._score_openai(client, req, raw))
                     return await (self._tgi(client, req) if self.api == "tgi" else self._chat(client, req))
                 except Exception as e:  # noqa: BLE001 - classified below
                     status, wait = _http_status(e)
@@ -341,16 +344,14 @@ class EndpointGenerator:
         pre = out.details.prefill
         return {"ids": [t.id for t in pre], "logprobs": [None] + [t.logprob for t in pre[1:]]}
 
-    async def _score_openai(self, client: AsyncInferenceClient, req: Request) -> dict:
+    async def _score_openai(self, client: AsyncInferenceClient, req: Request, http) -> dict:
         """:meth:`_score` over ``/v1/completions`` with vLLM's ``prompt_logprobs`` (our token ids
-        as the prompt, so the server tokenises nothing)."""
-        import httpx2
+        as the prompt, so the server tokenises nothing); ``http``: the batch's pooled httpx client."""
         ids = self.encode(req.prompt)
         body = {"model": req.adapter or self.adapter or self._served.get(client.model), "prompt": ids,
                 "max_tokens": 1, "temperature": 0, "prompt_logprobs": 0}
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        async with httpx2.AsyncClient(timeout=self.timeout) as http:
-            resp = await http.post(f"{client.model}/v1/completions", json=body, headers=headers)
+        resp = await http.post(f"{client.model}/v1/completions", json=body, headers=headers)
         if resp.status_code not in (400, 404, 422):
             resp.raise_for_status()           # 429, 5xx: retried
         lps = None

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ..errors import QupError
-from ..models import dtype_name, model_info, resolve_dtype
+from ..models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, dtype_name, model_info, resolve_dtype
 from .base import Completion, Request, SamplingParams, split_for_scoring
 from .roles import RoleError, VLLMOptions
 
@@ -140,7 +140,7 @@ def merged_model(base: str, adapter: str, dtype: str) -> str:
     (``<cache>/merged/<digest of base, adapter and dtype>``) for an engine without LoRA."""
     from ..weights import cache_dir
     digest = hashlib.sha256(f"{base}|{dtype}|".encode())
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         digest.update((Path(adapter) / name).read_bytes())
     out = cache_dir() / "merged" / digest.hexdigest()[:20]
     if not (out / "config.json").is_file():
@@ -184,9 +184,9 @@ class Adapters:
         self.paths = {name: str(path) for name, path in (adapters or {}).items()}
         self._requests: dict[tuple, object] = {}
         for name, path in self.paths.items():
-            cfg = Path(path) / "adapter_config.json"
+            cfg = Path(path) / ADAPTER_CONFIG
             if not cfg.is_file():
-                raise RoleError(f"adapter {name!r}: {path} has no adapter_config.json")
+                raise RoleError(f"adapter {name!r}: {path} has no {ADAPTER_CONFIG}")
             rank = json.loads(cfg.read_text()).get("r", 0)
             if rank > options.max_lora_rank:
                 raise RoleError(f"adapter {name!r} ({path}) has LoRA rank {rank}, above the engine's "

@@ -45,6 +45,7 @@ from typing import Callable
 
 from ..errors import QupError
 from ..hub.client import DEFAULT_ENDPOINT, safe_endpoint, xet_off_for
+from ..models import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from ..stats import trace_stats
 from . import cards
 
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "qup_manifest.json"
 TRAIN_INFO = "qup_train.json"
 SHARD_BYTES = 256 << 20
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 EXTRA_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                "chat_template.jinja")
 REQUIRED_COLUMNS = ("problem_id", "completion", "correct")
@@ -321,7 +322,7 @@ def read_train_info(adapter_dir: Path) -> dict:
     for name in ADAPTER_FILES:
         if not (adapter_dir / name).is_file():
             raise PublishError(f"adapter dir {adapter_dir} has no {name}")
-    cfg = json.loads((adapter_dir / "adapter_config.json").read_text())
+    cfg = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
     path = adapter_dir / TRAIN_INFO
     if path.is_file():
         try:
@@ -372,13 +373,13 @@ def publish_adapter(repo_id: str, adapter_dir, *, token: str | None = None,
     hub = _connect(repo_id, "model", token, endpoint)
     info = cards.scrub(read_train_info(adapter_dir), (hub.token,))
     results = cards.scrub(_check_eval(list(eval_results or [])), (hub.token,))
-    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    config = json.loads((adapter_dir / ADAPTER_CONFIG).read_text())
     if config.get("base_model_name_or_path") != info["base_model"]:
         log.info("adapter_config.json: base_model_name_or_path %r -> %r",
                  config.get("base_model_name_or_path"), info["base_model"])
         config["base_model_name_or_path"] = info["base_model"]
-    files = {"adapter_config.json": _dump(config), TRAIN_INFO: _dump(info),
-             "adapter_model.safetensors": (adapter_dir / "adapter_model.safetensors").read_bytes()}
+    files = {ADAPTER_CONFIG: _dump(config), TRAIN_INFO: _dump(info),
+             ADAPTER_WEIGHTS: (adapter_dir / ADAPTER_WEIGHTS).read_bytes()}
     for name in EXTRA_FILES:
         if (adapter_dir / name).is_file():
             files[name] = (adapter_dir / name).read_bytes()

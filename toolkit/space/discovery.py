@@ -27,13 +27,15 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 
+from ..models import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+
 log = logging.getLogger(__name__)
 _TAG_RE = re.compile(r"^v(\d+)$")
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")          # a variant (an adapter name in PEFT)
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_./-]{0,99}")        # a benchmark's dataset / split name
 _METRIC = re.compile(r"[a-z]+@\d{1,4} \([A-Za-z0-9=.,_ ]{1,80}\)")    # a score's name, as evaluate writes it
-WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+WEIGHTS = (ADAPTER_WEIGHTS, "adapter_model.bin")
 
 
 class BadCard(ValueError):
@@ -148,8 +150,8 @@ def _check(api, repo_id: str, revision: str, variant, base_model, dataset_repo, 
     if author and dataset_repo.split("/")[0] != author:
         raise BadCard(f"dataset {dataset_repo} is outside the Space's namespace {author!r}")
     files = set(api.list_repo_files(repo_id, revision=revision))
-    if "adapter_config.json" not in files or not files & set(WEIGHTS):
-        raise BadCard(f"no adapter files (adapter_config.json + {' or '.join(WEIGHTS)}) at {revision}")
+    if ADAPTER_CONFIG not in files or not files & set(WEIGHTS):
+        raise BadCard(f"no adapter files ({ADAPTER_CONFIG} + {' or '.join(WEIGHTS)}) at {revision}")
 
 
 def adapter_from_card(api, repo_id: str, card, author: str = "") -> Adapter | None:

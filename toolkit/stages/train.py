@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import ConfigError, volatile
+from ..models import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 
 from ..sft import TrainDataError, to_chat  # noqa: F401 (TrainDataError: part of train's API)
 
@@ -250,7 +251,7 @@ def _log_seen(trainer, ds, where: Path) -> None:
 
 def _point_adapter_at_hub(out: Path, hub_id: str) -> None:
     """adapter_config.json names the base model's Hub id, not the local dir it was loaded from."""
-    path = out / "adapter_config.json"
+    path = out / ADAPTER_CONFIG
     data = json.loads(path.read_text())
     data["base_model_name_or_path"] = hub_id
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
@@ -266,7 +267,7 @@ def train_command(cfg: TrainConfig) -> dict:
         engines.release()
     metrics = train(ds, cfg)
     summary = {k: v for k, v in metrics.items() if k != "losses"}
-    weights = (Path(cfg.out) / "adapter_model.safetensors").read_bytes()
+    weights = (Path(cfg.out) / ADAPTER_WEIGHTS).read_bytes()
     return {"adapter": str(Path(cfg.out)), "run_file": str(Path(cfg.out) / RUN_FILE),
             "adapter_sha256": hashlib.sha256(weights).hexdigest(), "data": cfg.data,
             "metrics": summary}

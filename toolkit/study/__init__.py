@@ -32,9 +32,8 @@ from pathlib import Path
 from .. import variants as V
 from ..config import ConfigError, from_dict, merge, read_yaml
 from ..sources import SourceConfig, load_problems
+from ..models import ADAPTER_WEIGHTS as ADAPTER
 from ..steps import MARKER, Step, run_step, skipped, step_key
-
-ADAPTER = "adapter_model.safetensors"
 
 log = logging.getLogger(__name__)
 
