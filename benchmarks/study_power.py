@@ -34,9 +34,11 @@ RATES = {
     "learner_prefill_tok_s": (258.0, "measured: SmolLM2 NLL scoring on vLLM (benchmarks/vllm_engine.py)"),
     "train_s_per_row_epoch": (1.6, "measured: cpu-demo LoRA SFT of SmolLM2, 12-13 s per step of 8 rows"),
     "train_start_s": (25.0, "model load + trainer set-up per training"),
-    "p_correct": (0.092, "measured: SmolLM2 samples on MAWPS, 17.5% of problems with a correct trace at k=2"),
+    "p_correct": (0.036, "measured: cpu-study's first run, 4,635 SmolLM2 traces (k=5) on decontaminated MAWPS"),
+    "p_concentration": (13.1, "measured: the same run's per-problem correct counts fit a beta-binomial with "
+                              "a + b = 0.47 + 12.6 (problems differ: fewer rft rows than a binomial)"),
     "oracle_p_correct": (0.6, "assumed: Qwen2.5-Coder-0.5B on MAWPS"),
-    "slm_trace_tok": (116.0, "measured: cpu-demo, 5,587 tokens / 48 MAWPS traces"),
+    "slm_trace_tok": (126.0, "measured: cpu-study's first run, 4,635 traces (41% cut at 160 tokens)"),
     "oracle_tok": (120.0, "assumed: Oracle solution/rewrite length on MAWPS (cap 192)"),
     "oracle_prompt_tok": (250.0, "assumed: refine/SAR prompt (template + question + SLM trace)"),
     "judge_row_tok": (250.0, "assumed: judge template + question + completion"),
@@ -66,10 +68,11 @@ def plan(recipe: str, rates: dict[str, float], psis: list[float]) -> None:
     sizes = {f"{b.source}/{b.split}": load_problems(b).num_rows for b in [base.eval_problems, *study.benchmarks]}
     trained, seeds = run_over["variants"], len(study.seeds)
     cap, p = opts["rft"].max_per_problem, r["p_correct"]
-    rft_rows = n_train * sum(min(j, cap) * math.comb(k, j) * p ** j * (1 - p) ** (k - j) for j in range(k + 1))
+    rft_rows = n_train * sum(min(j, cap) * _beta_binomial(j, k, p, r["p_concentration"]) for j in range(k + 1))
     print(f"recipe {recipe}: {n_train} training problems after decontamination x k={k}; {len(trained)} arms x {seeds} seeds; "
           f"max_rows {base.max_rows}")
-    print(f"expected rft rows: {rft_rows:.0f} (p_correct {p}, cap {cap}/problem; target >= 300)")
+    print(f"expected rft rows: {rft_rows:.0f} (p_correct {p}, concentration {r['p_concentration']:g}, "
+          f"cap {cap}/problem; target >= 300)")
     for name, n in sizes.items():
         line = ", ".join(f"ψ={psi:.0%}: {_pts(detectable(psi, n))} per seed, "
                          f"{_pts(detectable(psi, n * seeds))} pooled" for psi in psis)
@@ -118,6 +121,16 @@ def _hours(r, base, opts, n_train, k, rft_rows, trained, seeds, n_eval) -> dict[
         "evaluate": (len(trained) * seeds + 1) * n_eval * r["eval_tok"] / r["slm_tok_s"],
         "engine starts (one per evaluated adapter: merged on CPU)": r["engine_start_s"] * (6 + len(trained) * seeds),
     }
+
+
+def _beta_binomial(j: int, k: int, p: float, concentration: float) -> float:
+    """P(j of k traces correct) when a problem's accuracy is Beta(p·c, (1-p)·c)-distributed
+    (c = ``concentration``; c → ∞ is the binomial)."""
+    if math.isinf(concentration) or p in (0.0, 1.0):
+        return math.comb(k, j) * p ** j * (1 - p) ** (k - j)
+    a, b = p * concentration, (1 - p) * concentration
+    return math.comb(k, j) * math.exp(math.lgamma(j + a) + math.lgamma(k - j + b) - math.lgamma(k + a + b)
+                                      + math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b))
 
 
 def _pts(d) -> str:
