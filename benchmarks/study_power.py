@@ -34,9 +34,10 @@ RATES = {
     "learner_prefill_tok_s": (258.0, "measured: SmolLM2 NLL scoring on vLLM (benchmarks/vllm_engine.py)"),
     "train_s_per_row_epoch": (1.6, "measured: cpu-demo LoRA SFT of SmolLM2, 12-13 s per step of 8 rows"),
     "train_start_s": (25.0, "model load + trainer set-up per training"),
-    "p_correct": (0.036, "measured: cpu-study's first run, 4,635 SmolLM2 traces (k=5) on decontaminated MAWPS"),
-    "p_concentration": (13.1, "measured: the same run's per-problem correct counts fit a beta-binomial with "
-                              "a + b = 0.47 + 12.6 (problems differ: fewer rft rows than a binomial)"),
+    "p_correct": (0.0265, "measured: cpu-study's first run, 4,635 SmolLM2 traces (k=5) on decontaminated "
+                          "MAWPS: correct and complete (3.6% correct, 27% of those cut at the token limit)"),
+    "p_concentration": (15.1, "measured: the same run's per-problem counts fit a beta-binomial with "
+                              "a + b = 0.40 + 14.7 (problems differ: fewer rft rows than a binomial)"),
     "oracle_p_correct": (0.6, "assumed: Qwen2.5-Coder-0.5B on MAWPS"),
     "slm_trace_tok": (126.0, "measured: cpu-study's first run, 4,635 traces (41% cut at 160 tokens)"),
     "oracle_tok": (120.0, "assumed: Oracle solution/rewrite length on MAWPS (cap 192)"),

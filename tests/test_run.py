@@ -1,5 +1,6 @@
 """``qup run``: the whole loop through the CLI, cache keys that chain through inputs, and a toy
 variant that shows up everywhere from one registry entry."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -138,6 +139,13 @@ def test_toy_variant_and_upstream_changes_flow_downstream(tmp_path, shared_data,
     assert {k for k in fourth["keys"] if fourth["keys"][k] != third["keys"][k]} == {"score:self", "score:shortest"}
     assert set(load(run_dir / "scores" / "shortest")["embed_cosine"]) == {None}
     assert fourth["diagnostics"]["shortest"]["embed_cosine"]["n"] == 0
+
+    # A variant whose build changed (its version bumped) is rebuilt with everything downstream.
+    variants.REGISTRY["shortest"] = dataclasses.replace(toy_variant, version=2)
+    fifth = run_recipe("smoke", {"variants": ["shortest"], "sample": {"k": 3}, "score": {"embedder": ""},
+                                 "train_problems": {"limit": 4}}, run_dir=str(run_dir))
+    assert {k for k in fifth["keys"] if fifth["keys"][k] != fourth["keys"][k]} == {
+        "variant:shortest", "score:shortest", "train:shortest", "evaluate:shortest"}
 
 
 def _one_line_error(proc) -> str:

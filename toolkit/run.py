@@ -276,7 +276,8 @@ def _data_steps(cfg: RunConfig, run: Path, stages: dict, keys: dict) -> tuple[di
             parent = sample.out if v.parent == V.SAMPLES else built[v.parent]
             inputs = ["sample" if v.parent == V.SAMPLES else f"variant:{v.parent}"]
             make = lambda: _build_variant(v, load(parent), opts, _context(cfg, sample, out), out, cap)  # noqa: E731
-        key = {"options": opts, "roles": roles, **({"max_rows": cap} if cap else {})}
+        key = {"options": opts, "roles": roles, **({"max_rows": cap} if cap else {}),
+               **({"version": v.version} if v.version > 1 else {})}
         data[v.name] = run_step(Step(f"variant:{v.name}", Path(out), key, inputs, make,
                                      engine=lambda: _engines(roles)), keys)
         built[v.name] = scored[v.name] = out

@@ -1,4 +1,6 @@
-"""rft: only verified-correct traces, exact and near duplicates dropped, capped per problem."""
+"""rft: only verified-correct, complete traces, exact and near duplicates dropped, capped per problem."""
+from collections import Counter
+
 import pytest
 from datasets import Dataset
 
@@ -33,6 +35,16 @@ def test_keeps_only_correct_and_deduplicates():
     assert out["trace_id"] == ["p1#0", "p1#3", "p2#0"]
     assert set(out["variant"]) == {"rft"} and out["parent_id"] == out["trace_id"]
     assert all(out["correct"])
+
+
+def test_a_trace_cut_at_the_token_limit_is_not_kept_even_when_it_grades_correct():
+    cut = "Tom has 3 apples. 3 + 4 = 7. Now we need to find the total of 3 and 4, which is 7"
+    ds = verify(traces({"p1": [cut, BASE], "p2": [cut]}))
+    ds = ds.map(lambda r: {"finish_reason": "length" if r["completion"] == cut else "eos_token"})
+    assert ds["correct"] == [True, True, True]                 # the grader's last-number fallback
+    counts = Counter()
+    out = rft(ds, RftConfig(), counts)
+    assert out["trace_id"] == ["p1#1"] and counts == {"cut_at_token_limit": 2}
 
 
 def test_cap_per_problem_and_threshold_one_keeps_near_dups():

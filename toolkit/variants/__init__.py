@@ -39,6 +39,7 @@ class Variant:
     config: type | None = None      # options dataclass (recipe section named after the variant)
     needs: tuple[str, ...] = ()     # model roles besides the SLM, e.g. ("oracle",)
     scored: bool = False            # built after `score` from the scored variants of its `pool` option
+    version: int = 1                # bump when `build` changes what rows it keeps: cached builds are redone
 
     def options(self, data: dict | None = None, where: str = "") -> Any:
         """The variant's options from a mapping (validated), or None when it takes none."""

@@ -67,8 +67,8 @@ def build(parent: Dataset, cfg: OracleRefineConfig | None, ctx: BuildContext) ->
     rows = verify(sharded(first_per_problem(parent.to_list(), cfg.traces_per_problem), refine, ctx, settings(cfg, oracle, prompts=[template]),
                           desc="oracle_refine"))
     ctx.counts["oracle_wrong"] += sum(not ok for ok in rows["correct"])
-    return keep_correct(rows, RftConfig(cfg.max_per_problem, cfg.near_dup_threshold))
+    return keep_correct(rows, RftConfig(cfg.max_per_problem, cfg.near_dup_threshold), ctx.counts)
 
 
 register(Variant("oracle_refine", "self", "SLM traces rewritten by the Oracle into its own solution, "
-                 "verified", build, OracleRefineConfig, needs=("oracle",)))
+                 "verified", build, OracleRefineConfig, needs=("oracle",), version=2))

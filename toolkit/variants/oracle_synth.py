@@ -69,8 +69,8 @@ def build(parent: Dataset, cfg: OracleSynthConfig | None, ctx: BuildContext) -> 
     rows = verify(sharded(problems_of(parent), solve, ctx, settings(cfg, oracle, prompts=[template]),
                           desc="oracle_synth"))
     ctx.counts["oracle_wrong"] += sum(not ok for ok in rows["correct"])
-    return keep_correct(rows, RftConfig(cfg.max_per_problem, cfg.near_dup_threshold))
+    return keep_correct(rows, RftConfig(cfg.max_per_problem, cfg.near_dup_threshold), ctx.counts)
 
 
 register(Variant("oracle_synth", "self", "traces the Oracle wrote from scratch for each problem, "
-                 "verified and de-duplicated", build, OracleSynthConfig, needs=("oracle",)))
+                 "verified and de-duplicated", build, OracleSynthConfig, needs=("oracle",), version=2))

@@ -180,9 +180,9 @@ def build(parent: Dataset, cfg: StyleAlignedConfig | None, ctx: BuildContext) ->
     fixed = verify(sharded(broken, lambda ts: repair(ts, cfg, ctx, oracle), ctx, key, desc=f"sar {cfg.mode}"))
     ctx.counts["repair_wrong"] += sum(not ok for ok in fixed["correct"])
     return keep_correct(concatenate_datasets([keep, fixed]),
-                        RftConfig(cfg.max_per_problem, cfg.near_dup_threshold))
+                        RftConfig(cfg.max_per_problem, cfg.near_dup_threshold), ctx.counts)
 
 
 register(Variant("style_aligned", "self", "Style-Aligned Refinement: the SLM's own traces with only "
                  "the Oracle's logical repair (correct ones unchanged)", build, StyleAlignedConfig,
-                 needs=("oracle", "slm")))
+                 needs=("oracle", "slm"), version=2))
