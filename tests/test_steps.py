@@ -1,10 +1,11 @@
 """steps: cached steps whose keys chain through their inputs; results record their timing."""
 import json
+import os
 from dataclasses import dataclass, field
 
 from toolkit.config import keyed, volatile
 from toolkit.generation.roles import EndpointOptions, RoleConfig, TransformersOptions
-from toolkit.steps import MARKER, Step, run_step, skipped, step_key
+from toolkit.steps import MARKER, Step, run_step, skipped, stage_times, step_key
 
 
 def _chain(tmp_path, calls, a_config):
@@ -88,7 +89,13 @@ def test_a_step_killed_midway_runs_again_with_its_key_and_records_its_timing(tmp
     assert marker["done"] and timing["wall_s"] >= 0 and timing["cpu_s"] >= 0 and timing["gpu_s"] == 0.0
     marker["done"] = False                                              # as if killed before the end
     (tmp_path / "a" / MARKER).write_text(json.dumps(marker))
-    (tmp_path / "a" / "partial").write_text("kept: the step resumes from it")
+    partial = tmp_path / "a" / "partial"
+    partial.write_text("kept: the step resumes from it")
+    started = (tmp_path / "a" / MARKER).stat().st_mtime
+    os.utime(partial, (started + 30, started + 30))                     # its last shard, 30 s in
     ran = []
     run_step(Step("a", tmp_path / "a", {"k": 1}, [], lambda: ran.append(1) or {"n": 0}), keys)
-    assert ran == [1] and (tmp_path / "a" / "partial").exists()
+    assert ran == [1] and partial.exists()
+    timing = json.loads((tmp_path / "a" / MARKER).read_text())["result"]["timing"]
+    assert timing["attempts"] == 2 and timing["resumed_wall_s"] == 30.0 and 30 <= timing["wall_s"] < 60
+    assert stage_times(tmp_path) == {"a": {"steps": 1, "wall_s": timing["wall_s"], "resumed": 1}}

@@ -8,7 +8,9 @@ with the same key; a dir with another key is stale and removed before the step r
 nothing downstream of a change is ever served from an old result (as distilabel invalidates a
 changed step and its successors). A step killed midway keeps its key and resumes (sample shards,
 training checkpoints). Every result records how long its step took (``timing``: wall, CPU and,
-when CUDA is in use, GPU seconds), so a run's markers tell what a fresh run of it costs.
+when CUDA is in use, GPU seconds), so a run's markers tell what a fresh run of it costs; the wall
+time of a resumed step adds what its killed attempts spent up to their last written file
+(``attempts``, ``resumed_wall_s``).
 
 Example:
     >>> import tempfile
@@ -111,16 +113,19 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
         why = "its inputs or config changed" if m else "it holds no marker of this run"
         log.info("%s: removing %s (%s)", step.name, out, why)
         shutil.rmtree(out)
+        m = None
     out.mkdir(parents=True, exist_ok=True)
+    before = _spent(out, m)
+    resumed = {"attempts": m.get("attempts", 1) + 1, "resumed_wall_s": before} if m else {}
     record = {"step": step.name, "key": key, "done": False, "config": _jsonable(step.config),
               **({"engine": engine} if engine else {}),
-              "inputs": {i: keys[i] for i in step.inputs}}
+              "inputs": {i: keys[i] for i in step.inputs}, **resumed}
     _write_marker(out, record)
     t0, c0 = time.perf_counter(), time.process_time()
     result = step.fn()
     wall = round(time.perf_counter() - t0, 2)
-    result = {**result, "timing": {"wall_s": wall, "cpu_s": round(time.process_time() - c0, 2),
-                                   "gpu_s": wall if _cuda() else 0.0}}
+    result = {**result, "timing": {"wall_s": round(wall + before, 2), "gpu_s": wall if _cuda() else 0.0,
+                                   "cpu_s": round(time.process_time() - c0, 2), **resumed}}
     ran = step.engine_now()
     if ran != engine:     # e.g. vLLM did not start under auto: key the result by what ran
         log.info("%s: ran on %s, not %s: keyed by what ran", step.name, ran, engine)
@@ -130,6 +135,35 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
     for hook in list(ON_DONE):
         hook(step, result)
     return result
+
+
+def stage_times(run: str | Path) -> dict[str, dict]:
+    """Wall time of a run dir's finished steps, from their markers: {stage: {"steps", "wall_s",
+    "resumed"}}, stages in the order their first step ended. A stage is a step's name up to ':'
+    (``train``, ``evaluate``), except that every variant and score step is its own
+    (``variant:oracle_synth``): their costs differ by model."""
+    stages: dict[str, dict] = {}
+    for path in sorted(Path(run).rglob(MARKER), key=lambda p: p.stat().st_mtime):     # as they ended
+        m = _marker(path.parent)
+        if not m or not m.get("done") or not isinstance(m.get("step"), str):
+            continue
+        timing = (m.get("result") or {}).get("timing") or {}
+        name = m["step"] if m["step"].startswith(("variant:", "score:")) else m["step"].split(":")[0]
+        s = stages.setdefault(name, {"steps": 0, "wall_s": 0.0, "resumed": 0})
+        s["steps"] += 1
+        s["wall_s"] += timing.get("wall_s") or 0.0
+        s["resumed"] += timing.get("attempts", 1) > 1
+    return stages
+
+
+def _spent(out: Path, m: dict | None) -> float:
+    """Wall seconds the killed attempts of an unfinished step spent: each from its marker's write
+    (when it started) to the newest file it left (work after that was lost, not kept)."""
+    if not m:
+        return 0.0
+    started = (out / MARKER).stat().st_mtime
+    newest = max((p.stat().st_mtime for p in out.rglob("*") if p.is_file()), default=started)
+    return round(m.get("resumed_wall_s", 0.0) + max(0.0, newest - started), 2)
 
 
 def _cuda() -> bool:

@@ -223,18 +223,17 @@ def findings(a: dict, study) -> str:
     return "\n".join(words) + "\n"
 
 
-def compute(rows: list[dict]) -> str:
-    """What the trainings and evaluations cost, in wall minutes, from the results rows (a step
-    served from the cache reports the time it took when it ran)."""
-    trainings = {(r["variant"], r["seed"]): r["train_wall_s"] for r in rows if r["variant"] != "base"}
-    evals = [r["eval_wall_s"] for r in rows]
-
-    def total(xs) -> str:
-        known = [x for x in xs if x is not None]
-        missing = f" ({len(xs) - len(known)} not timed)" if len(known) < len(xs) else ""
-        return f"{sum(known) / 60:.1f} min{missing}"
-    return (f"**Compute** (wall time): {len(trainings)} trainings, {total(list(trainings.values()))}; "
-            f"{len(evals)} evaluations, {total(evals)}.")
+def compute(run: Path) -> list[str]:
+    """What every stage of the run cost, in wall time, from its steps' markers (a step served from
+    the cache reports the time it took when it ran; a resumed one adds its killed attempts)."""
+    from ..steps import stage_times
+    stages = stage_times(run)
+    total = sum(s["wall_s"] for s in stages.values())
+    body = [[name, s["steps"], s["resumed"] or "", f"{s['wall_s'] / 60:.1f}",
+             f"{100 * s['wall_s'] / total:.0f}%" if total else "—"] for name, s in stages.items()]
+    return ["**Compute** (wall time per stage; resumed: steps finished over several attempts):", "",
+            *markdown_table(["stage", "steps", "resumed", "minutes", "share"], body),
+            f"| total | {sum(s['steps'] for s in stages.values())} | | {total / 60:.1f} | |"]
 
 
 def plot(a: dict, path: Path, title: str) -> Path | None:
@@ -286,7 +285,7 @@ def write(p, study, cells: list[dict], rows: list[dict], out: Path) -> dict:
     if png:
         lines += ["![paradox](paradox.png)", ""]
     from .results import protocol_section
-    lines += [compute(rows), "", protocol_section(rows)]
+    lines += [*compute(p.run), "", protocol_section(rows)]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     log.info("study report: %s", path)
