@@ -1,10 +1,11 @@
 """steps: cached steps whose keys chain through their inputs; results record their timing."""
 import json
-import os
+import time
 from dataclasses import dataclass, field
 
 from toolkit.config import keyed, volatile
 from toolkit.generation.roles import EndpointOptions, RoleConfig, TransformersOptions
+from toolkit import steps
 from toolkit.steps import MARKER, Step, run_step, skipped, stage_times, step_key
 
 
@@ -80,6 +81,18 @@ def test_the_key_names_the_engine_that_ran_when_auto_falls_back(tmp_path, monkey
     assert ran == [1]                  # the next run on this machine finds it under what ran
 
 
+def test_a_running_step_marks_its_time_spent(tmp_path, monkeypatch):
+    monkeypatch.setattr(steps, "HEARTBEAT_S", 0.05)
+    seen = []
+
+    def work():
+        time.sleep(0.4)
+        seen.append(json.loads((tmp_path / "a" / MARKER).read_text()))
+        return {}
+    run_step(Step("a", tmp_path / "a", {}, [], work), {})
+    assert not seen[0]["done"] and 0.1 < seen[0]["spent_s"] <= 0.5
+
+
 def test_a_step_killed_midway_runs_again_with_its_key_and_records_its_timing(tmp_path):
     keys = {}
     step = Step("a", tmp_path / "a", {"k": 1}, [], lambda: {"n": sum(range(200_000))})
@@ -87,12 +100,10 @@ def test_a_step_killed_midway_runs_again_with_its_key_and_records_its_timing(tmp
     marker = json.loads((tmp_path / "a" / MARKER).read_text())
     timing = marker["result"]["timing"]
     assert marker["done"] and timing["wall_s"] >= 0 and timing["cpu_s"] >= 0 and timing["gpu_s"] == 0.0
-    marker["done"] = False                                              # as if killed before the end
+    marker.update(done=False, spent_s=30.0)              # as if killed 30 s in (its last heartbeat)
     (tmp_path / "a" / MARKER).write_text(json.dumps(marker))
     partial = tmp_path / "a" / "partial"
     partial.write_text("kept: the step resumes from it")
-    started = (tmp_path / "a" / MARKER).stat().st_mtime
-    os.utime(partial, (started + 30, started + 30))                     # its last shard, 30 s in
     ran = []
     run_step(Step("a", tmp_path / "a", {"k": 1}, [], lambda: ran.append(1) or {"n": 0}), keys)
     assert ran == [1] and partial.exists()

@@ -8,9 +8,10 @@ with the same key; a dir with another key is stale and removed before the step r
 nothing downstream of a change is ever served from an old result (as distilabel invalidates a
 changed step and its successors). A step killed midway keeps its key and resumes (sample shards,
 training checkpoints). Every result records how long its step took (``timing``: wall, CPU and,
-when CUDA is in use, GPU seconds), so a run's markers tell what a fresh run of it costs; the wall
-time of a resumed step adds what its killed attempts spent up to their last written file
-(``attempts``, ``resumed_wall_s``).
+when CUDA is in use, GPU seconds), so a run's markers tell what a fresh run of it costs. A running
+step's marker says every :data:`HEARTBEAT_S` how long it has run (``spent_s``), so the wall time of
+a resumed step adds what its killed attempts spent (``attempts``, ``resumed_wall_s``), also when
+the run dir travelled in git to another machine.
 
 Example:
     >>> import tempfile
@@ -31,6 +32,7 @@ import json
 import logging
 import shutil
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ from .config import keyed
 
 log = logging.getLogger(__name__)
 MARKER = "qup_stage.json"
+HEARTBEAT_S = 60.0      # how often a running step's marker records the time spent so far
 # Called as fn(step, result) after a step ran and its finished marker was written (not when it
 # was skipped as cached); e.g. a job uploads the step's dir to its run-state repo (toolkit.jobs).
 ON_DONE: list[Callable[["Step", dict], None]] = []
@@ -115,14 +118,25 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
         shutil.rmtree(out)
         m = None
     out.mkdir(parents=True, exist_ok=True)
-    before = _spent(out, m)
+    before = round(float((m or {}).get("spent_s") or (m or {}).get("resumed_wall_s") or 0.0), 2)
     resumed = {"attempts": m.get("attempts", 1) + 1, "resumed_wall_s": before} if m else {}
     record = {"step": step.name, "key": key, "done": False, "config": _jsonable(step.config),
               **({"engine": engine} if engine else {}),
               "inputs": {i: keys[i] for i in step.inputs}, **resumed}
     _write_marker(out, record)
     t0, c0 = time.perf_counter(), time.process_time()
-    result = step.fn()
+    stop = threading.Event()
+
+    def heartbeat():
+        while not stop.wait(HEARTBEAT_S):
+            _write_marker(out, {**record, "spent_s": round(before + time.perf_counter() - t0, 2)})
+    beat = threading.Thread(target=heartbeat, daemon=True, name=f"heartbeat {step.name}")
+    beat.start()
+    try:
+        result = step.fn()
+    finally:
+        stop.set()
+        beat.join()
     wall = round(time.perf_counter() - t0, 2)
     result = {**result, "timing": {"wall_s": round(wall + before, 2), "gpu_s": wall if _cuda() else 0.0,
                                    "cpu_s": round(time.process_time() - c0, 2), **resumed}}
@@ -154,16 +168,6 @@ def stage_times(run: str | Path) -> dict[str, dict]:
         s["wall_s"] += timing.get("wall_s") or 0.0
         s["resumed"] += timing.get("attempts", 1) > 1
     return stages
-
-
-def _spent(out: Path, m: dict | None) -> float:
-    """Wall seconds the killed attempts of an unfinished step spent: each from its marker's write
-    (when it started) to the newest file it left (work after that was lost, not kept)."""
-    if not m:
-        return 0.0
-    started = (out / MARKER).stat().st_mtime
-    newest = max((p.stat().st_mtime for p in out.rglob("*") if p.is_file()), default=started)
-    return round(m.get("resumed_wall_s", 0.0) + max(0.0, newest - started), 2)
 
 
 def _cuda() -> bool:
