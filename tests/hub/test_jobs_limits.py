@@ -153,9 +153,11 @@ def test_logs_and_finished_jobs_are_bounded(jobs_hub, monkeypatch):
         assert wait(api, job_id).status.stage == "COMPLETED"
     runner = jobs_hub.app.jobs
     # finished jobs kept in memory: 2 (the others are read back from disk); a job of an earlier test
-    # on this Hub may still be winding down, and unfinished jobs are always held
-    assert len([j for j in runner.jobs.values() if j.done]) <= 2
-    assert not set(ids[:2]) & set(runner.jobs)
+    # on this Hub may still be winding down, and unfinished jobs are always held; read under the
+    # runner's lock, as a job finishing right now is done a moment before its _finish evicts the oldest
+    with runner.cond:
+        assert len([j for j in runner.jobs.values() if j.done]) <= 2
+        assert not set(ids[:2]) & set(runner.jobs)
     assert {j.id for j in api.list_jobs(namespace="alice")} == set(ids)
     lines = list(api.fetch_job_logs(job_id=ids[0], namespace="alice"))
     assert lines[0].startswith("0 xxx") and lines[-1].startswith("[log truncated by the Hub")

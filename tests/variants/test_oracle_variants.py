@@ -191,6 +191,23 @@ def test_sharded_work_resumes_from_finished_shards(parent, tmp_path):
     assert calls == [4, 4, 1, 1] and again.to_list() == first.to_list()
 
 
+def test_raising_the_oracles_budget_keeps_the_shards_already_asked(parent, tmp_path):
+    """traces_per_problem and max_per_problem choose rows, not answers: the first traces' shard
+    (64 problems, one shard) is reused when a second trace per problem is added."""
+    many = Dataset.from_list([dict(r, problem_id=f"p{i}", trace_id=f"p{i}#{r['sample_index']}")
+                              for i in range(64) for r in parent], features=parent.features)
+    oracle = Scripted(oracle_answer)
+    one = get("oracle_refine").build(many, OracleRefineConfig(traces_per_problem=1, max_per_problem=1),
+                                     ctx_with(tmp_path, oracle=oracle))
+    assert len(oracle.requests) == 64 and len(one) == 64
+    oracle = Scripted(oracle_answer)
+    two = get("oracle_refine").build(many, OracleRefineConfig(traces_per_problem=2, max_per_problem=2),
+                                     ctx_with(tmp_path, oracle=oracle))
+    assert len(oracle.requests) == 64                    # only the second traces were asked
+    assert all("p" in r.prompt and TRACES["slip"] in r.prompt for r in oracle.requests)
+    assert len(two) == 64 and set(two["parent_id"]) == set(one["parent_id"])   # near-duplicates: one kept
+
+
 def test_variant_command_with_the_reference_oracle(parent, tmp_path, capsys):
     from toolkit.cli import main
     from toolkit.io import load, save

@@ -20,6 +20,8 @@ from ..schema import TRACE
 from . import BuildContext
 
 log = logging.getLogger(__name__)
+# options that choose which rows go in or stay out: a shard's answers do not depend on them
+SELECTION = ("traces_per_problem", "max_per_problem", "near_dup_threshold")
 
 
 def problems_of(parent: Dataset) -> list[dict]:
@@ -31,16 +33,24 @@ def problems_of(parent: Dataset) -> list[dict]:
 
 
 def first_per_problem(rows: list[dict], n: int | None) -> list[dict]:
-    """The first ``n`` rows of each problem (all of them when ``n`` is None): the Oracle's budget."""
+    """The first ``n`` rows of each problem (all of them when ``n`` is None): the Oracle's budget.
+    Rank-major (every problem's first row, then every second row, ...), so raising ``n`` keeps
+    the shards already asked.
+
+    Example:
+        >>> rows = [{"problem_id": p, "i": i} for p in "ab" for i in range(3)]
+        >>> [(r["problem_id"], r["i"]) for r in first_per_problem(rows, 2)]
+        [('a', 0), ('b', 0), ('a', 1), ('b', 1)]
+    """
     if n is None:
         return rows
+    ranks: list[list[dict]] = [[] for _ in range(n)]
     seen: dict[str, int] = {}
-    out = []
     for row in rows:
-        seen[row["problem_id"]] = seen.get(row["problem_id"], 0) + 1
-        if seen[row["problem_id"]] <= n:
-            out.append(row)
-    return out
+        rank = seen[row["problem_id"]] = seen.get(row["problem_id"], 0) + 1
+        if rank <= n:
+            ranks[rank - 1].append(row)
+    return [row for rank in ranks for row in rank]
 
 
 def tokens(ctx: BuildContext, text: str) -> list:
@@ -102,10 +112,12 @@ def ask(oracle, prompts: list[str], params: list[SamplingParams]) -> list:
 
 
 def settings(cfg, *generators, prompts: Iterable = ()) -> dict:
-    """What decides an Oracle variant's shard besides its input rows: the variant's options, the
-    identity of each model it asks and its prompt templates (ids carry their text's hash)."""
+    """What decides an Oracle variant's shard besides its input rows: the variant's options (less
+    :data:`SELECTION`), the identity of each model it asks and its prompt templates (ids carry
+    their text's hash)."""
     from ..config import keyed
-    return {"options": keyed(cfg) if cfg is not None else None,
+    options = {k: v for k, v in keyed(cfg).items() if k not in SELECTION} if cfg is not None else None
+    return {"options": options,
             "models": [generator_identity(g) for g in generators],
             "prompts": [p.id if hasattr(p, "id") else str(p) for p in prompts]}
 

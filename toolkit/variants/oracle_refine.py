@@ -64,8 +64,8 @@ def build(parent: Dataset, cfg: OracleRefineConfig | None, ctx: BuildContext) ->
                                **oracle_identity(oracle)))
         return rows
 
-    rows = verify(sharded(first_per_problem(parent.to_list(), cfg.traces_per_problem), refine, ctx, settings(cfg, oracle, prompts=[template]),
-                          desc="oracle_refine"))
+    traces = first_per_problem(parent.to_list(), cfg.traces_per_problem)
+    rows = verify(sharded(traces, refine, ctx, settings(cfg, oracle, prompts=[template]), desc="oracle_refine"))
     ctx.counts["oracle_wrong"] += sum(not ok for ok in rows["correct"])
     return keep_correct(rows, RftConfig(cfg.max_per_problem, cfg.near_dup_threshold), ctx.counts)
 
