@@ -38,7 +38,9 @@ RATES = {
                           "MAWPS: correct and complete (3.6% correct, 27% of those cut at the token limit)"),
     "p_concentration": (15.1, "measured: the same run's per-problem counts fit a beta-binomial with "
                               "a + b = 0.40 + 14.7 (problems differ: fewer rft rows than a binomial)"),
-    "oracle_p_correct": (0.6, "assumed: Qwen2.5-Coder-0.5B on MAWPS"),
+    "oracle_p_correct": (0.56, "measured: cpu-study, oracle_synth 521 verified complete of 927 problems"),
+    "refine_p_correct": (0.193, "measured: cpu-study, oracle_refine 179 of 927 first traces (the Oracle "
+                                "keeps the SLM's mistake)"),
     "slm_trace_tok": (126.0, "measured: cpu-study's first run, 4,635 traces (41% cut at 160 tokens)"),
     "oracle_tok": (120.0, "assumed: Oracle solution/rewrite length on MAWPS (cap 192)"),
     "oracle_prompt_tok": (250.0, "assumed: refine/SAR prompt (template + question + SLM trace)"),
@@ -100,7 +102,7 @@ def _hours(r, base, opts, n_train, k, rft_rows, trained, seeds, n_eval) -> dict[
     per = lambda v: min(k, opts[v].traces_per_problem or k)     # noqa: E731  traces the Oracle takes
     cap = base.max_rows or float("inf")
     rows = {"rft": min(rft_rows, cap), "oracle_synth": min(n_train * r["oracle_p_correct"], cap),
-            "oracle_refine": min(n_train * per("oracle_refine") * r["oracle_p_correct"], cap),
+            "oracle_refine": min(n_train * per("oracle_refine") * r["refine_p_correct"], cap),
             "style_aligned": min(rft_rows + n_train * per("style_aligned") * 0.3, cap)}
     rows.update({v: min(n_train * 0.5, cap) for v in trained if v not in rows})
     judged = sum(rows[v] for v in ("rft", "oracle_synth", "oracle_refine", "style_aligned"))
