@@ -28,6 +28,25 @@ def test_a_finished_step_is_skipped_and_a_changed_input_reruns_everything_downst
     assert not (tmp_path / "b" / "leftover.txt").exists()              # the stale dir was removed
 
 
+def test_a_stale_step_keeps_its_self_keyed_units_and_reuses_each_under_its_own_key(tmp_path):
+    from toolkit.resume import unit
+    made = []
+
+    def work(budget, model="m"):
+        def fn():
+            rows = [unit(tmp_path / "a" / "shards" / f"shard-{i:05d}.parquet", {"model": model}, [i],
+                         lambda i=i: made.append(i) or [{"i": i}]) for i in range(budget)]
+            (tmp_path / "a" / "out.txt").write_text(str(budget))
+            return {"rows": len(rows)}
+        return Step("a", tmp_path / "a", {"budget": budget, "model": model}, [], fn)
+    run_step(work(1), {})
+    (tmp_path / "a" / "leftover.txt").write_text("from the first run")
+    assert run_step(work(2), {})["rows"] == 2
+    assert made == [0, 1] and not (tmp_path / "a" / "leftover.txt").exists()   # shard 0 was reused
+    run_step(work(2, model="other"), {})
+    assert made == [0, 1, 0, 1]                                                # another model: redone
+
+
 @dataclass
 class Stage:
     k: int = 1

@@ -3,10 +3,10 @@
 A :class:`Step` is a unit of work with an output dir, a config and the names of the steps it
 reads. Its cache key hashes its config (minus the fields declared :func:`~toolkit.config.volatile`:
 they change how it runs, not what it makes), the engine that serves its models and the keys of
-its inputs. A step is skipped only when its dir holds a finished marker
-with the same key; a dir with another key is stale and removed before the step runs again, so
-nothing downstream of a change is ever served from an old result (as distilabel invalidates a
-changed step and its successors). A step killed midway keeps its key and resumes (sample shards,
+its inputs. A step is skipped only when its dir holds a finished marker with the same key; a dir
+with another key is stale and emptied before the step runs again (all but its self-keyed
+:data:`UNITS`), so nothing downstream of a change is ever served from an old result (as
+distilabel invalidates a changed step and its successors). A step killed midway keeps its key and resumes (sample shards,
 training checkpoints). Every result records how long its step took (``timing``: wall, CPU and,
 when CUDA is in use, GPU seconds), so a run's markers tell what a fresh run of it costs. A running
 step's marker says every :data:`HEARTBEAT_S` how long it has run (``spent_s``), so the wall time of
@@ -43,6 +43,10 @@ from .config import keyed
 log = logging.getLogger(__name__)
 MARKER = "qup_stage.json"
 HEARTBEAT_S = 60.0      # how often a running step's marker records the time spent so far
+# a step's units of work whose every file carries its own key (toolkit.resume.unit): a stale dir
+# keeps them, and each is reused only under its own key (raising an Oracle's budget keeps the shards
+# already asked; a changed model or prompt still redoes them)
+UNITS = ("shards",)
 # Called as fn(step, result) after a step ran and its finished marker was written (not when it
 # was skipped as cached); e.g. a job uploads the step's dir to its run-state repo (toolkit.jobs).
 ON_DONE: list[Callable[["Step", dict], None]] = []
@@ -102,6 +106,14 @@ def _write_marker(out: Path, data: dict) -> None:
     tmp.replace(out / MARKER)
 
 
+def _clear(out: Path) -> None:
+    """Empty a stale step dir, all but its :data:`UNITS` dirs."""
+    for path in out.iterdir():
+        if path.name in UNITS and path.is_dir() and not path.is_symlink():
+            continue
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
 def run_step(step: Step, keys: dict[str, str]) -> dict:
     """Run ``step`` unless its result is cached under the same key; record its key in ``keys``."""
     engine = step.engine_now()
@@ -114,8 +126,8 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
         return m["result"]
     if out.exists() and (m is None or m.get("key") != key):
         why = "its inputs or config changed" if m else "it holds no marker of this run"
-        log.info("%s: removing %s (%s)", step.name, out, why)
-        shutil.rmtree(out)
+        log.info("%s: removing %s (%s; its %s kept)", step.name, out, why, "/".join(UNITS))
+        _clear(out)
         m = None
     out.mkdir(parents=True, exist_ok=True)
     before = round(float((m or {}).get("spent_s") or (m or {}).get("resumed_wall_s") or 0.0), 2)
