@@ -51,7 +51,7 @@ def test_greedy_matches_hf_generate_with_left_padding(engine):
     params = SamplingParams(max_new_tokens=10, do_sample=False)
     batch = engine.generate([Request(short, params), Request(long, params)], progress=False)
     for prompt, got in zip((short, long), batch):
-        ids = torch.tensor([engine.encode(prompt)])
+        ids = torch.tensor([engine.encode(prompt)], device=engine.model.device)
         ref = engine.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
                                     do_sample=False)
         assert got.text == engine.tokenizer.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
@@ -77,7 +77,7 @@ def test_eos_finishes(engine):
     head = engine.model.get_output_embeddings().weight
     saved = head[eos].clone()
     with torch.no_grad():
-        ids = torch.tensor([engine.encode(prompt)])
+        ids = torch.tensor([engine.encode(prompt)], device=head.device)
         h = engine.model.get_decoder()(input_ids=ids).last_hidden_state[0, -1].to(head.dtype)
         head[eos] = 100 * h / h.dot(h)
     try:

@@ -158,7 +158,7 @@ def test_overfit_reproduces_completion_and_stops(tiny_model, tmp_path):
     assert metrics["last_loss"] < metrics["first_loss"]
     model, tok = load_model(tiny_model, adapter=cfg.out)
     enc = tok.apply_chat_template(PROMPT.messages(question), add_generation_prompt=True,
-                                  return_tensors="pt", return_dict=True)
+                                  return_tensors="pt", return_dict=True).to(model.device)
     out = model.generate(**enc, max_new_tokens=24, do_sample=False)[0, enc["input_ids"].shape[1]:]
     assert tok.decode(out) == completion + "<|im_end|>"
     assert out[-1].item() == IM_END and len(out) < 24
