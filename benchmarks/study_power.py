@@ -52,6 +52,7 @@ RATES = {
     "row_tok": (220.0, "assumed: training row (chat template + prompt + trace)"),
     "eval_prompt_tok": (90.0, "assumed: evaluation prompt (chat template + prompt + question)"),
     "engine_start_s": (130.0, "measured: vLLM engine start on CPU, 88-130 s (benchmarks/vllm_engine.py)"),
+    "reload_s": (5.0, "assumed: a merged SmolLM2 (540 MB fp32) loaded into its base's engine in place"),
 }
 
 
@@ -122,7 +123,8 @@ def _hours(r, base, opts, n_train, k, rft_rows, trained, seeds, n_eval) -> dict[
         "train": sum(seeds * (rows[v] * base.train.epochs * r["train_s_per_row_epoch"] + r["train_start_s"])
                      for v in trained),
         "evaluate": (len(trained) * seeds + 1) * n_eval * r["eval_tok"] / r["slm_tok_s"],
-        "engine starts (one per evaluated adapter: merged on CPU)": r["engine_start_s"] * (6 + len(trained) * seeds),
+        "engine starts (one per role and stage; adapters merged on CPU are reloaded in place)":
+            r["engine_start_s"] * 7 + r["reload_s"] * (len(trained) * seeds + 1),
     }
 
 

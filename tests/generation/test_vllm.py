@@ -30,19 +30,22 @@ QUESTIONS = ["What is 2+3?", "Tom has 4 apples and eats 1. How many are left?", 
 TINY = VLLMOptions(max_lora_rank=8, kv_cache_gib=0.5, enforce_eager=True)
 
 
-@pytest.fixture(scope="module")
-def adapter(tmp_path_factory, tiny_model):
-    """A rank-8 LoRA with random (non-zero) weights on every projection of the tiny model."""
+def _random_adapter(tiny_model: str, out, seed: int = 1) -> str:
+    """A rank-8 LoRA with random (non-zero) weights on every attention projection of the tiny model."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     cfg = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
                      init_lora_weights=False, task_type="CAUSAL_LM")
-    out = tmp_path_factory.mktemp("adapter")
     get_peft_model(model, cfg).save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def adapter(tmp_path_factory, tiny_model):
+    return _random_adapter(tiny_model, tmp_path_factory.mktemp("adapter"))
 
 
 @pytest.fixture(scope="module")
@@ -310,3 +313,32 @@ def test_on_cpu_another_engine_stops_the_least_recently_used_one(engines, tiny_m
     assert _engine_cores() == cores - live + 1 and len(vllm_engine._ENGINES) == 1
     assert [c.token_ids for c in v.generate(greedy, progress=False)] == before   # restarted
     assert _engine_cores() == cores - live + 1
+
+
+def test_merged_adapters_of_one_base_share_its_engine_and_reload_the_weights(engines, tiny_model, adapter, tmp_path):
+    """On CPU an adapter serving every request is merged into the weights; generators of one base
+    share one engine, whose weights vLLM reloads in place when another of them asks (no start):
+    each decodes as transformers does with its adapter, also after switching back."""
+    from toolkit.generation import vllm_engine
+    from toolkit.generation.engine import LocalEngine
+    from toolkit.generation.vllm_engine import VLLMEngine
+    other = _random_adapter(tiny_model, tmp_path / "b", seed=2)
+    base = VLLMEngine(tiny_model, dtype="float32", options=TINY)
+    cores, live = _engine_cores(), len(vllm_engine._ENGINES)
+    tuned = {name: VLLMEngine(tiny_model, adapters={name: path}, default_adapter=name, dtype="float32",
+                              options=TINY) for name, path in (("a", adapter), ("b", other))}
+    ref = LocalEngine(tiny_model, adapters={"a": adapter, "b": other}, dtype="float32")
+    greedy = [Request(p, SamplingParams(max_new_tokens=12, do_sample=False)) for p in _prompts(base)]
+    want = {name: [c.token_ids for c in ref.generate([Request(r.prompt, r.params, adapter=name) for r in greedy],
+                                                     progress=False)] for name in ("a", "b", None)}
+    for name in ("a", "b", None, "a"):
+        gen = tuned[name] if name else base
+        assert [c.token_ids for c in gen.generate(greedy, progress=False)] == want[name], name
+    assert want["a"] != want["b"] != want[None]
+    assert tuned["a"].llm is tuned["b"].llm is base.llm
+    assert (_engine_cores(), len(vllm_engine._ENGINES)) == (cores, live)      # no engine started
+    vllm_engine.release(free_gib=0.0)                       # training with memory to spare: kept
+    assert len(vllm_engine._ENGINES) == live
+    vllm_engine.release(free_gib=1e6)                       # not enough free: every engine stops
+    assert not vllm_engine._ENGINES and _engine_cores() == cores - live
+

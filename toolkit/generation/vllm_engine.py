@@ -27,6 +27,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
@@ -38,6 +39,7 @@ from .roles import RoleError, VLLMOptions
 
 log = logging.getLogger(__name__)
 _ENGINES: dict[tuple, object] = {}     # one vllm.LLM per (path, dtype, options) in this process
+_WEIGHTS: dict[tuple, str] = {}        # the model whose weights each engine holds now
 
 
 class VLLMError(QupError, RuntimeError):
@@ -116,13 +118,18 @@ def bind_every_cpu(ranks: int = 1) -> None:
 CPU_ENGINES = 2     # engines alive at once on CPU: SLM + Oracle, SLM + judge (a 1.5B one holds ~12 GiB)
 
 
-def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool):
+def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool, base: str | None = None):
     """The process's engine for these settings, most recently used last. On CPU at most
     :data:`CPU_ENGINES` live: starting another shuts the least recently used one down (a
-    generator whose engine went restarts it on its next call)."""
-    key = (path, dtype, lora, tuple(sorted(asdict(opts).items())))
+    generator whose engine went restarts it on its next call). ``path`` a merged model of
+    ``base``: the engine of ``base`` serves it, its weights reloaded in place when another model
+    of that base was loaded last (vLLM's ``reload_weights``: seconds, where a start takes minutes)."""
+    key = (base or path, dtype, lora, tuple(sorted(asdict(opts).items())))
     if key in _ENGINES:
         _ENGINES[key] = _ENGINES.pop(key)
+        if _WEIGHTS[key] != path:
+            _reload(_ENGINES[key], path)
+            _WEIGHTS[key] = path
         return _ENGINES[key]
     while not _cuda() and len(_ENGINES) >= CPU_ENGINES:
         _stop(next(iter(_ENGINES)), "least recently used, to start another")
@@ -131,8 +138,16 @@ def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool):
         from vllm import LLM
         log.info("vllm: starting the engine for %s (%s), 40-110 s on CPU", path, dtype)
         return LLM(**engine_kwargs(path, dtype, opts, lora))
-    _ENGINES[key] = start(make, path, opts)
+    _ENGINES[key], _WEIGHTS[key] = start(make, path, opts), path
     return _ENGINES[key]
+
+
+def _reload(llm, path: str) -> None:
+    """Load ``path``'s weights into ``llm`` in place; cached prefixes were computed with the old ones."""
+    t0 = time.perf_counter()
+    llm.collective_rpc("reload_weights", kwargs={"weights_path": path, "is_checkpoint_format": True})
+    llm.reset_prefix_cache()
+    log.info("vllm: weights of %s loaded in place (%.1f s)", path, time.perf_counter() - t0)
 
 
 def merged_model(base: str, adapter: str, dtype: str) -> str:
@@ -159,15 +174,19 @@ def merged_model(base: str, adapter: str, dtype: str) -> str:
     return str(out)
 
 
-def release() -> None:
-    """Stop every engine of this process (training needs the memory); generators restart theirs
-    on their next call."""
-    while _ENGINES:
+def release(free_gib: float | None = None) -> None:
+    """Stop engines of this process, least recently used first, for memory (training needs it):
+    every one, or on CPU only until ``free_gib`` GiB are available (an idle engine computes
+    nothing, and a kept one saves the next evaluation its start). Generators restart theirs on
+    their next call."""
+    import psutil
+    while _ENGINES and (free_gib is None or _cuda() or psutil.virtual_memory().available < free_gib * 2**30):
         _stop(next(iter(_ENGINES)), "memory for training")
 
 
 def _stop(key: tuple, why: str) -> None:
     log.info("vllm: stopping the engine for %s (%s)", key[0], why)
+    _WEIGHTS.pop(key, None)
     _ENGINES.pop(key).llm_engine.engine_core.shutdown()
     multiprocessing.active_children()                  # reaps the stopped engine process
 
@@ -262,7 +281,7 @@ class VLLMEngine:
         # decodes ~7x slower than the base model), as LocalEngine does
         self.merged = len(self.adapters) == 1 and default_adapter is not None and not _cuda()
         path = merged_model(info.path, self.adapters[default_adapter], self.dtype) if self.merged else info.path
-        self._engine = (path, self.dtype, self.options, bool(self.adapters) and not self.merged)
+        self._engine = (path, self.dtype, self.options, bool(self.adapters) and not self.merged, info.path)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_length = self.llm.llm_engine.model_config.max_model_len
 

@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 RUN_FILE = "qup_train.json"
 SEEN_LOG = "QUP_TRAIN_SEEN_LOG"   # env: a dir where each rank logs the examples it trains on
+# on CPU, idle vLLM engines are stopped (least recently used first) only until this much memory
+# is free: LoRA on a 135M-1.5B model fits, and the evaluation engine kept saves its next start
+TRAIN_FREE_GIB = 8.0
 LINEAR_PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -263,8 +266,8 @@ def train_command(cfg: TrainConfig) -> dict:
     if len(ds) == 0:
         raise TrainDataError(f"no training rows in {cfg.data}")
     engines = sys.modules.get("toolkit.generation.vllm_engine")
-    if engines:          # idle vLLM engines of this process hold GiBs that training needs
-        engines.release()
+    if engines:          # idle vLLM engines of this process hold GiBs that training may need
+        engines.release(free_gib=TRAIN_FREE_GIB)
     metrics = train(ds, cfg)
     summary = {k: v for k, v in metrics.items() if k != "losses"}
     weights = (Path(cfg.out) / ADAPTER_WEIGHTS).read_bytes()
