@@ -269,3 +269,27 @@ def test_an_unparseable_request_line_gets_a_json_400(server):
     assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, head
     assert json.loads(head.split(b"\r\n\r\n", 1)[1])["error_type"] == "bad_request"
     assert requests.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def test_jobs_cancelled_before_they_start_leave_the_queue_metric(tiny_model):
+    """Jobs whose clients left while queued are dropped unstarted, and tgi_queue_size says so
+    (it once kept counting them: a full run saw batch 0, queue 6 for good)."""
+    import asyncio
+    from toolkit.generation import Request, SamplingParams
+    from toolkit.generation.engine import LocalEngine
+    from toolkit.serve.batcher import Batcher
+    batcher = Batcher(LocalEngine(tiny_model, dtype="float32"), max_batch_size=4)
+    loop = asyncio.new_event_loop()
+    jobs = [batcher.submit(Request("hi", SamplingParams(max_new_tokens=4)), loop) for _ in range(3)]
+    assert batcher.metrics.queue_size == 3
+    for job in jobs:
+        job.close()                                       # gone before the model thread took them
+    batcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while batcher.metrics.queue_size and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert batcher.metrics.queue_size == 0 and batcher.metrics.batch_count == 0
+    finally:
+        batcher.stop()
+        loop.close()

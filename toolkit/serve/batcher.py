@@ -165,6 +165,7 @@ class Batcher:
             with self._cond:
                 while self._queue and self._queue[0].cancelled:   # gone before it started
                     self._queue.popleft()
+                self.metrics.queue_size = len(self._queue)
                 if self._queue:
                     return self._take(self._queue[0].request.adapter, self.max_batch_size)
 
