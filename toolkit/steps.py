@@ -6,8 +6,8 @@ they change how it runs, not what it makes), the engine that serves its models a
 its inputs. A step is skipped only when its dir holds a finished marker with the same key; a dir
 with another key is stale and emptied before the step runs again (all but its self-keyed
 :data:`UNITS`), so nothing downstream of a change is ever served from an old result (as
-distilabel invalidates a changed step and its successors). A step killed midway keeps its key and resumes (sample shards,
-training checkpoints). Every result records how long its step took (``timing``: wall, CPU and,
+distilabel invalidates a changed step and its successors). A step killed midway keeps its key
+and resumes (sample shards, training checkpoints). Every result records how long its step took (``timing``: wall, CPU and,
 when CUDA is in use, GPU seconds), so a run's markers tell what a fresh run of it costs. A running
 step's marker says every :data:`HEARTBEAT_S` how long it has run (``spent_s``), so the wall time of
 a resumed step adds what its killed attempts spent (``attempts``, ``resumed_wall_s``), also when
