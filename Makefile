@@ -30,22 +30,21 @@ vllm:
 	  echo "vLLM could not be installed: every model role runs on transformers"; \
 	else echo "vLLM is not built for this machine (Linux x86-64 with AVX2, or a CUDA GPU): every model role runs on transformers"; fi
 
-# The Space's browser test drives Debian's chromium (never `playwright install`): installed here when
-# missing and we are root; otherwise that test skips and says why.
-browser:
-	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || command -v apt-get >/dev/null || exit 0; \
-	command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || \
-	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
-	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1; } || \
-	    echo "chromium could not be installed: the Space's browser test will skip"; }
+# $(call debian,COMMAND,PACKAGE,WITHOUT_IT): Debian's PACKAGE, installed when COMMAND is missing and we
+# are root with apt-get; otherwise nothing is installed, and WITHOUT_IT says what skips.
+define debian
+@command -v $(1) >/dev/null || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null 2>&1 || \
+    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(2) >/dev/null 2>&1; } || \
+    echo "$(2) could not be installed: $(3)"; }
+endef
 
-# The embedded Hub runs jobs only in a bubblewrap sandbox (Debian's bubblewrap): installed here when
-# missing and we are root; otherwise its Jobs API answers 503 saying so and the job tests skip.
+# The Space's browser test drives Debian's chromium (never `playwright install`).
+browser:
+	$(call debian,chromium,chromium,the Space's browser test will skip)
+
+# The embedded Hub runs jobs only in a bubblewrap sandbox: without it its Jobs API answers 503 saying so.
 sandbox:
-	@command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || command -v apt-get >/dev/null || exit 0; \
-	command -v bwrap >/dev/null || [ "$$(id -u)" != 0 ] || \
-	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1 || \
-	    { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null 2>&1; } || \
-	    echo "bubblewrap could not be installed: the embedded Hub will run no jobs and the job tests will skip"; }
+	$(call debian,bwrap,bubblewrap,the embedded Hub will run no jobs and the job tests will skip)
 
 .PHONY: install demo test browser sandbox vllm
