@@ -16,7 +16,8 @@ def _chain(tmp_path, calls, a_config):
     return keys, a, b
 
 
-def test_a_finished_step_is_skipped_and_a_changed_input_reruns_everything_downstream(tmp_path):
+def test_a_finished_step_is_skipped_and_a_changed_input_reruns_everything_downstream(tmp_path, caplog):
+    caplog.set_level("INFO", logger="toolkit.steps")
     calls = []
     keys, a, b = _chain(tmp_path, calls, {"k": 1})
     assert calls == ["a", "b"] and skipped(tmp_path / "b", keys["b"])
@@ -26,9 +27,11 @@ def test_a_finished_step_is_skipped_and_a_changed_input_reruns_everything_downst
     changed, *_ = _chain(tmp_path, calls, {"k": 2})
     assert calls == ["a", "b", "a", "b"] and changed["b"] != keys["b"]   # b re-ran: its input changed
     assert not (tmp_path / "b" / "leftover.txt").exists()              # the stale dir was removed
+    assert "b: emptied" in caplog.text and "kept" not in caplog.text    # it had no shards to keep
 
 
-def test_a_stale_step_keeps_its_self_keyed_units_and_reuses_each_under_its_own_key(tmp_path):
+def test_a_stale_step_keeps_its_self_keyed_units_and_reuses_each_under_its_own_key(tmp_path, caplog):
+    caplog.set_level("INFO", logger="toolkit.steps")
     from toolkit.resume import unit
     made = []
 
@@ -43,6 +46,7 @@ def test_a_stale_step_keeps_its_self_keyed_units_and_reuses_each_under_its_own_k
     (tmp_path / "a" / "leftover.txt").write_text("from the first run")
     assert run_step(work(2), {})["rows"] == 2
     assert made == [0, 1] and not (tmp_path / "a" / "leftover.txt").exists()   # shard 0 was reused
+    assert "its self-keyed shards kept" in caplog.text
     run_step(work(2, model="other"), {})
     assert made == [0, 1, 0, 1]                                                # another model: redone
 

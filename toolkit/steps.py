@@ -106,12 +106,15 @@ def _write_marker(out: Path, data: dict) -> None:
     tmp.replace(out / MARKER)
 
 
-def _clear(out: Path) -> None:
-    """Empty a stale step dir, all but its :data:`UNITS` dirs."""
-    for path in out.iterdir():
+def _clear(out: Path) -> list[str]:
+    """Empty a stale step dir, all but its :data:`UNITS` dirs; return the names of those kept."""
+    kept = []
+    for path in sorted(out.iterdir()):
         if path.name in UNITS and path.is_dir() and not path.is_symlink():
+            kept.append(path.name)
             continue
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    return kept
 
 
 def run_step(step: Step, keys: dict[str, str]) -> dict:
@@ -126,8 +129,9 @@ def run_step(step: Step, keys: dict[str, str]) -> dict:
         return m["result"]
     if out.exists() and (m is None or m.get("key") != key):
         why = "its inputs or config changed" if m else "it holds no marker of this run"
-        log.info("%s: removing %s (%s; its %s kept)", step.name, out, why, "/".join(UNITS))
-        _clear(out)
+        kept = _clear(out)
+        log.info("%s: emptied %s (%s)%s", step.name, out, why,
+                 f"; its self-keyed {', '.join(kept)} kept" if kept else "")
         m = None
     out.mkdir(parents=True, exist_ok=True)
     before = round(float((m or {}).get("spent_s") or (m or {}).get("resumed_wall_s") or 0.0), 2)
