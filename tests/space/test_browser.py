@@ -95,6 +95,13 @@ def test_configs_and_details_tabs_on_a_real_studys_hub(study_hub, browser_page, 
         note = page.inner_text("#details-note")
         assert "base" in note and "self · seed 0" in note and "they differ on" in note
         page.screenshot(path=str(tmp_path / "space-details.png"), full_page=True)
-        print(f"\nscreenshots: {tmp_path / 'space-configs.png'} {tmp_path / 'space-details.png'}")
+        page.get_by_role("tab", name="The paradox").click()       # the study's own report, as published
+        page.wait_for_selector("#study-report", timeout=10_000)
+        report = page.inner_text("#study-report")
+        for needle in ("Findings", "Verdict: the paradox", "Spearman", "Paradox table", "Compute"):
+            assert needle in report, needle
+        page.screenshot(path=str(tmp_path / "space-report.png"), full_page=True)
+        print(f"\nscreenshots: {tmp_path / 'space-configs.png'} {tmp_path / 'space-details.png'} "
+              f"{tmp_path / 'space-report.png'}")
     finally:
         demo.close()

@@ -196,3 +196,21 @@ def test_a_hostile_card_of_the_experiment_is_logged_and_skipped(experiment, spac
     finally:
         for repo in cards:
             HfApi(endpoint=experiment.url, token=ALICE).delete_repo(repo)
+
+
+def test_the_study_report_is_read_without_its_images_and_cut_when_long(experiment, space_api, monkeypatch):
+    from huggingface_hub import HfApi
+
+    from toolkit.space import protocols
+    api, repo = HfApi(endpoint=experiment.url, token=ALICE), "alice/report-probe-results"
+    api.create_repo(repo, repo_type="dataset")
+    try:
+        assert protocols.load_report(space_api, repo) == ""                  # none published
+        api.upload_file(path_or_fileobj=b"# Study\n![paradox](paradox.png)\n## Findings\n- Verdict: x\n",
+                        path_in_repo="report.md", repo_id=repo, repo_type="dataset")
+        assert protocols.load_report(space_api, repo) == "# Study\n## Findings\n- Verdict: x"
+        monkeypatch.setattr(protocols, "MAX_REPORT", 20)
+        cut = protocols.load_report(space_api, repo)
+        assert cut == "# Study\n\n*(report cut: longer than this page shows)*"
+    finally:
+        api.delete_repo(repo, repo_type="dataset")

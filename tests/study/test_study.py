@@ -79,6 +79,11 @@ def test_study_end_to_end_publishes_results_and_resumes(tmp_path, shared_data, t
                                      cache_dir=str(tmp_path / "hf2"))
         text = open(readme).read()
         assert "qup-results" in text and "Verdict: the paradox" in text and "Spearman" in text
+        assert "[`report.md`](report.md)" in text                     # the whole report, beside the rows
+        for name in ("report.md", "paradox.png"):
+            got = api.hf_hub_download(pub["repo"], name, repo_type="dataset", revision=pub["revision"],
+                                      cache_dir=str(tmp_path / "hf2"))
+            assert open(got, "rb").read() == (run_dir / "study" / name).read_bytes()
 
     # Resume: an evaluation lost (as if killed before it finished) is the only step re-run.
     before = _markers(run_dir)

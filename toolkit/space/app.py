@@ -99,7 +99,7 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
         log.warning("results of %s unreadable (%s): leaderboard from the cards", exp.dataset_repo, e)
         rows, note = from_cards(exp), "From the adapters' model cards (the results dataset is unreadable)."
     fig, plot_note = paradox_plot(rows)
-    raw, detail_rows = published(api, exp.results_repo)
+    raw, detail_rows, report = published(api, exp.results_repo)
     source, split, refused = _benchmark(exp, settings, api, author)
     problems, problems_note = load_benchmark(source, split)
     problems_note = refused or problems_note
@@ -157,4 +157,6 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
                 gr.Plot(fig, elem_id="paradox")
             gr.Markdown(plot_note or "Each point is a variant: its training data's mean reward (left) or NLL "
                         "(right) against the held-out accuracy of the SLM trained on it; bars are 95% intervals.")
+            if report:
+                gr.Markdown(report, elem_id="study-report")
     return demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue)

@@ -26,6 +26,7 @@ from ..protocol import DECISIVE, NOTED, differences
 
 MAX_TEXT = 2000          # characters of a model output shown per cell
 MAX_DETAILS = 20_000     # detail rows read from a results dataset
+MAX_REPORT = 100_000     # characters of the study's report shown
 
 
 def label(row: dict) -> str:
@@ -94,6 +95,26 @@ def load_details(api, repo_id: str) -> list[dict]:
                  for f in files]
         ds = load_dataset("parquet", data_files=local, split="train", cache_dir=f"{tmp}/ds")
         return ds.select(range(min(len(ds), MAX_DETAILS))).to_list()
+
+
+def load_report(api, repo_id: str) -> str:
+    """The study's ``report.md`` published beside its results (findings, the paradox table per
+    benchmark, paired comparisons, Spearman per criterion, compute), else "". Its image lines go
+    (the tab draws its own plot); a report over :data:`MAX_REPORT` characters is cut, saying so."""
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from ..study.results import REPORT
+    from .discovery import _revision
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = api.hf_hub_download(repo_id, REPORT, repo_type="dataset",
+                                       revision=_revision(api, repo_id, "dataset"), cache_dir=tmp)
+        except EntryNotFoundError:
+            return ""
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(MAX_REPORT + 1)
+    lines = [line for line in text[:MAX_REPORT].splitlines() if not line.startswith("![")]
+    return "\n".join(lines) + ("\n\n*(report cut: longer than this page shows)*" if len(text) > MAX_REPORT else "")
 
 
 DETAIL_COLUMNS = ["problem", "question", "gold", "A answer", "A", "B answer", "B", "A output", "B output"]

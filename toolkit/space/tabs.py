@@ -20,16 +20,16 @@ NO_RESULTS = ("No results dataset published for this experiment: protocols and p
               "with `qup study` (its `<dataset>-results` repo).")
 
 
-def published(api, repo: str) -> tuple[list[dict], list[dict]]:
-    """``(results rows, details rows)`` of a results repo; ``([], [])`` when absent or unreadable."""
+def published(api, repo: str) -> tuple[list[dict], list[dict], str]:
+    """``(results rows, details rows, report)`` of a results repo; empty when absent or unreadable."""
     if not repo:
-        return [], []
+        return [], [], ""
     from .leaderboard import load_results
     try:
-        return load_results(api, repo), protocols.load_details(api, repo)
+        return load_results(api, repo), protocols.load_details(api, repo), protocols.load_report(api, repo)
     except Exception as e:  # noqa: BLE001 - an unreadable results dataset: the tabs say so
         log.warning("results of %s unreadable (%s)", repo, e)
-        return [], []
+        return [], [], ""
 
 
 def leaderboard_tab(rows: list[Row], note: str) -> None:

@@ -1,7 +1,8 @@
 """The study's results dataset: one row per SLM × variant × seed × benchmark
 (:func:`toolkit.schema.results`: with the training data's mean of every registered diagnostic
 column), saved in the run dir and published as ``<dataset repo>-results`` (one atomic commit,
-tagged ``v<N>``; the card carries the study's findings).
+tagged ``v<N>``; the card carries the study's findings, ``report.md`` and ``paradox.png`` the whole
+report).
 
 Example:
     >>> from datasets import load_dataset
@@ -17,6 +18,8 @@ from pathlib import Path
 from ..diagnostics.columns import shown
 from ..schema import DETAILS, results
 from ..stats import wilson
+
+REPORT, PLOT = "report.md", "paradox.png"     # the report's files in the results repo
 
 
 def _mean(values) -> float | None:
@@ -111,16 +114,20 @@ def save_rows(result_rows: list[dict], out: Path) -> None:
 
 def publish(hub, p, result_rows: list[dict], summary: dict, data_pub: dict | None,
             details_rows: list[dict] | None = None) -> dict:
-    """Publish the rows as ``<dataset repo>-results`` with a card stating what was found."""
+    """Publish the rows as ``<dataset repo>-results`` with a card stating what was found, and the
+    whole report beside them (``report.md``, ``paradox.png``: what the Space shows)."""
     from ..publishing.experiment import dataset_repo
+    report = {name: Path(summary[key]).read_bytes() for key, name in (("report", REPORT), ("plot", PLOT))
+              if summary.get(key)}
     return publish_results(hub, dataset_repo(hub, p.cfg) + "-results", p.cfg.name, result_rows,
-                           summary["findings_md"], data_pub, details_rows)
+                           summary["findings_md"], data_pub, details_rows, report)
 
 
 def publish_results(hub, repo: str, name: str, result_rows: list[dict], findings_md: str,
-                    data_pub: dict | None = None, details_rows: list[dict] | None = None) -> dict:
-    """One tagged commit of the results (config ``default``) and, when given, every evaluated
-    sample (config ``details``, :data:`toolkit.schema.DETAILS`)."""
+                    data_pub: dict | None = None, details_rows: list[dict] | None = None,
+                    report: dict[str, bytes] | None = None) -> dict:
+    """One tagged commit of the results (config ``default``), when given every evaluated sample
+    (config ``details``, :data:`toolkit.schema.DETAILS`) and the report's files (``{name: bytes}``)."""
     from datasets import Dataset
     from huggingface_hub import DatasetCardData
 
@@ -148,7 +155,10 @@ def publish_results(hub, repo: str, name: str, result_rows: list[dict], findings
               + (" Config `details`: every evaluated sample (question, output, extracted answer, verdict)."
                  if details_rows else "") + f"\n\n{data_line}" + protocol_section(result_rows)
               + f"```python\nfrom datasets import load_dataset\n"
-              f"ds = load_dataset(\"{repo}\", split=\"train\")\n```\n\n" + findings_md)
+              f"ds = load_dataset(\"{repo}\", split=\"train\")\n```\n\n" + findings_md
+              + (f"\nThe whole report (tables per benchmark, paired comparisons, prediction, compute): "
+                 f"[`{REPORT}`]({REPORT}).\n" if report and REPORT in report else ""))
+    files.update(report or {})
     files["README.md"] = readme.encode()
     hub_ = _connect(repo, "dataset", hub.token, hub.endpoint)
 
