@@ -28,7 +28,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -38,8 +38,15 @@ from .base import Completion, Request, SamplingParams, split_for_scoring
 from .roles import RoleError, VLLMOptions
 
 log = logging.getLogger(__name__)
-_ENGINES: dict[tuple, object] = {}     # one vllm.LLM per (path, dtype, options) in this process
-_WEIGHTS: dict[tuple, str] = {}        # the model whose weights each engine holds now
+
+
+@dataclass
+class _Live:
+    llm: object         # a started vllm.LLM
+    weights: str        # the model whose weights it holds now
+
+
+_ENGINES: dict[tuple, _Live] = {}      # one engine per (base path, dtype, lora, options) in this process
 
 
 class VLLMError(QupError, RuntimeError):
@@ -126,11 +133,11 @@ def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool, base: str | None 
     of that base was loaded last (vLLM's ``reload_weights``: seconds, where a start takes minutes)."""
     key = (base or path, dtype, lora, tuple(sorted(asdict(opts).items())))
     if key in _ENGINES:
-        _ENGINES[key] = _ENGINES.pop(key)
-        if _WEIGHTS[key] != path:
-            _reload(_ENGINES[key], path)
-            _WEIGHTS[key] = path
-        return _ENGINES[key]
+        live = _ENGINES[key] = _ENGINES.pop(key)
+        if live.weights != path:
+            _reload(live.llm, path)
+            live.weights = path
+        return live.llm
     while not _cuda() and len(_ENGINES) >= CPU_ENGINES:
         _stop(next(iter(_ENGINES)), "least recently used, to start another")
 
@@ -138,8 +145,8 @@ def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool, base: str | None 
         from vllm import LLM
         log.info("vllm: starting the engine for %s (%s), 40-110 s on CPU", path, dtype)
         return LLM(**engine_kwargs(path, dtype, opts, lora))
-    _ENGINES[key], _WEIGHTS[key] = start(make, path, opts), path
-    return _ENGINES[key]
+    _ENGINES[key] = _Live(start(make, path, opts), path)
+    return _ENGINES[key].llm
 
 
 def _reload(llm, path: str) -> None:
@@ -186,8 +193,7 @@ def release(free_gib: float | None = None) -> None:
 
 def _stop(key: tuple, why: str) -> None:
     log.info("vllm: stopping the engine for %s (%s)", key[0], why)
-    _WEIGHTS.pop(key, None)
-    _ENGINES.pop(key).llm_engine.engine_core.shutdown()
+    _ENGINES.pop(key).llm.llm_engine.engine_core.shutdown()
     multiprocessing.active_children()                  # reaps the stopped engine process
 
 

@@ -20,7 +20,7 @@ from .discovery import Experiment, discover, is_repo_id, owner, pick
 from .leaderboard import BASE, from_cards, leaderboard
 from .plots import paradox_plot
 from .settings import MAX_MODELS, LimitError, SpaceSettings, check_models, check_question, clamp_new_tokens
-from .tabs import configs_tab, details_tab, leaderboard_tab, published
+from .tabs import configs_tab, details_tab, leaderboard_tab, paradox_tab, published
 
 log = logging.getLogger(__name__)
 TITLE = "QUP arena: small math models trained on different data"
@@ -102,8 +102,26 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
     raw, detail_rows, report = published(api, exp.results_repo)
     source, split, refused = _benchmark(exp, settings, api, author)
     problems, problems_note = load_benchmark(source, split)
-    problems_note = refused or problems_note
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\n\n{INTRO}\n\nExperiment: training data {_code(exp.dataset_repo)}, base model "
+                    f"{_code(exp.base_model)}, {len(exp.adapters)} adapter(s). Backend: {backend.kind}.")
+        with gr.Tab("Compare"):
+            compare_tab(backend, exp, keys, problems, refused or problems_note, settings)
+        with gr.Tab("Leaderboard"):
+            leaderboard_tab(rows, note)
+        with gr.Tab("Configs"):
+            configs_tab(raw)
+        with gr.Tab("Details"):
+            details_tab(raw, detail_rows)
+        with gr.Tab("The paradox"):
+            paradox_tab(fig, plot_note, report)
+    return demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue)
 
+
+def compare_tab(backend, exp: Experiment, keys: list[str], problems, problems_note: str,
+                settings: SpaceSettings) -> None:
+    """Two to :data:`MAX_MODELS` models answer one question side by side, streamed; a benchmark
+    problem picked from the list is graded against its gold answer."""
     def run(models, problem, question, max_new_tokens):
         try:
             models = check_models(models)
@@ -125,38 +143,18 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
         if isinstance(index, int) and 0 <= index < len(problems):
             return problems[index]["question"]
         return gr.update()
-
-    with gr.Blocks(title=TITLE) as demo:
-        gr.Markdown(f"# {TITLE}\n\n{INTRO}\n\nExperiment: training data {_code(exp.dataset_repo)}, base model "
-                    f"{_code(exp.base_model)}, {len(exp.adapters)} adapter(s). Backend: {backend.kind}.")
-        with gr.Tab("Compare"):
-            choice = gr.CheckboxGroup([(_label(k, exp), k) for k in keys], value=keys[:2],
-                                      label=f"Models to compare (2–{MAX_MODELS})", elem_id="models")
-            picker = gr.Dropdown([(f"{p['id']}: {p['question'][:90]}", i) for i, p in enumerate(problems)],
-                                 value=None, label="Benchmark problem (optional: answers get graded)",
-                                 info=problems_note, elem_id="problem")
-            question = gr.Textbox(lines=3, label=f"Question (at most {settings.max_chars} characters)",
-                                  placeholder="A baker had 12 cakes and sold 5. How many are left?",
-                                  elem_id="question")
-            max_new = gr.Slider(16, settings.max_new_tokens, value=min(256, settings.max_new_tokens), step=1,
-                                label="max new tokens", elem_id="max-new-tokens")
-            go = gr.Button("Compare", variant="primary", elem_id="compare")
-            with gr.Row():
-                outs = [gr.Markdown(visible=False, elem_id=f"answer-{i}", elem_classes=["answer"])
-                        for i in range(MAX_MODELS)]
-            picker.change(pick_problem, picker, question, queue=False)
-            go.click(run, [choice, picker, question, max_new], outs, concurrency_limit="default")
-        with gr.Tab("Leaderboard"):
-            leaderboard_tab(rows, note)
-        with gr.Tab("Configs"):
-            configs_tab(raw)
-        with gr.Tab("Details"):
-            details_tab(raw, detail_rows)
-        with gr.Tab("The paradox"):
-            if fig is not None:
-                gr.Plot(fig, elem_id="paradox")
-            gr.Markdown(plot_note or "Each point is a variant: its training data's mean reward (left) or NLL "
-                        "(right) against the held-out accuracy of the SLM trained on it; bars are 95% intervals.")
-            if report:
-                gr.Markdown(report, elem_id="study-report")
-    return demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue)
+    choice = gr.CheckboxGroup([(_label(k, exp), k) for k in keys], value=keys[:2],
+                              label=f"Models to compare (2–{MAX_MODELS})", elem_id="models")
+    picker = gr.Dropdown([(f"{p['id']}: {p['question'][:90]}", i) for i, p in enumerate(problems)],
+                         value=None, label="Benchmark problem (optional: answers get graded)",
+                         info=problems_note, elem_id="problem")
+    question = gr.Textbox(lines=3, label=f"Question (at most {settings.max_chars} characters)",
+                          placeholder="A baker had 12 cakes and sold 5. How many are left?", elem_id="question")
+    max_new = gr.Slider(16, settings.max_new_tokens, value=min(256, settings.max_new_tokens), step=1,
+                        label="max new tokens", elem_id="max-new-tokens")
+    go = gr.Button("Compare", variant="primary", elem_id="compare")
+    with gr.Row():
+        outs = [gr.Markdown(visible=False, elem_id=f"answer-{i}", elem_classes=["answer"])
+                for i in range(MAX_MODELS)]
+    picker.change(pick_problem, picker, question, queue=False)
+    go.click(run, [choice, picker, question, max_new], outs, concurrency_limit="default")

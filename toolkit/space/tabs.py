@@ -1,5 +1,6 @@
-"""Gradio tabs over published results: the filterable leaderboard, Configs (protocols side by side)
-and Details (two models' per-problem outputs). Called inside ``gr.Blocks`` by :mod:`.app`.
+"""Gradio tabs over published results: the filterable leaderboard, Configs (protocols side by side),
+Details (two models' per-problem outputs) and the paradox (plot and the study's report). Called
+inside ``gr.Blocks`` by :mod:`.app`.
 
 Example:
     >>> with gr.Blocks() as demo:                                             # doctest: +SKIP
@@ -92,3 +93,13 @@ def details_tab(raw: list[dict], detail_rows: list[dict]) -> None:
     grid = gr.Dataframe(value=first[0], interactive=False, wrap=True, elem_id="details")
     for c in (a, b, bench):
         c.change(show, [a, b, bench], [grid, note], queue=False)
+
+
+def paradox_tab(fig, plot_note: str, report: str) -> None:
+    """The paradox plot (reward and NLL against accuracy) and, when the study published one, its report."""
+    if fig is not None:
+        gr.Plot(fig, elem_id="paradox")
+    gr.Markdown(plot_note or "Each point is a variant: its training data's mean reward (left) or NLL "
+                "(right) against the held-out accuracy of the SLM trained on it; bars are 95% intervals.")
+    if report:
+        gr.Markdown(report, elem_id="study-report")
