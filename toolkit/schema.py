@@ -118,6 +118,9 @@ DETAILS = Features({
     **{k: v for k, v in EVAL.items() if k not in ("model_id", "adapter")},
 })
 
+# the study's whole report, published beside the results rows (the Space's paradox tab shows it)
+REPORT_FILES = ("report.md", "paradox.png")
+
 
 def results() -> Features:
     """RESULTS: the fixed fields with, after ``train_tokens``, the training data's mean of every

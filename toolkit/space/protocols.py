@@ -103,11 +103,11 @@ def load_report(api, repo_id: str) -> str:
     (the tab draws its own plot); a report over :data:`MAX_REPORT` characters is cut, saying so."""
     from huggingface_hub.errors import EntryNotFoundError
 
-    from ..study.results import REPORT
+    from ..schema import REPORT_FILES
     from .discovery import _revision
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = api.hf_hub_download(repo_id, REPORT, repo_type="dataset",
+            path = api.hf_hub_download(repo_id, REPORT_FILES[0], repo_type="dataset",
                                        revision=_revision(api, repo_id, "dataset"), cache_dir=tmp)
         except EntryNotFoundError:
             return ""

@@ -16,10 +16,10 @@ import math
 from pathlib import Path
 
 from ..diagnostics.columns import shown
-from ..schema import DETAILS, results
+from ..schema import DETAILS, REPORT_FILES, results
 from ..stats import wilson
 
-REPORT, PLOT = "report.md", "paradox.png"     # the report's files in the results repo
+REPORT, PLOT = REPORT_FILES
 
 
 def _mean(values) -> float | None:
