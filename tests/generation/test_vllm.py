@@ -43,6 +43,19 @@ def _random_adapter(tiny_model: str, out, seed: int = 1) -> str:
     return str(out)
 
 
+def _broken_checkpoint(model: str, out) -> str:
+    """``model`` with its last tensor (the final norm) of the wrong shape: loading it fails after the others."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+    shutil.copytree(model, out)
+    weights = load_file(f"{out}/model.safetensors")
+    weights["model.norm.weight"] = torch.ones(3)
+    save_file(weights, f"{out}/model.safetensors")
+    return str(out)
+
+
 @pytest.fixture(scope="module")
 def adapter(tmp_path_factory, tiny_model):
     return _random_adapter(tiny_model, tmp_path_factory.mktemp("adapter"))
@@ -337,6 +350,12 @@ def test_merged_adapters_of_one_base_share_its_engine_and_reload_the_weights(eng
     assert want["a"] != want["b"] != want[None]
     assert tuned["a"].llm is tuned["b"].llm is base.llm
     assert (_engine_cores(), len(vllm_engine._ENGINES)) == (cores, live)      # no engine started
+    broken = _broken_checkpoint(vllm_engine.merged_model(tiny_model, other, "float32"), tmp_path / "broken")
+    with pytest.raises(Exception):           # a reload failing part-way: b's layers loaded, then the error
+        vllm_engine._llm(broken, *tuned["a"]._engine[1:])
+    assert len(vllm_engine._ENGINES) == live - 1       # vLLM keeps the half-loaded state: that engine stopped
+    assert [c.token_ids for c in tuned["a"].generate(greedy, progress=False)] == want["a"]   # a fresh one
+    assert tuned["b"].llm is tuned["a"].llm and len(vllm_engine._ENGINES) == live
     vllm_engine.release(free_gib=0.0)                       # training with memory to spare: kept
     assert len(vllm_engine._ENGINES) == live
     vllm_engine.release(free_gib=1e6)                       # not enough free: every engine stops

@@ -11,6 +11,7 @@ from tests.conftest import ALICE
 from tests.space.conftest import DATASET, VARIANTS
 from toolkit.space.discovery import discover, pick
 from toolkit.space.leaderboard import aggregate, from_cards, leaderboard, table
+from toolkit.space.results import published
 from toolkit.stats import wilson
 
 
@@ -34,8 +35,12 @@ def test_discover_groups_adapters_by_their_dataset(experiment, space_api):
 
 def test_leaderboard_from_cards(experiment, space_api):
     [exp] = discover(space_api)
-    rows, note = leaderboard(space_api, exp)
-    assert "model cards" in note
+    assert exp.results_repo == "" and published(space_api, exp.results_repo) == published(space_api, "")
+    rows, note = leaderboard(exp, published(space_api, exp.results_repo).results)
+    assert "model cards" in note and "no results dataset published yet" in note
+    assert leaderboard(exp, [], "404")[1].endswith("(the results dataset is unreadable).")
+    ill = [{"variant": "rft", "benchmark": "mawps", "correct": "three", "total": 20}]
+    assert leaderboard(exp, ill)[0] == rows                                     # ill-typed rows: the cards
     assert [r.variant for r in rows] == ["base", "oracle_refine", "rft"]
     base, oracle, rft = rows
     assert base.accuracy is None and base.adapter == ""            # the base model has no card
@@ -78,11 +83,12 @@ def test_leaderboard_reads_the_results_dataset(experiment, space_api, tmp_path):
                    cwd=str(__import__("pathlib").Path(__file__).parents[2]), timeout=300)
     try:
         [exp] = discover(space_api)
-        got, note = leaderboard(space_api, exp)
+        results = published(space_api, exp.results_repo)
+        got, note = leaderboard(exp, results.results, results.error)
     finally:   # the session's Hub is shared: other tests see the experiment without results
         from huggingface_hub import HfApi
         HfApi(endpoint=experiment.url, token=ALICE).delete_repo(f"{DATASET}-results", repo_type="dataset")
-    assert exp.results_repo == f"{DATASET}-results"
+    assert exp.results_repo == f"{DATASET}-results" and results.error == "" and results.revision
     assert "results dataset" in note
     by = {r.variant: r for r in got}
     assert [r.variant for r in got] == ["base", "oracle_refine", "rft"]
@@ -198,19 +204,26 @@ def test_a_hostile_card_of_the_experiment_is_logged_and_skipped(experiment, spac
             HfApi(endpoint=experiment.url, token=ALICE).delete_repo(repo)
 
 
-def test_the_study_report_is_read_without_its_images_and_cut_when_long(experiment, space_api, monkeypatch):
+def test_the_study_report_is_read_at_the_newest_tag_without_its_images_and_cut_when_long(experiment, space_api,
+                                                                                           monkeypatch):
     from huggingface_hub import HfApi
 
-    from toolkit.space import protocols
+    from toolkit.space import results
     api, repo = HfApi(endpoint=experiment.url, token=ALICE), "alice/report-probe-results"
     api.create_repo(repo, repo_type="dataset")
     try:
-        assert protocols.load_report(space_api, repo) == ""                  # none published
+        none = published(space_api, repo)
+        assert (none.results, none.details, none.report, none.error) == ([], [], "", "")   # none published
         api.upload_file(path_or_fileobj=b"# Study\n![paradox](paradox.png)\n## Findings\n- Verdict: x\n",
                         path_in_repo="report.md", repo_id=repo, repo_type="dataset")
-        assert protocols.load_report(space_api, repo) == "# Study\n## Findings\n- Verdict: x"
-        monkeypatch.setattr(protocols, "MAX_REPORT", 20)
-        cut = protocols.load_report(space_api, repo)
-        assert cut == "# Study\n\n*(report cut: longer than this page shows)*"
+        api.create_tag(repo, tag="v1", repo_type="dataset")
+        api.upload_file(path_or_fileobj=b"# Study\n## Findings\n- Verdict: not yet tagged\n",
+                        path_in_repo="report.md", repo_id=repo, repo_type="dataset")
+        got = published(space_api, repo)                 # the newest tag, not main's head
+        assert (got.revision, got.report) == ("v1", "# Study\n## Findings\n- Verdict: x")
+        monkeypatch.setattr(results, "MAX_REPORT", 20)
+        assert published(space_api, repo).report == "# Study\n\n*(report cut: longer than this page shows)*"
     finally:
         api.delete_repo(repo, repo_type="dataset")
+    gone = published(space_api, repo)                    # unreadable: said, not raised
+    assert gone.results == [] and gone.report == "" and gone.error

@@ -135,7 +135,11 @@ def _llm(path: str, dtype: str, opts: VLLMOptions, lora: bool, base: str | None 
     if key in _ENGINES:
         live = _ENGINES[key] = _ENGINES.pop(key)
         if live.weights != path:
-            _reload(live.llm, path)
+            try:
+                _reload(live.llm, path)
+            except Exception:        # vLLM keeps the half-loaded state: only a fresh engine is sound
+                _stop(key, f"reloading {path} failed")
+                raise
             live.weights = path
         return live.llm
     while not _cuda() and len(_ENGINES) >= CPU_ENGINES:

@@ -10,19 +10,17 @@ Example:
 """
 from __future__ import annotations
 
-import logging
-
 import gradio as gr
 
 from ..hub.client import safe_endpoint
 from .compare import compare, load_benchmark
 from .discovery import Experiment, discover, is_repo_id, owner, pick
-from .leaderboard import BASE, from_cards, leaderboard
+from .leaderboard import BASE, leaderboard
 from .plots import paradox_plot
+from .results import published
 from .settings import MAX_MODELS, LimitError, SpaceSettings, check_models, check_question, clamp_new_tokens
-from .tabs import configs_tab, details_tab, leaderboard_tab, paradox_tab, published
+from .tabs import configs_tab, details_tab, leaderboard_tab, paradox_tab
 
-log = logging.getLogger(__name__)
 TITLE = "QUP arena: small math models trained on different data"
 INTRO = ("Each model is the same small language model (SLM), fine-tuned with LoRA on a different *variant* of "
          "math reasoning traces: its own verified samples (`rft`), an Oracle's rewrites (`oracle_refine`), "
@@ -93,13 +91,9 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
             default_concurrency_limit=settings.concurrency, max_size=settings.queue)
     backend = backend or make_backend(api, exp, settings)
     keys = [k for k in backend.keys if k == BASE or k in exp.variants]
-    try:
-        rows, note = leaderboard(api, exp)
-    except Exception as e:  # noqa: BLE001 - an unreadable results dataset: the cards' numbers
-        log.warning("results of %s unreadable (%s): leaderboard from the cards", exp.dataset_repo, e)
-        rows, note = from_cards(exp), "From the adapters' model cards (the results dataset is unreadable)."
+    got = published(api, exp.results_repo)
+    rows, note = leaderboard(exp, got.results, got.error)
     fig, plot_note = paradox_plot(rows)
-    raw, detail_rows, report = published(api, exp.results_repo)
     source, split, refused = _benchmark(exp, settings, api, author)
     problems, problems_note = load_benchmark(source, split)
     with gr.Blocks(title=TITLE) as demo:
@@ -110,11 +104,11 @@ def build_demo(settings: SpaceSettings | None = None, api=None, backend=None) ->
         with gr.Tab("Leaderboard"):
             leaderboard_tab(rows, note)
         with gr.Tab("Configs"):
-            configs_tab(raw)
+            configs_tab(got.results)
         with gr.Tab("Details"):
-            details_tab(raw, detail_rows)
+            details_tab(got.results, got.details)
         with gr.Tab("The paradox"):
-            paradox_tab(fig, plot_note, report)
+            paradox_tab(fig, plot_note, got.report)
     return demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue)
 
 

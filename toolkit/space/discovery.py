@@ -91,7 +91,7 @@ class Experiment:
         return next((a for a in self.adapters if a.variant == variant), None)
 
 
-def _revision(api, repo_id: str, repo_type: str = "model") -> str:
+def newest_revision(api, repo_id: str, repo_type: str = "model") -> str:
     """The newest ``vN`` tag (what publishing creates), else the head commit sha."""
     refs = api.list_repo_refs(repo_id, repo_type=repo_type)
     tags = sorted((int(m.group(1)), t.name) for t in refs.tags if (m := _TAG_RE.match(t.name)))
@@ -100,15 +100,22 @@ def _revision(api, repo_id: str, repo_type: str = "model") -> str:
     return next((b.target_commit for b in refs.branches if b.name == "main"), "main")
 
 
-def _json_file(api, repo_id: str, filename: str, revision: str, repo_type: str = "model") -> dict | None:
+def hub_file(api, repo_id: str, filename: str, revision: str, repo_type: str = "model",
+             limit: int = -1) -> bytes | None:
+    """The first ``limit`` bytes (all with -1) of a repo file at ``revision``; None when absent."""
     from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = api.hf_hub_download(repo_id, filename, repo_type=repo_type, revision=revision, cache_dir=tmp)
         except (EntryNotFoundError, RevisionNotFoundError):
             return None
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            return f.read(limit)
+
+
+def _json_file(api, repo_id: str, filename: str, revision: str, repo_type: str = "model") -> dict | None:
+    raw = hub_file(api, repo_id, filename, revision, repo_type)
+    data = json.loads(raw) if raw is not None else None
     return data if isinstance(data, dict) else None
 
 
@@ -159,7 +166,7 @@ def adapter_from_card(api, repo_id: str, card, author: str = "") -> Adapter | No
     :class:`BadCard` when it is one the Space cannot use, see :func:`_check`)."""
     data = card.to_dict()
     qup = data.get("qup") if isinstance(data.get("qup"), dict) else {}
-    revision = _revision(api, repo_id)
+    revision = newest_revision(api, repo_id)
     if not qup.get("variant"):   # cards published before the qup: block
         qup = _json_file(api, repo_id, "qup_train.json", revision) or {}
         qup = {**qup, "variant": qup.get("dataset_config")}

@@ -17,7 +17,6 @@ Example:
 """
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 
 from ..stats import wilson
@@ -80,22 +79,6 @@ def _order(row: Row):
     return (row.benchmark, row.variant != BASE, row.variant)
 
 
-def load_results(api, repo_id: str) -> list[dict]:
-    """Rows of a results dataset repo (its parquet files at the newest revision), via ``datasets``."""
-    from datasets import load_dataset
-
-    from .discovery import _revision
-    revision = _revision(api, repo_id, "dataset")
-    files = [f for f in api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
-             if f.startswith("data/") and f.endswith(".parquet")]      # not the `details` config
-    if not files:
-        return []
-    with tempfile.TemporaryDirectory() as tmp:
-        local = [api.hf_hub_download(repo_id, f, repo_type="dataset", revision=revision, cache_dir=tmp)
-                 for f in files]
-        return load_dataset("parquet", data_files=local, split="train", cache_dir=f"{tmp}/ds").to_list()
-
-
 def _ci(stat: dict | None) -> tuple[float, float] | None:
     if stat and stat.get("lo") is not None and stat.get("hi") is not None:
         return float(stat["lo"]), float(stat["hi"])
@@ -120,13 +103,18 @@ def from_cards(exp: Experiment) -> list[Row]:
     return sorted(out, key=_order)
 
 
-def leaderboard(api, exp: Experiment) -> tuple[list[Row], str]:
-    """``(rows, note)``: the results dataset when the experiment has one, else the cards."""
-    if exp.results_repo:
-        rows = aggregate(load_results(api, exp.results_repo))
-        if rows:
-            return rows, f"From the results dataset `{exp.results_repo}` (seeds aggregated; 95% Wilson " \
-                         "intervals of the mean accuracy over the held-out problems)." + protocol_note(rows)
+def leaderboard(exp: Experiment, results: list[dict], error: str = "") -> tuple[list[Row], str]:
+    """``(rows, note)``: the results dataset's rows (:func:`.results.published`) when there are
+    any, else the cards; ``error`` says why the results dataset could not be read."""
+    try:
+        rows = aggregate(results)
+    except (TypeError, ValueError) as e:   # ill-typed rows: the cards' numbers
+        rows, error = [], error or str(e)
+    if rows:
+        return rows, f"From the results dataset `{exp.results_repo}` (seeds aggregated; 95% Wilson " \
+                     "intervals of the mean accuracy over the held-out problems)." + protocol_note(rows)
+    if error:
+        return from_cards(exp), "From the adapters' model cards (the results dataset is unreadable)."
     return from_cards(exp), ("From the adapters' model cards and the training dataset's manifest (no results "
                              "dataset published yet: run `qup study` for seeds and the base model).")
 

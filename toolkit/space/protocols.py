@@ -20,13 +20,10 @@ Example:
 from __future__ import annotations
 
 import json
-import tempfile
 
 from ..protocol import DECISIVE, NOTED, differences
 
 MAX_TEXT = 2000          # characters of a model output shown per cell
-MAX_DETAILS = 20_000     # detail rows read from a results dataset
-MAX_REPORT = 100_000     # characters of the study's report shown
 
 
 def label(row: dict) -> str:
@@ -78,43 +75,6 @@ def _cell(value) -> str:
         return "—"
     text = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
     return text[:300]
-
-
-def load_details(api, repo_id: str) -> list[dict]:
-    """The ``details`` config's rows (``details/*.parquet`` at the newest revision), else []."""
-    from datasets import load_dataset
-
-    from .discovery import _revision
-    revision = _revision(api, repo_id, "dataset")
-    files = [f for f in api.list_repo_files(repo_id, repo_type="dataset", revision=revision)
-             if f.startswith("details/") and f.endswith(".parquet")]
-    if not files:
-        return []
-    with tempfile.TemporaryDirectory() as tmp:
-        local = [api.hf_hub_download(repo_id, f, repo_type="dataset", revision=revision, cache_dir=tmp)
-                 for f in files]
-        ds = load_dataset("parquet", data_files=local, split="train", cache_dir=f"{tmp}/ds")
-        return ds.select(range(min(len(ds), MAX_DETAILS))).to_list()
-
-
-def load_report(api, repo_id: str) -> str:
-    """The study's ``report.md`` published beside its results (findings, the paradox table per
-    benchmark, paired comparisons, Spearman per criterion, compute), else "". Its image lines go
-    (the tab draws its own plot); a report over :data:`MAX_REPORT` characters is cut, saying so."""
-    from huggingface_hub.errors import EntryNotFoundError
-
-    from ..schema import REPORT_FILES
-    from .discovery import _revision
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = api.hf_hub_download(repo_id, REPORT_FILES[0], repo_type="dataset",
-                                       revision=_revision(api, repo_id, "dataset"), cache_dir=tmp)
-        except EntryNotFoundError:
-            return ""
-        with open(path, encoding="utf-8", errors="replace") as f:
-            text = f.read(MAX_REPORT + 1)
-    lines = [line for line in text[:MAX_REPORT].splitlines() if not line.startswith("![")]
-    return "\n".join(lines) + ("\n\n*(report cut: longer than this page shows)*" if len(text) > MAX_REPORT else "")
 
 
 DETAIL_COLUMNS = ["problem", "question", "gold", "A answer", "A", "B answer", "B", "A output", "B output"]

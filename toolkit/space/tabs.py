@@ -8,29 +8,14 @@ Example:
 """
 from __future__ import annotations
 
-import logging
-
 import gradio as gr
 import pandas as pd
 
 from . import protocols
 from .leaderboard import COLUMNS, Row, filter_rows, table
 
-log = logging.getLogger(__name__)
 NO_RESULTS = ("No results dataset published for this experiment: protocols and per-problem outputs come "
               "with `qup study` (its `<dataset>-results` repo).")
-
-
-def published(api, repo: str) -> tuple[list[dict], list[dict], str]:
-    """``(results rows, details rows, report)`` of a results repo; empty when absent or unreadable."""
-    if not repo:
-        return [], [], ""
-    from .leaderboard import load_results
-    try:
-        return load_results(api, repo), protocols.load_details(api, repo), protocols.load_report(api, repo)
-    except Exception as e:  # noqa: BLE001 - an unreadable results dataset: the tabs say so
-        log.warning("results of %s unreadable (%s)", repo, e)
-        return [], [], ""
 
 
 def leaderboard_tab(rows: list[Row], note: str) -> None:
