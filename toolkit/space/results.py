@@ -55,7 +55,7 @@ def parquet_rows(api, repo: str, prefix: str, revision: str, limit: int | None =
         local = [api.hf_hub_download(repo, f, repo_type="dataset", revision=revision, cache_dir=tmp)
                  for f in files]
         ds = load_dataset("parquet", data_files=local, split="train", cache_dir=f"{tmp}/ds")
-        return ds.select(range(min(len(ds), limit if limit is not None else len(ds)))).to_list()
+        return (ds if limit is None else ds.select(range(min(len(ds), limit)))).to_list()
 
 
 def report(api, repo: str, revision: str) -> str:
